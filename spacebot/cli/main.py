@@ -1,0 +1,136 @@
+"""``spacebot``: run the supervisor, create a starter home, check the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from spacebot import config as config_mod
+from spacebot import logs
+from spacebot.errors import ConfigError, SpacebotError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _config_file(args: argparse.Namespace) -> Path:
+    if getattr(args, "config", None):
+        return Path(args.config).expanduser()
+    return config_mod.config_path(os.environ)
+
+
+def _apply_globals(args: argparse.Namespace) -> None:
+    if getattr(args, "home", None):
+        os.environ["SPACEBOT_HOME"] = str(Path(args.home).expanduser())
+    if getattr(args, "runtime_dir", None):
+        os.environ["SPACEBOT_RUNTIME_DIR"] = str(Path(args.runtime_dir).expanduser())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start the supervisor in the foreground (systemd's ExecStart)."""
+    from spacebot.supervisor.arbiter import Supervisor
+
+    _apply_globals(args)
+    path = _config_file(args)
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        print(f"spacebot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.setup("supervisor", cfg.runtime.log_level)
+    supervisor = Supervisor(cfg, config_file=path)
+    try:
+        import uvloop
+
+        return uvloop.run(supervisor.run())
+    except ImportError:
+        return asyncio.run(supervisor.run())
+    except SpacebotError as exc:
+        print(f"spacebot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a commented config and the identity files of agent ``main``."""
+    from spacebot.cli.starter import write_starter
+
+    _apply_globals(args)
+    home = config_mod.default_home(os.environ)
+    for line in write_starter(home, force=args.force):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate the configuration and print where it came from."""
+    _apply_globals(args)
+    path = _config_file(args)
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        print(f"spacebot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    from spacebot.paths import runtime_dir
+
+    print(f"config ok: {cfg.source or '(no file: defaults and environment)'}")
+    print(f"  home:        {cfg.home}")
+    print(f"  runtime_dir: {runtime_dir(cfg)}")
+    print(f"  log_level:   {cfg.runtime.log_level}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="spacebot", description="Spacebot: a concurrent AI agent for communities."
+    )
+    parser.add_argument("--home", help="SPACEBOT_HOME (default ~/.spacebot)")
+    parser.add_argument("--config", help="config file (default $SPACEBOT_HOME/config.toml)")
+    parser.add_argument("--runtime-dir", help="socket directory")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the supervisor and its processes in the foreground")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("init", help="write a commented config.toml and identity files")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("check", help="validate the configuration")
+    c.set_defaults(func=cmd_config_check)
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    found = []
+    try:
+        from spacebot.llm.cli import register
+
+        found.append(register)
+    except ImportError:
+        pass
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    result: int = args.func(args)
+    return result
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

@@ -1,0 +1,80 @@
+"""The files ``spacebot init`` writes: a commented config and the default agent's identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG_TOML = """\
+# Spacebot configuration. Every key is optional: delete what you don't change.
+# Check it with `spacebot config check`; apply changes with `spacebotctl reload` (or SIGHUP).
+
+[runtime]
+# Socket directory (mode 0700). Empty: $RUNTIME_DIRECTORY (systemd), $XDG_RUNTIME_DIR/spacebot,
+# or /tmp/spacebot-<uid>.
+# runtime_dir = ""
+log_level = "info"            # debug | info | warning | error (changes on reload)
+# max_frame_bytes = 4194304   # largest message accepted on the bus
+# hwm = 10000                 # queued messages per socket before shedding
+
+[supervisor]
+# Modules the zygote imports once so that every process forks warm.
+# preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "anthropic", "openai"]
+# monitor_interval = 0.5      # seconds between liveness checks
+# shutdown_timeout = 30.0     # longest graceful shutdown before SIGKILL
+
+# Budgets and restart policy per process kind: gateway, channel, branch, worker, memory, cortex.
+# [processes.worker]
+# heartbeat_interval = 2.0    # seconds between heartbeats from the child's event loop
+# heartbeat_miss_limit = 3    # missed heartbeats before it counts as hung and is killed
+# wall_clock_limit = 3600.0   # longest life in seconds (0 = none)
+# progress_limit = 900.0      # longest busy stretch without progress (0 = none)
+# grace = 5.0                 # seconds between SIGTERM and SIGKILL
+# restart = "never"           # always | on-failure | never
+# flap_max_restarts = 5       # restarts within flap_window before back-off
+# flap_window = 60.0
+# backoff_initial = 1.0       # doubled each step
+# backoff_max_steps = 4       # then the process is marked failed
+"""
+
+SOUL_MD = """\
+# Soul
+
+You are warm, direct and curious. You keep answers short unless asked for depth, admit what you
+don't know, and never pretend to have done something you have not done.
+"""
+
+IDENTITY_MD = """\
+# Identity
+
+Your name is Spacebot. You are an assistant that lives in this community's chat and remembers
+what people tell you.
+"""
+
+ROLE_MD = """\
+# Role
+
+Help the people in this conversation: answer questions, keep track of decisions and to-dos, and
+hand longer tasks to workers so the conversation never waits on you.
+"""
+
+
+def write_starter(home: Path, *, force: bool = False) -> list[str]:
+    """Create ``home`` with a config and agent ``main``; returns one line per file touched."""
+    agent = home / "agents" / "main"
+    files = {
+        home / "config.toml": CONFIG_TOML,
+        agent / "SOUL.md": SOUL_MD,
+        agent / "IDENTITY.md": IDENTITY_MD,
+        agent / "ROLE.md": ROLE_MD,
+    }
+    lines = []
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for sub in ("data", "ingest", "workspace"):
+        (agent / sub).mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        if path.exists() and not force:
+            lines.append(f"kept    {path} (exists; --force overwrites)")
+            continue
+        path.write_text(text)
+        lines.append(f"wrote   {path}")
+    return lines

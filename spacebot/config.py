@@ -1,0 +1,243 @@
+"""Spacebot's configuration: one frozen struct, loaded from TOML and the environment, validated once.
+
+Sources, later ones winning: built-in defaults → ``$SPACEBOT_HOME/config.toml`` (if present) →
+environment variables (see :data:`ENV_VARS`). Every error names the key, the file and, where it
+can, the line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from spacebot.errors import ConfigError
+from spacebot.ipc.messages import Kind
+
+RestartPolicy = Literal["always", "on-failure", "never"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ProcessPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Budgets and restart policy for one kind of process."""
+
+    heartbeat_interval: float = 2.0
+    """Seconds between heartbeats sent from the child's event loop."""
+    heartbeat_miss_limit: int = 3
+    """Heartbeats that may be missed before the process counts as hung and is killed."""
+    wall_clock_limit: float = 0.0
+    """Longest a process may live, in seconds; 0 = no limit."""
+    progress_limit: float = 0.0
+    """Longest a busy process may go without reporting progress, in seconds; 0 = no limit."""
+    grace: float = 5.0
+    """Seconds between SIGTERM and SIGKILL when stopping it."""
+    ready_timeout: float = 10.0
+    """Seconds a new process has to send ``Ready``."""
+    restart: RestartPolicy = "on-failure"
+    """When to restart it after it exits."""
+    flap_max_restarts: int = 5
+    """Restarts allowed within ``flap_window`` before back-off starts."""
+    flap_window: float = 60.0
+    """Window, in seconds, for counting restarts."""
+    backoff_initial: float = 1.0
+    """First back-off delay, doubled on each further restart inside the window."""
+    backoff_max_steps: int = 4
+    """Back-off steps before the process is declared ``failed``."""
+
+
+_KIND_DEFAULTS: dict[Kind, dict[str, Any]] = {
+    Kind.GATEWAY: {"restart": "always"},
+    Kind.CHANNEL: {"restart": "on-failure"},
+    Kind.BRANCH: {"restart": "never", "wall_clock_limit": 600.0, "progress_limit": 300.0},
+    Kind.WORKER: {"restart": "never", "wall_clock_limit": 3600.0, "progress_limit": 900.0},
+    Kind.MEMORY: {"restart": "always", "grace": 15.0, "ready_timeout": 120.0},
+    Kind.CORTEX: {"restart": "always"},
+}
+
+
+class RuntimeSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where things live and how the bus behaves."""
+
+    runtime_dir: str = ""
+    """Directory for the sockets (mode 0700). Empty: ``$RUNTIME_DIRECTORY``, ``$XDG_RUNTIME_DIR/spacebot``
+    or ``/tmp/spacebot-<uid>``."""
+    log_level: LogLevel = "info"
+    """Log level of every process; changes on reload."""
+    max_frame_bytes: int = 4 * 1024 * 1024
+    """Largest accepted bus frame."""
+    hwm: int = 10_000
+    """High-water mark (queued messages) per bus socket."""
+
+
+class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The supervisor and its zygote."""
+
+    preload: list[str] = msgspec.field(
+        default_factory=lambda: ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "anthropic", "openai"]
+    )
+    """Modules the zygote imports once so forked children start warm."""
+    monitor_interval: float = 0.5
+    """Seconds between liveness checks of every process."""
+    zygote_start_timeout: float = 60.0
+    """Seconds the zygote has to import ``preload`` and say it is ready."""
+    shutdown_timeout: float = 30.0
+    """Longest a graceful shutdown may take before everything left is SIGKILLed."""
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole configuration. Children receive it as-is."""
+
+    home: str = ""
+    """``$SPACEBOT_HOME``: config, secrets and agent data (default ``~/.spacebot``)."""
+    runtime: RuntimeSection = RuntimeSection()
+    """Sockets, logging and bus limits."""
+    supervisor: SupervisorSection = SupervisorSection()
+    """Supervisor and zygote settings."""
+    processes: dict[Kind, ProcessPolicy] = msgspec.field(default_factory=dict)
+    """Budgets per kind; kinds left out use their defaults."""
+    source: str = ""
+    """The file this was loaded from (empty when none); set by the loader."""
+
+    def policy(self, kind: Kind) -> ProcessPolicy:
+        """Budgets and restart policy for ``kind``."""
+        return self.processes[kind]
+
+
+ENV_VARS: dict[str, str] = {
+    "SPACEBOT_HOME": "home directory (default ~/.spacebot; /var/lib/spacebot under systemd)",
+    "SPACEBOT_CONFIG": "config file path (default $SPACEBOT_HOME/config.toml)",
+    "SPACEBOT_RUNTIME_DIR": (
+        "socket directory (default $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/spacebot, /tmp/spacebot-UID)"
+    ),
+    "SPACEBOT_LOG_LEVEL": "debug | info | warning | error",
+}
+"""Environment variables that configure Spacebot without a file."""
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """``$SPACEBOT_HOME`` or ``~/.spacebot``."""
+    return Path(environ.get("SPACEBOT_HOME") or Path.home() / ".spacebot").expanduser()
+
+
+def config_path(environ: Mapping[str, str]) -> Path:
+    """Where the config file is looked for."""
+    explicit = environ.get("SPACEBOT_CONFIG")
+    return Path(explicit).expanduser() if explicit else default_home(environ) / "config.toml"
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the configuration; raise :class:`ConfigError` naming what is wrong."""
+    env = os.environ if environ is None else environ
+    path = path or config_path(env)
+    raw: dict[str, Any] = {}
+    text = ""
+    if path.exists():
+        try:
+            text = path.read_text()
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    elif "SPACEBOT_CONFIG" in env:
+        raise ConfigError(f"{path}: config file named by SPACEBOT_CONFIG does not exist")
+    return from_dict(raw, env, source=str(path) if text else "", text=text)
+
+
+def from_dict(
+    raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, *, source: str = "", text: str = ""
+) -> Config:
+    """Build a :class:`Config` from parsed TOML plus the environment."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    data.setdefault("home", str(default_home(env)))
+    runtime = dict(data.get("runtime") or {})
+    if env.get("SPACEBOT_RUNTIME_DIR"):
+        runtime["runtime_dir"] = env["SPACEBOT_RUNTIME_DIR"]
+    if env.get("SPACEBOT_LOG_LEVEL"):
+        runtime["log_level"] = env["SPACEBOT_LOG_LEVEL"].lower()
+    data["runtime"] = runtime
+    processes = data.get("processes") or {}
+    if not isinstance(processes, dict):
+        raise ConfigError(_where("processes", source, text) + ": must be a table of kinds")
+    merged: dict[str, Any] = {}
+    for kind in Kind:
+        merged[kind.value] = {**_KIND_DEFAULTS[kind], **(processes.get(kind.value) or {})}
+    unknown = sorted(set(processes) - {k.value for k in Kind})
+    if unknown:
+        kinds = ", ".join(k.value for k in Kind)
+        raise ConfigError(
+            _where(f"processes.{unknown[0]}", source, text) + f": unknown process kind (one of {kinds})"
+        )
+    data["processes"] = merged
+    data["source"] = source
+    try:
+        config = msgspec.convert(data, Config, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, source, text)) from None
+    _check(config, source, text)
+    return config
+
+
+def _check(config: Config, source: str, text: str) -> None:
+    for kind, pol in config.processes.items():
+        key = f"processes.{kind.value}"
+        if pol.heartbeat_interval <= 0:
+            raise ConfigError(_where(f"{key}.heartbeat_interval", source, text) + ": must be > 0")
+        if pol.heartbeat_miss_limit < 1:
+            raise ConfigError(_where(f"{key}.heartbeat_miss_limit", source, text) + ": must be >= 1")
+        for name in ("wall_clock_limit", "progress_limit", "grace", "flap_window", "backoff_initial"):
+            if getattr(pol, name) < 0:
+                raise ConfigError(_where(f"{key}.{name}", source, text) + ": must be >= 0")
+    if config.runtime.max_frame_bytes < 1024:
+        raise ConfigError(_where("runtime.max_frame_bytes", source, text) + ": must be >= 1024")
+    if config.runtime.hwm < 1:
+        raise ConfigError(_where("runtime.hwm", source, text) + ": must be >= 1")
+
+
+_PATH_RE = re.compile(r"`\$((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)`")
+
+
+def _explain(exc: msgspec.ValidationError, source: str, text: str) -> str:
+    message = str(exc)
+    match = _PATH_RE.search(message)
+    key = match.group(1).lstrip(".") if match else ""
+    key = re.sub(r"\[\d+\]", "", key)
+    detail = _PATH_RE.sub("", message).rstrip(" -")
+    detail = detail.replace("Object contains unknown field", "unknown key")
+    return f"{_where(key, source, text)}: {detail}" if key else f"{source or 'config'}: {detail}"
+
+
+def _where(key: str, source: str, text: str) -> str:
+    """``key`` (file:line) for an error message; the line is found by scanning TOML tables and keys."""
+    where = f"config key {key!r}"
+    if not source:
+        return where + " (from defaults/environment)"
+    line = _find_line(key, text)
+    return f"{where} ({source}:{line})" if line else f"{where} ({source})"
+
+
+def _find_line(key: str, text: str) -> int | None:
+    parts = key.split(".")
+    table: list[str] = []
+    best: int | None = None
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if line.startswith("["):
+            table = [p.strip().strip('"') for p in line.strip("[]").split(".")]
+            if table == parts:
+                best = number
+            continue
+        name = line.split("=", 1)[0].strip().strip('"') if "=" in line else ""
+        if name:
+            full = [*table, name]
+            if full == parts:
+                return number
+            if parts[: len(full)] == full:
+                best = best or number
+    return best

@@ -1,0 +1,260 @@
+"""The message broker inside the supervisor: a ROUTER that forwards by destination id, and a PUB.
+
+The broker never decodes a payload on the fast path: it reads the destination frame and forwards
+``[dst, src, payload]``. Payloads are decoded only when they are addressed to the supervisor, or
+to build an ``Err`` reply when a destination is unknown or its queue is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from spacebot.ipc import codec
+from spacebot.ipc.bus import BusError, Handler, Reply
+from spacebot.ipc.drain import Pump
+from spacebot.ipc.messages import (
+    BROKER_ID,
+    PUBLISH_FRAME,
+    SUPERVISOR_ID,
+    Body,
+    Envelope,
+    Err,
+    ErrorCode,
+    Event,
+    EventBody,
+    FramesDropped,
+    Ok,
+)
+
+log = logging.getLogger("spacebot.broker")
+
+_SUPERVISOR_FRAME = SUPERVISOR_ID.encode()
+
+
+class Broker:
+    """Routes envelopes between bus endpoints and publishes events."""
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        bus_endpoint: str,
+        events_endpoint: str,
+        *,
+        max_frame: int = codec.DEFAULT_MAX_FRAME,
+        hwm: int = 10_000,
+        events_hwm: int = 100_000,
+    ) -> None:
+        self.bus_endpoint = bus_endpoint
+        self.events_endpoint = events_endpoint
+        self.guard = codec.FrameGuard(BROKER_ID, max_frame)
+        self.routed = 0
+        self._router: zmq.Socket[bytes] = zmq.Socket(context, zmq.ROUTER)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self._router.setsockopt(zmq.SNDHWM, hwm)
+        self._router.setsockopt(zmq.RCVHWM, hwm)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._pub: zmq.Socket[bytes] = zmq.Socket(context, zmq.PUB)
+        self._pub.setsockopt(zmq.SNDHWM, events_hwm)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._handler: Handler | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pump: Pump | None = None
+        self._reported_drops = 0
+        self._last_drop_event = 0.0
+        self.on_batch: Callable[[], None] | None = None
+
+    def bind(self) -> None:
+        """Bind both sockets."""
+        self._router.bind(self.bus_endpoint)
+        self._pub.bind(self.events_endpoint)
+
+    def start(self, handler: Handler) -> None:
+        """Start routing; ``handler`` receives envelopes addressed to the supervisor."""
+        self._handler = handler
+        self._pump = Pump(self._router, self._on_frames, name="broker", on_batch=self._after_batch)
+
+    async def close(self) -> None:
+        """Stop routing and close the sockets."""
+        if self._pump is not None:
+            self._pump.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._router.close(linger=0)
+        self._pub.close(linger=0)
+
+    # -- the supervisor's own endpoint ---------------------------------------------------------
+
+    def send(self, dst: str, body: Body) -> bool:
+        """Send a one-way message from the supervisor."""
+        return self._deliver(dst, Envelope(SUPERVISOR_ID, dst, 0, 0, body))
+
+    def reply(self, env: Envelope, result: Reply) -> bool:
+        """Answer a request addressed to the supervisor."""
+        if env.id == 0:
+            return False
+        return self._deliver(env.src, Envelope(SUPERVISOR_ID, env.src, 0, env.id, result))
+
+    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
+        """Request/reply from the supervisor to a child."""
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            if not self._deliver(dst, Envelope(SUPERVISOR_ID, dst, rid, 0, body)):
+                raise BusError(ErrorCode.NO_ROUTE, f"cannot deliver to {dst!r}")
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise BusError(ErrorCode.TIMEOUT, f"no reply from {dst!r} within {timeout:g}s") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    def publish(self, topic: str, body: EventBody, *, src: str = SUPERVISOR_ID) -> None:
+        """Publish an event (PUB never blocks; past its high-water mark a slow subscriber loses events)."""
+        payload = codec.encode(Event(topic, src, time.time(), body))
+        self._pub.send_multipart((topic.encode(), payload), zmq.NOBLOCK)
+
+    def _deliver(self, dst: str, env: Envelope) -> bool:
+        try:
+            self._router.send_multipart((dst.encode(), _SUPERVISOR_FRAME, codec.encode(env)), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            reason = "unknown destination" if exc.errno == errno.EHOSTUNREACH else "queue full"
+            self.guard.count("shed", f"supervisor → {dst!r}: {reason}")
+            return False
+        finally:
+            if self._pump is not None:
+                self._pump.kick()  # a send may have consumed the edge that announces input
+        return True
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        n = len(frames)
+        if n < 3:
+            self.guard.count("malformed", f"{n} frames from {frames[0][:64]!r}, expected 3")
+            return
+        src_raw, dst_raw = frames[0], frames[1]
+        if dst_raw == PUBLISH_FRAME:
+            self._forward_publish(frames)
+            return
+        if n != 3:
+            self.guard.count("malformed", f"{n} frames from {src_raw[:64]!r}, expected 3")
+            return
+        payload = frames[2]
+        if len(payload) > self.guard.max_frame:
+            self.guard.count("oversized", f"{len(payload)} bytes from {src_raw[:64]!r}")
+            return
+        if dst_raw == _SUPERVISOR_FRAME:
+            self._to_supervisor(src_raw, payload)
+            return
+        try:
+            self._router.send_multipart((dst_raw, src_raw, payload), zmq.NOBLOCK)
+            self.routed += 1
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                self._bounce(
+                    src_raw, payload, ErrorCode.NO_ROUTE, f"no process {dst_raw.decode(errors='replace')!r}"
+                )
+            else:
+                self.guard.count("shed", f"queue to {dst_raw[:64]!r} full")
+                self._bounce(
+                    src_raw,
+                    payload,
+                    ErrorCode.OVERLOADED,
+                    f"{dst_raw.decode(errors='replace')!r} is not keeping up",
+                )
+
+    def _forward_publish(self, frames: list[bytes]) -> None:
+        if len(frames) != 4:
+            self.guard.count("malformed", f"publish with {len(frames)} frames from {frames[0][:64]!r}")
+            return
+        if len(frames[3]) > self.guard.max_frame:
+            self.guard.count("oversized", f"publish of {len(frames[3])} bytes from {frames[0][:64]!r}")
+            return
+        self._pub.send_multipart((frames[2], frames[3]), zmq.NOBLOCK)
+        self.routed += 1
+
+    def _bounce(self, src_raw: bytes, payload: bytes, code: ErrorCode, message: str) -> None:
+        """Send an ``Err`` back to the sender of an undeliverable request."""
+        src = codec.decode_source(src_raw)
+        if src is None:
+            self.guard.count("malformed", f"non-UTF-8 identity {src_raw[:64]!r}")
+            return
+        env = self.guard.envelope((src_raw, payload), src)
+        if env is None or env.id == 0:
+            return  # one-way messages get no error reply; the counter and log have it
+        err = Envelope(BROKER_ID, src, 0, env.id, Err(code, message))
+        try:
+            self._router.send_multipart((src_raw, BROKER_ID.encode(), codec.encode(err)), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.guard.count("shed", f"error reply to {src!r} undeliverable")
+
+    def _to_supervisor(self, src_raw: bytes, payload: bytes) -> None:
+        src = codec.decode_source(src_raw)
+        if src is None:
+            self.guard.count("malformed", f"non-UTF-8 identity {src_raw[:64]!r}")
+            return
+        env = self.guard.envelope((src_raw, payload), src)
+        if env is None:
+            return
+        if env.reply_to:
+            fut = self._pending.get(env.reply_to)
+            if fut is not None and not fut.done():
+                if isinstance(env.body, Ok):
+                    fut.set_result(env.body.value)
+                elif isinstance(env.body, Err):
+                    fut.set_exception(BusError(env.body.code, env.body.message))
+            return
+        assert self._handler is not None
+        try:
+            result = self._handler(env)
+        except Exception as exc:
+            log.exception("supervisor handler failed src=%s msg=%s", src, type(env.body).__name__)
+            self.reply(env, Err(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            return
+        if isinstance(result, Ok | Err):
+            self.reply(env, result)
+        elif result is not None:
+            task = asyncio.get_running_loop().create_task(self._finish(env, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, env: Envelope, pending: Any) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            log.exception("supervisor handler failed src=%s msg=%s", env.src, type(env.body).__name__)
+            result = Err(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        if result is not None:
+            self.reply(env, result)
+
+    def _after_batch(self) -> None:
+        self.report_drops()
+        if self.on_batch is not None:
+            self.on_batch()
+
+    def report_drops(self) -> None:
+        """Publish a throttled :class:`FramesDropped` event if anything was dropped since the last one."""
+        dropped = self.guard.errors + self.guard.shed
+        if dropped != self._reported_drops:
+            now = time.monotonic()
+            if now - self._last_drop_event >= 1.0:
+                self._last_drop_event = now
+                self._reported_drops = dropped
+                self.publish(
+                    "bus.dropped.broker",
+                    FramesDropped(BROKER_ID, self.guard.snapshot(), self.guard.last_reason),
+                )

@@ -1,0 +1,556 @@
+"""Every message that crosses a Spacebot socket.
+
+All wire types live here and nowhere else. They are frozen, tagged ``msgspec.Struct`` s encoded as
+msgpack. Unions are named by direction:
+
+* ``ToSupervisor``  — a child process talking to the supervisor over the bus.
+* ``ToChild``       — the supervisor talking to a child.
+* ``Body``          — anything an :class:`Envelope` may carry (the union of all bus payloads).
+* ``ControlRequest`` — ``spacebotctl`` talking to the control socket.
+* ``EventBody``     — what is published on the events socket.
+
+Frames on the bus (ZeroMQ multipart):
+
+* child DEALER → broker ROUTER: ``[dst, payload]`` where ``payload`` is an encoded :class:`Envelope`.
+  The broker sees ``[src_identity, dst, payload]`` and routes on ``dst`` without decoding.
+* broker → child DEALER: ``[src, payload]``; the receiver checks ``envelope.src == src``.
+* publish: ``[b"@pub", topic, payload]`` where ``payload`` is an encoded :class:`Event`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+# --------------------------------------------------------------------------------------------
+# Shared vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+class Kind(enum.StrEnum):
+    """The role of a managed process (DESIGN.md §2)."""
+
+    GATEWAY = "gateway"
+    CHANNEL = "channel"
+    BRANCH = "branch"
+    WORKER = "worker"
+    MEMORY = "memory"
+    CORTEX = "cortex"
+
+
+class ProcState(enum.StrEnum):
+    """The one lifecycle vocabulary; legal moves are in ``spacebot.supervisor.table.TRANSITIONS``."""
+
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    IDLE = "idle"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+class ErrorCode(enum.StrEnum):
+    """Why a request failed."""
+
+    NO_ROUTE = "no_route"
+    """The destination id is not connected to the bus."""
+    TIMEOUT = "timeout"
+    """No reply arrived before the deadline."""
+    BAD_REQUEST = "bad_request"
+    """The request was understood but its content is invalid."""
+    NOT_FOUND = "not_found"
+    """The named object (process, memory, …) does not exist."""
+    UNSUPPORTED = "unsupported"
+    """The receiver does not handle this message type."""
+    OVERLOADED = "overloaded"
+    """A queue or high-water mark is full; the message was shed."""
+    SPAWN_FAILED = "spawn_failed"
+    """The zygote could not start the requested process."""
+    CONFIG = "config"
+    """The configuration is invalid."""
+    INTERNAL = "internal"
+    """An unexpected error inside the receiver; the log has details."""
+
+
+SUPERVISOR_ID = "supervisor"
+"""Bus id of the supervisor itself."""
+
+BROKER_ID = "broker"
+"""Source id of replies the broker makes on its own (``no_route``, ``overloaded``)."""
+
+PUBLISH_FRAME = b"@pub"
+"""Destination frame that asks the broker to forward a frame pair to the events socket."""
+
+
+# --------------------------------------------------------------------------------------------
+# Replies
+# --------------------------------------------------------------------------------------------
+
+
+class Ok(msgspec.Struct, frozen=True, tag="ok"):
+    """A successful reply."""
+
+    value: Any = None
+    """The result: a struct from this module, a builtin, or ``None``."""
+
+
+class Err(msgspec.Struct, frozen=True, tag="err"):
+    """A failed reply."""
+
+    code: ErrorCode
+    """What kind of failure this is."""
+    message: str
+    """A human-readable explanation naming what was wrong."""
+
+
+# --------------------------------------------------------------------------------------------
+# Child → supervisor
+# --------------------------------------------------------------------------------------------
+
+
+class Counters(msgspec.Struct, frozen=True, tag="counters"):
+    """Frame-level error counters of one bus endpoint."""
+
+    malformed: int = 0
+    """Frames that could not be decoded or had the wrong shape."""
+    oversized: int = 0
+    """Frames larger than the configured cap."""
+    unknown: int = 0
+    """Well-formed messages of a type the receiver does not handle."""
+    shed: int = 0
+    """Messages dropped because a queue or high-water mark was full."""
+
+
+class Ready(msgspec.Struct, frozen=True, tag="ready"):
+    """Sent once by a child when its DEALER is connected and its loop is running."""
+
+    pid: int
+    """The child's OS process id."""
+    kind: Kind
+    """The child's kind, echoed for sanity checks."""
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
+    """Sent periodically from the child's own event loop: proof the loop answers."""
+
+    progress_at: float
+    """Wall-clock time (epoch seconds) of the child's last real progress (token, tool call)."""
+    busy: bool
+    """Whether the child is working on something right now."""
+    task: str = ""
+    """One line describing the current task, shown in ``spacebotctl status``."""
+    counters: Counters = Counters()
+    """The child's bus error counters."""
+
+
+class SpawnSpec(msgspec.Struct, frozen=True, tag="spawn"):
+    """Ask the supervisor to start a process (from a child over the bus, or from ``spacebotctl``)."""
+
+    kind: Kind
+    """The role of the new process; budgets and restart policy come from it."""
+    target: str
+    """Dotted path ``package.module:function`` of the async entry point."""
+    id: str = ""
+    """The process id to use; empty means ``<kind>:<random>``."""
+    args: dict[str, Any] = {}
+    """Keyword arguments handed to the entry point (msgpack-able values only)."""
+    task: str = ""
+    """Initial one-line task description."""
+    wait_ready: bool = True
+    """Reply only once the child has sent :class:`Ready` (or failed to)."""
+    restart: str = ""
+    """Override of the kind's restart policy (``always``/``on-failure``/``never``); empty keeps it."""
+
+
+class Spawned(msgspec.Struct, frozen=True, tag="spawned"):
+    """Reply to :class:`SpawnSpec`."""
+
+    id: str
+    """The id of the new process."""
+    pid: int
+    """Its OS pid."""
+    state: ProcState
+    """Its state when the reply was made."""
+
+
+class SyncEvents(msgspec.Struct, frozen=True, tag="sync_events"):
+    """Ask the supervisor to publish ``sys.sync.<nonce>`` so a subscriber knows it is connected."""
+
+    nonce: str
+    """A random token chosen by the subscriber."""
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping"):
+    """A request answered with ``Ok(payload)`` by any bus endpoint; used for liveness and benchmarks."""
+
+    payload: bytes = b""
+    """Opaque bytes echoed back."""
+
+
+class Echo(msgspec.Struct, frozen=True, tag="echo"):
+    """A one-way message that test and benchmark children count or echo."""
+
+    seq: int
+    """Sequence number chosen by the sender."""
+    payload: bytes = b""
+    """Opaque bytes."""
+
+
+# --------------------------------------------------------------------------------------------
+# Supervisor → child
+# --------------------------------------------------------------------------------------------
+
+
+class Stop(msgspec.Struct, frozen=True, tag="stop"):
+    """Ask a child to finish its work and exit cleanly."""
+
+    reason: str = ""
+    """Why the supervisor wants it to stop (shutdown, hibernate, operator)."""
+
+
+ToSupervisor = Ready | Heartbeat | SpawnSpec | SyncEvents | Ping
+"""Messages a child sends to the supervisor."""
+
+ToChild = Stop | Ping | Echo
+"""Messages the supervisor or other processes send to a child."""
+
+Body = Ok | Err | Ready | Heartbeat | SpawnSpec | Spawned | SyncEvents | Ping | Echo | Stop
+"""Everything an :class:`Envelope` may carry."""
+
+
+class Envelope(msgspec.Struct, frozen=True, array_like=True):
+    """The one frame format on the bus."""
+
+    src: str
+    """Bus id of the sender (checked against the transport identity by the receiver)."""
+    dst: str
+    """Bus id of the receiver."""
+    id: int
+    """Request id, unique per sender; 0 for a one-way message that wants no reply."""
+    reply_to: int
+    """The request id this envelope answers; 0 when it is not a reply."""
+    body: Body
+    """The message itself."""
+
+
+# --------------------------------------------------------------------------------------------
+# Control socket (spacebotctl ⇄ supervisor)
+# --------------------------------------------------------------------------------------------
+
+
+class StatusRequest(msgspec.Struct, frozen=True, tag="status"):
+    """List every managed process with its live metrics."""
+
+
+class TreeRequest(msgspec.Struct, frozen=True, tag="tree"):
+    """The process tree: supervisor, zygote, children by logical parent, and their OS descendants."""
+
+
+class KillRequest(msgspec.Struct, frozen=True, tag="kill"):
+    """Kill a process and its whole tree (OS descendants and logical children)."""
+
+    id: str
+    """The process id to kill."""
+    signal: str = "TERM"
+    """First signal to send (``TERM``, ``INT``, ``KILL``, …); escalation to SIGKILL follows."""
+    grace: float | None = None
+    """Seconds to wait after the first signal; ``None`` uses the kind's budget."""
+    restart: bool = False
+    """Restart it afterwards (per its policy) instead of leaving it exited."""
+
+
+class ReloadRequest(msgspec.Struct, frozen=True, tag="reload"):
+    """Re-read the configuration file (same as SIGHUP)."""
+
+
+class ShutdownRequest(msgspec.Struct, frozen=True, tag="shutdown"):
+    """Stop every process in dependency order and exit (same as SIGTERM)."""
+
+
+ControlRequest = (
+    StatusRequest | TreeRequest | KillRequest | ReloadRequest | ShutdownRequest | SpawnSpec | SyncEvents
+)
+"""Requests accepted on the control socket."""
+
+
+class ControlFrame(msgspec.Struct, frozen=True, array_like=True):
+    """One control request with its id."""
+
+    id: int
+    """Request id chosen by the client, echoed in the reply."""
+    request: ControlRequest
+    """The request."""
+
+
+class ControlReply(msgspec.Struct, frozen=True, array_like=True):
+    """The answer to a :class:`ControlFrame`."""
+
+    id: int
+    """The request id this answers."""
+    result: Ok | Err
+    """The outcome."""
+
+
+class ProcessInfo(msgspec.Struct, frozen=True, tag="process_info"):
+    """One row of ``spacebotctl status``."""
+
+    id: str
+    """Process id on the bus."""
+    kind: str
+    """Kind (``zygote`` for the fork server)."""
+    pid: int
+    """OS pid, 0 when not running."""
+    state: ProcState
+    """Lifecycle state."""
+    uptime_s: float
+    """Seconds since it was started (0 when not running)."""
+    cpu_percent: float
+    """CPU use since the previous status call, in percent of one core."""
+    rss_mb: float
+    """Resident set size in MiB."""
+    uss_mb: float
+    """Unique set size in MiB (memory freed if it exited)."""
+    heartbeat_age_s: float | None
+    """Seconds since the last heartbeat, ``None`` before the first."""
+    progress_age_s: float | None
+    """Seconds since the last reported progress, ``None`` before the first."""
+    parent: str
+    """Id of the process that asked for it (``supervisor`` for core processes)."""
+    task: str
+    """Current one-line task."""
+    restarts: int
+    """How many times it has been restarted."""
+    exit_code: int | None
+    """Last exit code (negative = killed by that signal), ``None`` if it never exited."""
+    frame_errors: int
+    """Bus frames it reported as malformed, oversized or unknown."""
+
+
+class StatusReply(msgspec.Struct, frozen=True, tag="status_reply"):
+    """Reply to :class:`StatusRequest`."""
+
+    supervisor_pid: int
+    """The supervisor's pid."""
+    uptime_s: float
+    """Seconds since the supervisor started."""
+    runtime_dir: str
+    """Where the sockets live."""
+    processes: list[ProcessInfo]
+    """One entry per managed process."""
+    broker: Counters
+    """The broker's own frame counters."""
+    routed: int
+    """Frames routed since start."""
+
+
+class TreeNode(msgspec.Struct, frozen=True, tag="tree_node"):
+    """A node of the process tree."""
+
+    id: str
+    """Process id, or ``pid:<n>`` for an unmanaged OS descendant."""
+    pid: int
+    """OS pid."""
+    state: str
+    """Lifecycle state or the OS status of an unmanaged descendant."""
+    command: str
+    """Kind for managed processes, command line for OS descendants."""
+    children: list[TreeNode] = []
+    """Sub-nodes."""
+
+
+class KilledProc(msgspec.Struct, frozen=True, tag="killed_proc"):
+    """One process ended by a kill."""
+
+    pid: int
+    """OS pid."""
+    name: str
+    """Process id for managed processes, the command name otherwise."""
+    how: str
+    """``exited`` (before any signal), ``signal`` (the first signal), ``sigkill`` (escalated)."""
+
+
+class KillReport(msgspec.Struct, frozen=True, tag="kill_report"):
+    """What a kill did."""
+
+    id: str
+    """The process that was asked to die."""
+    killed: list[KilledProc]
+    """Every process that died, the whole tree."""
+    survivors: list[int]
+    """Pids still alive afterwards (should be empty; non-empty means a kernel-level problem)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Events (PUB socket)
+# --------------------------------------------------------------------------------------------
+
+
+class StateChanged(msgspec.Struct, frozen=True, tag="state"):
+    """A process moved between lifecycle states."""
+
+    id: str
+    """Process id."""
+    kind: str
+    """Process kind."""
+    pid: int
+    """OS pid (0 if none)."""
+    old: ProcState
+    """Previous state."""
+    new: ProcState
+    """New state."""
+    reason: str = ""
+    """Why (``ready``, ``exit code 1``, ``heartbeat missed``, ``flapping``, …)."""
+
+
+class ProcessHung(msgspec.Struct, frozen=True, tag="hung"):
+    """The supervisor found a process alive but stuck past its budget and is killing it."""
+
+    id: str
+    """Process id."""
+    budget: str
+    """Which budget ran out: ``heartbeat``, ``progress`` or ``wall_clock``."""
+    seconds: float
+    """How long it went without."""
+
+
+class ProcessExited(msgspec.Struct, frozen=True, tag="exit"):
+    """A process ended."""
+
+    id: str
+    """Process id."""
+    pid: int
+    """OS pid."""
+    exit_code: int | None
+    """Exit status; negative = killed by that signal; ``None`` if unknown."""
+    restart_in: float | None
+    """Seconds until the restart, ``None`` when it will not be restarted."""
+
+
+class ProcessKilled(msgspec.Struct, frozen=True, tag="killed"):
+    """A kill escalation finished."""
+
+    report: KillReport
+    """What died."""
+
+
+class FramesDropped(msgspec.Struct, frozen=True, tag="dropped"):
+    """The broker or a child dropped frames (throttled: at most one event per second per source)."""
+
+    source: str
+    """Who dropped them."""
+    counters: Counters
+    """The counters after the drop."""
+    last_reason: str
+    """The last reason seen, naming the offending peer."""
+
+
+class ConfigReloaded(msgspec.Struct, frozen=True, tag="reloaded"):
+    """The configuration was re-read."""
+
+    ok: bool
+    """Whether the new configuration was accepted."""
+    message: str = ""
+    """The error, when it was not."""
+
+
+class Notice(msgspec.Struct, frozen=True, tag="notice"):
+    """A free-form event published by a process (status lines, progress)."""
+
+    text: str
+    """What happened."""
+    fields: dict[str, Any] = {}
+    """Structured details."""
+
+
+EventBody = (
+    StateChanged
+    | ProcessHung
+    | ProcessExited
+    | ProcessKilled
+    | FramesDropped
+    | ConfigReloaded
+    | Notice
+    | Echo
+)
+"""Everything that may be published on the events socket."""
+
+
+class Event(msgspec.Struct, frozen=True, array_like=True):
+    """One published event."""
+
+    topic: str
+    """Dotted topic, e.g. ``proc.worker.worker:ab12.state``."""
+    src: str
+    """Publisher id."""
+    ts: float
+    """Wall-clock time of publication, epoch seconds."""
+    body: EventBody
+    """The event."""
+
+
+# --------------------------------------------------------------------------------------------
+# Supervisor ⇄ zygote (length-prefixed msgpack over a private socketpair)
+# --------------------------------------------------------------------------------------------
+
+
+class ZygoteHello(msgspec.Struct, frozen=True, tag="z_hello"):
+    """The zygote finished its imports and is ready to fork."""
+
+    pid: int
+    """The zygote's pid."""
+    preload_s: float
+    """Seconds spent importing the preload modules."""
+    threads: int
+    """Threads alive at fork time (must be 1: forking a threaded process is unsafe)."""
+    failed_imports: list[str]
+    """Preload modules that could not be imported, with the error."""
+
+
+class ZygoteSpawn(msgspec.Struct, frozen=True, tag="z_spawn"):
+    """Fork a child."""
+
+    spec: SpawnSpec
+    """What to run (its ``id`` is always set here)."""
+    config: bytes
+    """The current configuration, msgpack-encoded."""
+    runtime_dir: str
+    """Where the sockets are."""
+    supervisor_pid: int
+    """The supervisor's pid: the child dies when it does."""
+
+
+class ZygoteForked(msgspec.Struct, frozen=True, tag="z_forked"):
+    """A child was forked."""
+
+    id: str
+    """Its process id."""
+    pid: int
+    """Its pid."""
+
+
+class ZygoteFailed(msgspec.Struct, frozen=True, tag="z_failed"):
+    """A fork failed."""
+
+    id: str
+    """The process id that could not be started."""
+    error: str
+    """Why."""
+
+
+class ZygoteExit(msgspec.Struct, frozen=True, tag="z_exit"):
+    """A child of the zygote ended and was reaped."""
+
+    pid: int
+    """Its pid."""
+    exit_code: int
+    """Exit status; negative = killed by that signal."""
+
+
+ToZygote = ZygoteSpawn
+"""What the supervisor sends to the zygote."""
+
+FromZygote = ZygoteHello | ZygoteForked | ZygoteFailed | ZygoteExit
+"""What the zygote sends to the supervisor."""

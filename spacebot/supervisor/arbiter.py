@@ -1,0 +1,575 @@
+"""The supervisor: the process table, spawning through the zygote, liveness, kills and restarts.
+
+Everything here runs on one asyncio loop. Signal handlers only enqueue a control request; the
+command loop runs it through the same dispatch as ``spacebotctl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from pathlib import Path
+
+import msgspec
+import zmq.asyncio
+
+from spacebot import config as config_mod
+from spacebot import logs
+from spacebot.config import Config
+from spacebot.errors import ConfigError, SpacebotError
+from spacebot.ipc.broker import Broker
+from spacebot.ipc.bus import Reply
+from spacebot.ipc.messages import (
+    ConfigReloaded,
+    ControlRequest,
+    Envelope,
+    Err,
+    ErrorCode,
+    Heartbeat,
+    KillReport,
+    KillRequest,
+    Kind,
+    Notice,
+    Ok,
+    Ping,
+    ProcessExited,
+    ProcessHung,
+    ProcessKilled,
+    ProcState,
+    Ready,
+    ReloadRequest,
+    ShutdownRequest,
+    Spawned,
+    SpawnSpec,
+    StatusRequest,
+    SyncEvents,
+    TreeRequest,
+)
+from spacebot.paths import Endpoints, runtime_dir
+from spacebot.supervisor import inspect, linux
+from spacebot.supervisor.control import ControlHandler, ControlServer
+from spacebot.supervisor.kill import kill_tree
+from spacebot.supervisor.policy import decide
+from spacebot.supervisor.sdnotify import Notifier
+from spacebot.supervisor.table import LIVE, ProcessRecord, ProcessTable
+from spacebot.supervisor.zygote_link import ZygoteLink
+
+log = logging.getLogger("spacebot.supervisor")
+
+SHUTDOWN_ORDER = (Kind.GATEWAY, Kind.CHANNEL, Kind.BRANCH, Kind.WORKER, Kind.CORTEX, Kind.MEMORY)
+"""Stop intake first, storage last."""
+
+RETAIN_EXITED = 300.0
+"""Seconds an exited branch or worker stays visible in ``status`` before it is forgotten."""
+
+
+class Supervisor:
+    """One per host; the systemd main process."""
+
+    def __init__(self, config: Config, *, config_file: Path | None = None) -> None:
+        self.config = config
+        self.config_file = config_file
+        self.endpoints = Endpoints(runtime_dir(config))
+        self.started = time.monotonic()
+        self.notifier = Notifier()
+        self.table = ProcessTable(self._publish)
+        self.zygote = ZygoteLink(self._zygote_exit, self._zygote_lost)
+        self._context: zmq.asyncio.Context | None = None
+        self.broker: Broker | None = None
+        self.control: ControlServer | None = None
+        self._commands: asyncio.Queue[ControlRequest] = asyncio.Queue()
+        self._ready_waiters: dict[str, list[asyncio.Future[ProcState]]] = {}
+        self._exit_codes: dict[int, int] = {}
+        self._pidfds: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._shutting_down = False
+        self._sigints = 0
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, *, announce: bool = True) -> int:
+        """Serve until a shutdown request; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        self.endpoints.prepare()
+        self._claim_sockets()
+        self._context = zmq.asyncio.Context()
+        rt = self.config.runtime
+        self.broker = Broker(
+            self._context, self.endpoints.bus, self.endpoints.events, max_frame=rt.max_frame_bytes, hwm=rt.hwm
+        )
+        self.control = ControlServer(
+            self._context, self.endpoints.ctl, self._handlers(), max_frame=rt.max_frame_bytes
+        )
+        self.broker.bind()
+        self.control.start()
+        self.broker.start(self._on_bus)
+        linux.set_child_subreaper()
+        loop.add_signal_handler(signal.SIGTERM, self._commands.put_nowait, ShutdownRequest())
+        loop.add_signal_handler(signal.SIGHUP, self._commands.put_nowait, ReloadRequest())
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        hello = await self.zygote.start(self.config)
+        log.info("zygote up pid=%d preload_s=%.2f", hello.pid, hello.preload_s)
+        self._spawn_task(self._monitor(), "monitor")
+        if self.notifier.watchdog_interval:
+            self._spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
+        self.notifier.ready(self._summary())
+        if announce:
+            print(
+                f"spacebot supervisor pid {os.getpid()} ready; control socket {self.endpoints.ctl_path}",
+                flush=True,
+            )
+            print(f"  try: spacebotctl --runtime-dir {self.endpoints.dir} status", flush=True)
+        log.info(
+            "ready ctl=%s bus=%s events=%s", self.endpoints.ctl, self.endpoints.bus, self.endpoints.events
+        )
+        while not self._shutting_down:
+            request = await self._commands.get()
+            assert self.control is not None
+            result = await self.control.dispatch(request)
+            if isinstance(result, Err):
+                log.error("%s failed: %s", type(request).__name__, result.message)
+        await self._finish()
+        return 0
+
+    def _claim_sockets(self) -> None:
+        """Refuse to start beside a live supervisor; remove sockets a dead one left behind."""
+        ctl = self.endpoints.ctl_path
+        if ctl.exists():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(ctl))
+            except OSError:
+                pass  # nobody listens: stale
+            else:
+                raise SpacebotError(f"another supervisor is already running (control socket {ctl} answers)")
+            finally:
+                probe.close()
+        for name in ("bus", "events", "ctl"):
+            (self.endpoints.dir / name).unlink(missing_ok=True)
+
+    def _on_sigint(self) -> None:
+        self._sigints += 1
+        if self._sigints > 1:
+            log.warning("second SIGINT: exiting now")
+            os._exit(130)
+        self._commands.put_nowait(ShutdownRequest())
+
+    def _spawn_task(self, coro: object, name: str) -> asyncio.Task[object]:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _publish(self, topic: str, body: object) -> None:
+        if self.broker is not None:
+            self.broker.publish(topic, body)  # type: ignore[arg-type]
+
+    def _summary(self) -> str:
+        counts: dict[str, int] = {}
+        for rec in self.table:
+            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        return f"{len(self.table)} processes" + (f": {parts}" if parts else "")
+
+    # -- control handlers ----------------------------------------------------------------------
+
+    def _handlers(self) -> dict[type, ControlHandler]:
+        return {
+            StatusRequest: self._status,
+            TreeRequest: self._tree,
+            KillRequest: self._kill_request,
+            ReloadRequest: self._reload,
+            ShutdownRequest: self._shutdown_request,
+            SpawnSpec: lambda spec: self.spawn(spec, parent="supervisor"),
+            SyncEvents: self._sync_events,
+        }
+
+    async def _status(self, _req: StatusRequest) -> Reply:
+        return Ok(await inspect.status(self))
+
+    async def _tree(self, _req: TreeRequest) -> Reply:
+        return Ok(await asyncio.to_thread(inspect.tree, self))
+
+    async def _sync_events(self, req: SyncEvents) -> Reply:
+        self._publish(f"sys.sync.{req.nonce}", Notice("sync"))
+        return Ok()
+
+    async def _shutdown_request(self, _req: ShutdownRequest) -> Reply:
+        self._shutting_down = True
+        self._commands.put_nowait(ShutdownRequest())  # wake the command loop if a client asked
+        return Ok()
+
+    async def _reload(self, _req: ReloadRequest) -> Reply:
+        self.notifier.reloading()
+        try:
+            new = config_mod.load(self.config_file)
+        except ConfigError as exc:
+            self._publish("sys.reload", ConfigReloaded(False, str(exc)))
+            self.notifier.ready(self._summary())
+            return Err(ErrorCode.CONFIG, str(exc))
+        if runtime_dir(new) != self.endpoints.dir:
+            log.warning("runtime_dir changed in config; it takes effect on restart")
+        self.config = new
+        logs.set_level(new.runtime.log_level)
+        self._publish("sys.reload", ConfigReloaded(True))
+        self.notifier.ready(self._summary())
+        log.info("config reloaded source=%s", new.source or "(defaults)")
+        return Ok()
+
+    # -- spawning ------------------------------------------------------------------------------
+
+    async def spawn(self, spec: SpawnSpec, *, parent: str) -> Reply:
+        """Start a process (from ``spacebotctl``, a child, or the supervisor's own core list)."""
+        if self._shutting_down:
+            return Err(ErrorCode.OVERLOADED, "supervisor is shutting down")
+        if ":" not in spec.target:
+            return Err(ErrorCode.BAD_REQUEST, f"target {spec.target!r} must be 'package.module:function'")
+        if spec.restart not in ("", "always", "on-failure", "never"):
+            return Err(ErrorCode.BAD_REQUEST, f"restart {spec.restart!r} must be always, on-failure or never")
+        ident = spec.id or f"{spec.kind.value}:{secrets.token_hex(4)}"
+        spec = msgspec.structs.replace(spec, id=ident)
+        existing = self.table.get(ident)
+        if existing is not None and existing.state in LIVE:
+            return Err(ErrorCode.BAD_REQUEST, f"process {ident!r} is already running (pid {existing.pid})")
+        if existing is not None:
+            self.table.remove(ident)
+        rec = ProcessRecord(spec, parent, task=spec.task)
+        self.table.add(rec)
+        self._publish(f"proc.{rec.kind.value}.{ident}.spawn", Notice("spawn", {"parent": parent}))
+        try:
+            await self._start(rec)
+        except SpacebotError as exc:
+            self.table.transition(rec, ProcState.FAILED, f"spawn failed: {exc}")
+            return Err(ErrorCode.SPAWN_FAILED, f"{ident!r}: {exc}")
+        if spec.wait_ready:
+            state = await self.wait_ready(rec, self.config.policy(rec.kind).ready_timeout + 1.0)
+            if state not in (ProcState.READY, ProcState.BUSY, ProcState.IDLE):
+                return Err(ErrorCode.SPAWN_FAILED, f"{ident!r} did not become ready (state {state.value})")
+        return Ok(Spawned(ident, rec.pid, rec.state))
+
+    async def _start(self, rec: ProcessRecord) -> None:
+        if rec.state is not ProcState.STARTING:
+            self.table.transition(rec, ProcState.STARTING, "restart")
+        rec.early_ready = 0
+        pid = await self.zygote.spawn(rec.spec, self.config, str(self.endpoints.dir))
+        self.table.attach_pid(rec, pid)
+        if rec.early_ready == pid:
+            self._mark_ready(rec)
+        log.info("spawned id=%s kind=%s pid=%d target=%s", rec.id, rec.kind.value, pid, rec.spec.target)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._child_gone(pid)
+            return
+        self._pidfds[pid] = fd
+        asyncio.get_running_loop().add_reader(fd, self._child_gone, pid)
+
+    async def wait_ready(self, rec: ProcessRecord, timeout: float) -> ProcState:
+        """Wait until ``rec`` leaves ``starting``; returns the state it reached."""
+        if rec.state is not ProcState.STARTING:
+            return rec.state
+        fut: asyncio.Future[ProcState] = asyncio.get_running_loop().create_future()
+        self._ready_waiters.setdefault(rec.id, []).append(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            return rec.state
+
+    def _wake(self, rec: ProcessRecord) -> None:
+        for fut in self._ready_waiters.pop(rec.id, []):
+            if not fut.done():
+                fut.set_result(rec.state)
+
+    # -- bus messages addressed to the supervisor ---------------------------------------------
+
+    def _on_bus(self, env: Envelope) -> Reply | asyncio.Future[Reply] | None:
+        body = env.body
+        rec = self.table.get(env.src)
+        match body:
+            case Heartbeat():
+                if rec is not None:
+                    self._heartbeat(rec, body)
+                return None
+            case Ready():
+                if rec is not None and rec.state is ProcState.STARTING and rec.pid == 0:
+                    rec.early_ready = body.pid  # Ready overtook the zygote's fork report; see _start
+                elif rec is None or rec.pid != body.pid:
+                    log.warning("ready from unknown process src=%s pid=%d", env.src, body.pid)
+                else:
+                    self._mark_ready(rec)
+                return None
+            case SpawnSpec():
+                return asyncio.ensure_future(self.spawn(body, parent=env.src))
+            case SyncEvents():
+                self._publish(f"sys.sync.{body.nonce}", Notice("sync"))
+                return Ok()
+            case Ping():
+                return Ok(body.payload)
+            case _:
+                return Err(ErrorCode.UNSUPPORTED, f"the supervisor does not handle {type(body).__name__}")
+
+    def _mark_ready(self, rec: ProcessRecord) -> None:
+        rec.last_heartbeat = time.monotonic()
+        if rec.state is ProcState.STARTING:
+            self.table.transition(rec, ProcState.READY, "ready")
+            self._wake(rec)
+
+    def _heartbeat(self, rec: ProcessRecord, hb: Heartbeat) -> None:
+        rec.last_heartbeat = time.monotonic()
+        rec.progress_at = hb.progress_at
+        rec.task = hb.task
+        c = hb.counters
+        rec.frame_errors = c.malformed + c.oversized + c.unknown
+        if rec.state in (ProcState.READY, ProcState.BUSY, ProcState.IDLE):
+            self.table.transition(rec, ProcState.BUSY if hb.busy else ProcState.IDLE, "heartbeat")
+
+    # -- exits ---------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        """Reap the zygote and any orphan adopted as subreaper (uvloop reserves SIGCHLD, so this
+        runs on each monitor tick and whenever a child's pidfd fires)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self.zygote.pid:
+                log.warning("zygote exited pid=%d code=%d", pid, code)
+            elif self.table.by_pid(pid) is not None:
+                self._zygote_exit(pid, code)
+
+    def _zygote_exit(self, pid: int, code: int) -> None:
+        """An exit code arrived (from the zygote, or our own reaper for adopted orphans)."""
+        self._exit_codes[pid] = code
+        if pid not in self._pidfds and self.table.by_pid(pid) is not None:
+            self._finish_exit(pid)  # the pidfd already fired and was waiting for this code
+
+    def _child_gone(self, pid: int) -> None:
+        fd = self._pidfds.pop(pid, None)
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+        self._reap()  # an adopted orphan's exit code is ours to collect
+        if pid in self._exit_codes:
+            self._finish_exit(pid)
+        else:
+            # The zygote reaps and reports within milliseconds; don't make the table wait on it.
+            asyncio.get_running_loop().call_later(0.2, self._finish_exit, pid)
+
+    def _finish_exit(self, pid: int) -> None:
+        rec = self.table.by_pid(pid)
+        code = self._exit_codes.pop(pid, None)
+        if rec is None or rec.pid != pid:
+            return
+        self.table.detach_pid(rec)
+        rec.exit_code = code
+        policy = self.config.policy(rec.kind)
+        if rec.spec.restart:
+            policy = msgspec.structs.replace(policy, restart=rec.spec.restart)
+        if rec.stop_requested or self._shutting_down:
+            self.table.transition(rec, ProcState.EXITED, f"stopped (exit code {code})")
+            self._publish(f"proc.{rec.kind.value}.{rec.id}.exit", ProcessExited(rec.id, pid, code, None))
+            self._wake(rec)
+            return
+        decision, rec.backoff_step = decide(
+            policy, code, rec.restart_times, rec.backoff_step, time.monotonic()
+        )
+        restart_in = decision.delay if decision.action == "restart" else None
+        self._publish(f"proc.{rec.kind.value}.{rec.id}.exit", ProcessExited(rec.id, pid, code, restart_in))
+        if decision.action == "fail":
+            self.table.transition(rec, ProcState.FAILED, decision.reason)
+        else:
+            self.table.transition(rec, ProcState.EXITED, decision.reason)
+        self._wake(rec)
+        if decision.action == "restart":
+            rec.restart_handle = asyncio.get_running_loop().call_later(decision.delay, self._restart, rec)
+
+    def _restart(self, rec: ProcessRecord) -> None:
+        rec.restart_handle = None
+        if self._shutting_down or rec.state is not ProcState.EXITED or self.table.get(rec.id) is not rec:
+            return
+        rec.restarts += 1
+        rec.restart_times.append(time.monotonic())
+        self._publish(
+            f"proc.{rec.kind.value}.{rec.id}.restart", Notice("restart", {"restarts": rec.restarts})
+        )
+
+        async def go() -> None:
+            try:
+                await self._start(rec)
+            except SpacebotError as exc:
+                self.table.transition(rec, ProcState.FAILED, f"restart failed: {exc}")
+
+        self._spawn_task(go(), f"restart:{rec.id}")
+
+    def _zygote_lost(self) -> None:
+        if self._shutting_down:
+            return
+        log.error("zygote lost; children keep running; starting a new zygote")
+
+        async def again() -> None:
+            await asyncio.sleep(1.0)
+            try:
+                await self.zygote.start(self.config)
+            except SpacebotError as exc:
+                log.error("zygote restart failed: %s", exc)
+                self._zygote_lost()
+
+        self._spawn_task(again(), "zygote-restart")
+
+    # -- kills ---------------------------------------------------------------------------------
+
+    async def kill(
+        self,
+        rec: ProcessRecord,
+        *,
+        sig: int = signal.SIGTERM,
+        grace: float | None = None,
+        restart: bool = False,
+        reason: str = "",
+    ) -> KillReport:
+        """Kill ``rec``'s logical subtree and every OS descendant; report what died."""
+        targets = [*self.table.descendants_of(rec.id), rec]
+        names = {r.pid: r.id for r in self.table if r.pid}
+        for target in targets:
+            target.stop_requested = not (restart and target is rec)
+            if target.restart_handle is not None:
+                target.restart_handle.cancel()  # type: ignore[attr-defined]
+                target.restart_handle = None
+            if target.state in LIVE and target.state is not ProcState.STOPPING and target.stop_requested:
+                self.table.transition(target, ProcState.STOPPING, reason or "kill")
+        reports = await asyncio.gather(
+            *(
+                kill_tree(
+                    t.pid,
+                    sig=sig,
+                    grace=self.config.policy(t.kind).grace if grace is None else grace,
+                    names=names,
+                    ident=t.id,
+                )
+                for t in targets
+                if t.pid
+            )
+        )
+        killed = [k for report in reports for k in report.killed]
+        survivors = [p for report in reports for p in report.survivors]
+        report = KillReport(rec.id, killed, survivors)
+        self._publish(f"proc.{rec.kind.value}.{rec.id}.killed", ProcessKilled(report))
+        log.info("killed id=%s procs=%d survivors=%d reason=%r", rec.id, len(killed), len(survivors), reason)
+        return report
+
+    async def _kill_request(self, req: KillRequest) -> Reply:
+        rec = self.table.get(req.id)
+        if rec is None:
+            return Err(ErrorCode.NOT_FOUND, f"no process {req.id!r} (see spacebotctl status)")
+        try:
+            sig = signal.Signals[
+                req.signal.upper() if req.signal.upper().startswith("SIG") else f"SIG{req.signal.upper()}"
+            ]
+        except KeyError:
+            return Err(ErrorCode.BAD_REQUEST, f"unknown signal {req.signal!r}")
+        if not rec.pid:
+            return Err(ErrorCode.BAD_REQUEST, f"process {req.id!r} is not running (state {rec.state.value})")
+        return Ok(await self.kill(rec, sig=sig, grace=req.grace, restart=req.restart, reason="operator kill"))
+
+    # -- liveness ------------------------------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.supervisor.monitor_interval)
+            now, wall = time.monotonic(), time.time()
+            self._reap()
+            for rec in self.table:
+                hung = self._overdue(rec, now, wall)
+                if hung is not None and not rec.stop_requested and rec.state is not ProcState.STOPPING:
+                    budget, seconds = hung
+                    log.warning("hung id=%s pid=%d budget=%s seconds=%.1f", rec.id, rec.pid, budget, seconds)
+                    self._publish(
+                        f"proc.{rec.kind.value}.{rec.id}.hung", ProcessHung(rec.id, budget, seconds)
+                    )
+                    self.table.transition(rec, ProcState.STOPPING, f"hung: {budget} budget")
+                    self._spawn_task(self._kill_hung(rec), f"kill:{rec.id}")
+                elif self._forgettable(rec, now):
+                    self.table.remove(rec.id)
+            if self.broker is not None:
+                self.broker.report_drops()
+            self.notifier.status(self._summary())
+
+    @staticmethod
+    def _forgettable(rec: ProcessRecord, now: float) -> bool:
+        """An exited branch or worker that nobody will restart, old enough to drop from status."""
+        return (
+            rec.state in (ProcState.EXITED, ProcState.FAILED)
+            and rec.kind in (Kind.BRANCH, Kind.WORKER)
+            and rec.restart_handle is None
+            and now - rec.started_at > RETAIN_EXITED
+        )
+
+    async def _kill_hung(self, rec: ProcessRecord) -> None:
+        await kill_tree(rec.pid, grace=self.config.policy(rec.kind).grace, ident=rec.id)
+
+    def _overdue(self, rec: ProcessRecord, now: float, wall: float) -> tuple[str, float] | None:
+        policy = self.config.policy(rec.kind)
+        if rec.state is ProcState.STARTING and rec.pid:
+            age = now - rec.started_at
+            return ("ready", age) if age > policy.ready_timeout else None
+        if rec.state not in (ProcState.READY, ProcState.BUSY, ProcState.IDLE):
+            return None
+        silent = now - (rec.last_heartbeat or rec.started_at)
+        if silent > policy.heartbeat_interval * policy.heartbeat_miss_limit:
+            return ("heartbeat", silent)
+        if policy.wall_clock_limit and now - rec.started_at > policy.wall_clock_limit:
+            return ("wall_clock", now - rec.started_at)
+        if policy.progress_limit and rec.state is ProcState.BUSY and rec.progress_at is not None:
+            quiet = wall - rec.progress_at
+            if quiet > policy.progress_limit:
+                return ("progress", quiet)
+        return None
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        self.notifier.stopping()
+        log.info("shutting down processes=%d", len(self.table))
+        try:
+            async with asyncio.timeout(self.config.supervisor.shutdown_timeout):
+                for kind in SHUTDOWN_ORDER:
+                    stage = [r for r in self.table if r.kind is kind and r.pid and r.state in LIVE]
+                    await asyncio.gather(*(self.kill(r, reason="shutdown") for r in stage))
+        except TimeoutError:
+            log.error("shutdown timed out; killing what is left")
+            await asyncio.gather(
+                *(
+                    kill_tree(r.pid, sig=signal.SIGKILL, ident=r.id)
+                    for r in self.table
+                    if r.pid and r.state in LIVE
+                )
+            )
+        await self.zygote.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.control is not None:
+            await self.control.close()
+        if self.broker is not None:
+            await self.broker.close()
+        if self._context is not None:
+            self._context.term()
+        for name in ("bus", "events", "ctl"):
+            (self.endpoints.dir / name).unlink(missing_ok=True)
+        self.notifier.close()
+        log.info("stopped")

@@ -1,0 +1,260 @@
+"""What runs inside every forked child: bus connection, heartbeats, stop handling, supervisor watch.
+
+A child's entry point is an ``async def entry(ctx: ChildContext, **args)`` named by a dotted path.
+The runtime sends ``Ready`` before calling it (or the entry sets ``entry.manual_ready = True`` and
+calls :meth:`ChildContext.ready` itself after a slow start-up), heartbeats from the child's own
+event loop, and turns SIGTERM or a ``Stop`` message into cancellation of the entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+import zmq.asyncio
+
+from spacebot import logs
+from spacebot.config import Config
+from spacebot.ipc.bus import BusClient, Handler, Reply
+from spacebot.ipc.events import EventStream
+from spacebot.ipc.messages import (
+    SUPERVISOR_ID,
+    Body,
+    Envelope,
+    Err,
+    ErrorCode,
+    EventBody,
+    Heartbeat,
+    Kind,
+    Ok,
+    Ready,
+    Spawned,
+    SpawnSpec,
+    Stop,
+    ZygoteSpawn,
+)
+from spacebot.paths import Endpoints
+from spacebot.supervisor import linux
+
+log = logging.getLogger("spacebot.child")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_TARGET = 78
+
+
+def watch_supervisor(supervisor_pid: int) -> None:
+    """Kill this process group the moment the supervisor dies, even if our event loop is wedged.
+
+    The parent of a child is the zygote, so ``PR_SET_PDEATHSIG`` would fire on the wrong death.
+    Instead a tiny thread blocks in ``poll`` on a pidfd of the supervisor.
+    """
+    try:
+        pidfd = os.pidfd_open(supervisor_pid)
+    except ProcessLookupError:
+        os.killpg(0, signal.SIGKILL)
+        return
+
+    def _wait() -> None:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.poll()
+        # Descendants that moved to a session of their own are outside our group: kill them first.
+        try:
+            for proc in psutil.Process().children(recursive=True):
+                proc.kill()
+        except psutil.Error:
+            pass
+        os.killpg(0, signal.SIGKILL)
+
+    threading.stack_size(256 * 1024)
+    threading.Thread(target=_wait, name="supervisor-watch", daemon=True).start()
+    threading.stack_size(0)
+
+
+def resolve(target: str) -> Callable[..., Coroutine[Any, Any, None]]:
+    """Import ``package.module:function``."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"target {target!r} is not of the form 'package.module:function'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"target {target!r} is not callable")
+    return obj
+
+
+class ChildContext:
+    """What an entry point gets: its identity, the config, the bus, and lifecycle hooks."""
+
+    def __init__(self, spec: SpawnSpec, config: Config, endpoints: Endpoints, bus: BusClient) -> None:
+        self.id = spec.id
+        self.kind: Kind = spec.kind
+        self.spec = spec
+        self.config = config
+        self.endpoints = endpoints
+        self.bus = bus
+        self.policy = config.policy(spec.kind)
+        self.stopping = asyncio.Event()
+        self.stop_reason = ""
+        self.task = spec.task
+        self.busy = False
+        self.progress_at = time.time()
+        self._handler: Handler | None = None
+        self._ready_sent = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def ready(self) -> None:
+        """Tell the supervisor this process can serve (sent once)."""
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.bus.send(SUPERVISOR_ID, Ready(os.getpid(), self.kind))
+
+    def progress(self, task: str | None = None) -> None:
+        """Record real progress (a token, a tool call); optionally change the task line."""
+        self.progress_at = time.time()
+        if task is not None:
+            self.task = task
+
+    def set_busy(self, busy: bool, task: str | None = None) -> None:
+        """Mark the process busy or idle (shown as its state) and send it right away."""
+        changed = busy != self.busy
+        self.busy = busy
+        self.progress(task)
+        if changed:
+            self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """Send one heartbeat now."""
+        self.bus.send(
+            SUPERVISOR_ID, Heartbeat(self.progress_at, self.busy, self.task, self.bus.guard.snapshot())
+        )
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the entry point to finish (SIGTERM and ``Stop`` both land here)."""
+        if not self.stopping.is_set():
+            self.stop_reason = reason
+            log.info("stop requested reason=%r", reason)
+            self.stopping.set()
+
+    # -- bus helpers ---------------------------------------------------------------------------
+
+    def on_message(self, handler: Handler) -> None:
+        """Receive every message other than ``Stop``/``Ping`` (handled by the runtime)."""
+        self._handler = handler
+
+    def _dispatch(self, env: Envelope) -> Awaitable[Reply | None] | Reply | None:
+        if isinstance(env.body, Stop):
+            self.request_stop(env.body.reason or f"stop from {env.src}")
+            return Ok()
+        if self._handler is None:
+            return None if env.id == 0 else _unsupported(self.id, env.body)
+        return self._handler(env)
+
+    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
+        """Request/reply over the bus."""
+        return await self.bus.request(dst, body, timeout=timeout)
+
+    def publish(self, topic: str, body: EventBody) -> bool:
+        """Publish an event."""
+        return self.bus.publish(topic, body)
+
+    async def spawn(self, spec: SpawnSpec, *, timeout: float = 30.0) -> Spawned:
+        """Ask the supervisor to start another process with this one as its parent."""
+        result = await self.bus.request(SUPERVISOR_ID, spec, timeout=timeout)
+        return msgspec.convert(result, Spawned) if not isinstance(result, Spawned) else result
+
+    async def events(self, *topics: str) -> EventStream:
+        """A confirmed subscription to the events socket."""
+        stream = EventStream(self.endpoints.events, topics or ("",), context=self.bus.context)
+        await stream.sync(self.bus.sync_events)
+        return stream
+
+
+def _unsupported(ident: str, body: object) -> Reply:
+    return Err(ErrorCode.UNSUPPORTED, f"{ident!r} does not handle {type(body).__name__}")
+
+
+async def _heartbeats(ctx: ChildContext) -> None:
+    interval = ctx.policy.heartbeat_interval
+    while True:
+        ctx.heartbeat()
+        await asyncio.sleep(interval)
+
+
+async def _main(req: ZygoteSpawn, config: Config) -> int:
+    spec = req.spec
+    endpoints = Endpoints(Path(req.runtime_dir))
+    context = zmq.asyncio.Context()
+    bus = BusClient(
+        spec.id,
+        endpoints.bus,
+        context=context,
+        max_frame=config.runtime.max_frame_bytes,
+        hwm=config.runtime.hwm,
+    )
+    ctx = ChildContext(spec, config, endpoints, bus)
+    bus.on_message(ctx._dispatch)
+    bus.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, ctx.request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, ctx.request_stop, "SIGINT")
+    code = EXIT_OK
+    try:
+        entry = resolve(spec.target)
+    except Exception as exc:
+        log.error("cannot load target=%r error=%s", spec.target, exc)
+        await bus.close()
+        context.term()
+        return EXIT_BAD_TARGET
+    if not getattr(entry, "manual_ready", False):
+        ctx.ready()
+    beats = asyncio.create_task(_heartbeats(ctx), name="heartbeats")
+    work = asyncio.create_task(entry(ctx, **spec.args), name=f"entry:{spec.target}")
+    stop = asyncio.create_task(ctx.stopping.wait(), name="stop-wait")
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            work.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("entry failed target=%s", spec.target)
+            code = EXIT_ERROR
+    finally:
+        beats.cancel()
+        stop.cancel()
+        await asyncio.gather(beats, stop, return_exceptions=True)
+        await bus.close(linger=1.0)
+        context.term()
+    return code
+
+
+def run_child(req: ZygoteSpawn) -> int:
+    """Run one child to completion; returns its exit code."""
+    config = msgspec.msgpack.decode(req.config, type=Config)
+    logs.setup(req.spec.id, config.runtime.log_level)
+    linux.set_name(req.spec.id[-15:])
+    watch_supervisor(req.supervisor_pid)
+    try:
+        import uvloop
+
+        runner: Callable[[Awaitable[int]], int] = uvloop.run  # type: ignore[assignment]
+    except ImportError:
+        runner = asyncio.run  # type: ignore[assignment]
+    return runner(_main(req, config))

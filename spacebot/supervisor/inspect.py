@@ -1,0 +1,163 @@
+"""What ``spacebotctl status`` and ``tree`` show: live metrics from psutil, gathered off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+import psutil
+
+from spacebot.ipc.messages import ProcessInfo, ProcState, StatusReply, TreeNode
+
+if TYPE_CHECKING:
+    from spacebot.supervisor.arbiter import Supervisor
+
+_MB = 1024 * 1024
+_procs: dict[int, psutil.Process] = {}
+"""psutil handles kept between calls so ``cpu_percent`` measures the interval since the last status."""
+
+
+def _metrics(pid: int) -> tuple[float, float, float]:
+    """CPU %, RSS MiB, USS MiB of one process (zeros when it is gone)."""
+    try:
+        proc = _procs.get(pid)
+        if proc is None or not proc.is_running():
+            proc = _procs[pid] = psutil.Process(pid)
+            proc.cpu_percent(None)
+        cpu = proc.cpu_percent(None)
+        mem = proc.memory_full_info()
+        return cpu, mem.rss / _MB, mem.uss / _MB
+    except psutil.Error:
+        _procs.pop(pid, None)
+        return 0.0, 0.0, 0.0
+
+
+def _collect(sup: Supervisor) -> StatusReply:
+    now = time.monotonic()
+    rows: list[ProcessInfo] = []
+    cpu, rss, uss = _metrics(os.getpid())
+    rows.append(
+        ProcessInfo(
+            "supervisor",
+            "supervisor",
+            os.getpid(),
+            ProcState.READY,
+            now - sup.started,
+            cpu,
+            rss,
+            uss,
+            None,
+            None,
+            "",
+            "",
+            0,
+            None,
+            sup.broker.guard.errors if sup.broker else 0,
+        )
+    )
+    if sup.zygote.pid:
+        cpu, rss, uss = _metrics(sup.zygote.pid)
+        state = ProcState.READY if sup.zygote.alive else ProcState.EXITED
+        rows.append(
+            ProcessInfo(
+                "zygote",
+                "zygote",
+                sup.zygote.pid,
+                state,
+                now - sup.zygote.started_at,
+                cpu,
+                rss,
+                uss,
+                None,
+                None,
+                "supervisor",
+                "fork server",
+                0,
+                None,
+                0,
+            )
+        )
+    for rec in sup.table:
+        cpu, rss, uss = _metrics(rec.pid) if rec.pid else (0.0, 0.0, 0.0)
+        rows.append(
+            ProcessInfo(
+                id=rec.id,
+                kind=rec.kind.value,
+                pid=rec.pid,
+                state=rec.state,
+                uptime_s=now - rec.started_at if rec.pid else 0.0,
+                cpu_percent=cpu,
+                rss_mb=rss,
+                uss_mb=uss,
+                heartbeat_age_s=None if rec.last_heartbeat is None else now - rec.last_heartbeat,
+                progress_age_s=None if rec.progress_at is None else max(0.0, time.time() - rec.progress_at),
+                parent=rec.parent,
+                task=rec.task,
+                restarts=rec.restarts,
+                exit_code=rec.exit_code,
+                frame_errors=rec.frame_errors,
+            )
+        )
+    live = {r.pid for r in rows}
+    for pid in list(_procs):
+        if pid not in live:
+            del _procs[pid]
+    broker = sup.broker
+    assert broker is not None
+    return StatusReply(
+        os.getpid(), now - sup.started, str(sup.endpoints.dir), rows, broker.guard.snapshot(), broker.routed
+    )
+
+
+async def status(sup: Supervisor) -> StatusReply:
+    """Every process with its metrics (``memory_full_info`` reads smaps: done in a thread)."""
+    return await asyncio.to_thread(_collect, sup)
+
+
+def _os_children(pid: int, managed: set[int]) -> list[TreeNode]:
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    nodes = []
+    for kid in kids:
+        if kid.pid in managed:
+            continue
+        try:
+            command = " ".join(kid.cmdline()) or kid.name()
+            state = kid.status()
+        except psutil.Error:
+            continue
+        nodes.append(
+            TreeNode(f"pid:{kid.pid}", kid.pid, state, command[:120], _os_children(kid.pid, managed))
+        )
+    return nodes
+
+
+def tree(sup: Supervisor) -> TreeNode:
+    """Supervisor → zygote and managed processes by logical parent → their unmanaged OS descendants."""
+    records = list(sup.table)
+    managed = {r.pid for r in records if r.pid} | {sup.zygote.pid}
+
+    def node(ident: str) -> list[TreeNode]:
+        out = []
+        for rec in records:
+            if rec.parent == ident:
+                kids = node(rec.id) + (_os_children(rec.pid, managed) if rec.pid else [])
+                out.append(TreeNode(rec.id, rec.pid, rec.state.value, rec.kind.value, kids))
+        return out
+
+    top = []
+    if sup.zygote.pid:
+        top.append(TreeNode("zygote", sup.zygote.pid, "ready" if sup.zygote.alive else "exited", "zygote"))
+    top += node("supervisor")
+    # Processes whose logical parent is gone still belong somewhere visible.
+    known = {r.id for r in records} | {"supervisor"}
+    top += [
+        TreeNode(r.id, r.pid, r.state.value, r.kind.value, node(r.id))
+        for r in records
+        if r.parent not in known
+    ]
+    return TreeNode("supervisor", os.getpid(), "ready", "supervisor", top)

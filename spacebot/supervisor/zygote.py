@@ -1,0 +1,152 @@
+"""The zygote: imports the heavy modules once, then forks children on request.
+
+It opens no ZeroMQ socket and starts no thread, so a fork copies a clean single-threaded process.
+It talks to the supervisor over one inherited socketpair (blocking, length-prefixed frames), reaps
+its children on SIGCHLD and reports each exit. It dies with the supervisor (``PR_SET_PDEATHSIG``);
+its children do not die with it — each watches the supervisor itself (see ``child.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from spacebot import logs
+from spacebot.ipc.messages import ZygoteExit, ZygoteFailed, ZygoteForked, ZygoteHello, ZygoteSpawn
+from spacebot.supervisor import framing, linux
+
+log = logging.getLogger("spacebot.zygote")
+
+
+def _preload(modules: list[str]) -> list[str]:
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an optional module missing must not stop the zygote
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    # The child runtime itself, so a fork has nothing left to import.
+    importlib.import_module("spacebot.supervisor.child")
+    return failed
+
+
+def _reap() -> list[ZygoteExit]:
+    exits = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        exits.append(ZygoteExit(pid, os.waitstatus_to_exitcode(status)))
+    return exits
+
+
+def _fork(req: ZygoteSpawn, sock: socket.socket, wake_r: int, wake_w: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    # --- in the child ---
+    code = 70
+    try:
+        os.setsid()  # own session and process group: killpg reaches exactly this subtree
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        sock.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        from spacebot.supervisor.child import run_child
+
+        code = run_child(req)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+    return 0  # unreachable
+
+
+def serve(sock: socket.socket, supervisor_pid: int, preload: list[str]) -> int:
+    """Import, say hello, then fork on request until the supervisor closes the socket."""
+    started = time.monotonic()
+    failed = _preload(preload)
+    gc.collect()
+    gc.freeze()  # keep the shared heap shared: a child's first GC must not touch these pages
+    threads = threading.active_count()
+    if threads != 1:
+        log.error("zygote has %d threads after preload; forking it is unsafe", threads)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a Python handler, so the wakeup fd is written
+    signal.set_wakeup_fd(wake_w)
+    sock.sendall(framing.pack(ZygoteHello(os.getpid(), time.monotonic() - started, threads, failed)))
+    log.info(
+        "zygote ready preload_s=%.2f modules=%d failed=%d",
+        time.monotonic() - started,
+        len(preload),
+        len(failed),
+    )
+    while True:
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        if wake_r in ready:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+            for exit_msg in _reap():
+                sock.sendall(framing.pack(exit_msg))
+        if sock.fileno() in ready:
+            frame = framing.recv_frame(sock)
+            if frame is None:
+                log.info("supervisor closed the zygote socket; exiting")
+                return 0
+            req = framing.to_zygote_decoder.decode(frame)
+            if os.getppid() != supervisor_pid:
+                return 1  # the supervisor is gone; forking now would make orphans
+            try:
+                pid = _fork(req, sock, wake_r, wake_w)
+            except OSError as exc:
+                sock.sendall(framing.pack(ZygoteFailed(req.spec.id, f"fork failed: {exc}")))
+                continue
+            sock.sendall(framing.pack(ZygoteForked(req.spec.id, pid)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m spacebot.supervisor.zygote --fd N --supervisor PID``."""
+    parser = argparse.ArgumentParser(prog="spacebot-zygote")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--supervisor", type=int, required=True)
+    parser.add_argument("--preload", default="")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    linux.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != args.supervisor:
+        return 1  # the supervisor died before PDEATHSIG was armed
+    linux.set_name("spacebot-zygote")
+    logs.setup("zygote", args.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    sock = socket.socket(fileno=args.fd)
+    modules = [m for m in args.preload.split(",") if m]
+    try:
+        return serve(sock, args.supervisor, modules)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

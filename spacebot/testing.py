@@ -1,0 +1,169 @@
+"""Run a real supervisor as a subprocess, for the test suite and the benchmarks.
+
+It starts ``python -m spacebot.cli.main run`` with a private home and runtime directory, waits
+until the control socket answers, and on exit stops it and SIGKILLs anything left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+
+from spacebot.ipc.control_client import ControlClient
+from spacebot.ipc.messages import Kind, ProcessInfo, Spawned, SpawnSpec, StatusReply, StatusRequest
+from spacebot.paths import Endpoints
+
+FAST_CONFIG = """
+[runtime]
+log_level = "info"
+max_frame_bytes = 65536
+
+[supervisor]
+preload = ["msgspec", "zmq", "zmq.asyncio", "psutil"]
+monitor_interval = 0.1
+shutdown_timeout = 10.0
+"""
+"""A config with short budgets so tests see hangs and restarts quickly."""
+
+for _kind in Kind:
+    FAST_CONFIG += f"""
+[processes.{_kind.value}]
+heartbeat_interval = 0.2
+heartbeat_miss_limit = 4
+grace = 1.0
+ready_timeout = 5.0
+flap_max_restarts = 2
+flap_window = 30.0
+backoff_initial = 0.1
+backoff_max_steps = 2
+"""
+
+
+def short_tempdir(prefix: str = "sb-") -> Path:
+    """A temp dir under /tmp: ``ipc://`` paths must stay under 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class SupervisorProcess:
+    """A ``spacebot run`` subprocess with a control client."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        config_text: str = FAST_CONFIG,
+        env: dict[str, str] | None = None,
+        capture: bool = True,
+    ) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.endpoints = Endpoints(root / "rt")
+        self.config_file = self.home / "config.toml"
+        self.config_file.write_text(config_text)
+        self.log_file = root / "supervisor.log"
+        self.env = {
+            **os.environ,
+            "SPACEBOT_HOME": str(self.home),
+            "SPACEBOT_RUNTIME_DIR": str(self.endpoints.dir),
+            "SPACEBOT_CONFIG": str(self.config_file),
+            **(env or {}),
+        }
+        self.capture = capture
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ctl: ControlClient | None = None
+        self.seen_pids: set[int] = set()
+
+    @property
+    def pid(self) -> int:
+        """The supervisor's pid."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start it and wait until the control socket answers."""
+        out = self.log_file.open("wb") if self.capture else None
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns once forked
+            [sys.executable, "-m", "spacebot.cli.main", "run"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+        )
+        self.ctl = ControlClient(self.endpoints)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"supervisor exited with {self.proc.returncode}: {self.log_tail()}")
+            if self.endpoints.ctl_path.exists():
+                try:
+                    await self.ctl.call(StatusRequest(), timeout=1.0)
+                    return
+                except Exception:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"supervisor not ready within {timeout}s: {self.log_tail()}")
+            await asyncio.sleep(0.05)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines the supervisor wrote."""
+        if not self.log_file.exists():
+            return ""
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    async def status(self) -> StatusReply:
+        """``spacebotctl status`` as a struct; remembers every pid for cleanup."""
+        assert self.ctl is not None
+        reply = msgspec.convert(await self.ctl.call(StatusRequest()), StatusReply)
+        self.seen_pids.update(p.pid for p in reply.processes if p.pid and p.kind != "supervisor")
+        return reply
+
+    async def info(self, ident: str) -> ProcessInfo:
+        """One row of the status table."""
+        for row in (await self.status()).processes:
+            if row.id == ident:
+                return row
+        raise KeyError(ident)
+
+    async def spawn(
+        self, target: str, *, kind: Kind = Kind.WORKER, timeout: float = 30.0, **kw: Any
+    ) -> Spawned:
+        """Spawn a child and wait until it is ready."""
+        assert self.ctl is not None
+        spawned = msgspec.convert(
+            await self.ctl.call(SpawnSpec(kind=kind, target=target, **kw), timeout=timeout), Spawned
+        )
+        self.seen_pids.add(spawned.pid)
+        return spawned
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL the supervisor and anything it left behind."""
+        if self.ctl is not None:
+            await self.ctl.close()
+            self.ctl = None
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    code = await asyncio.to_thread(self.proc.wait, timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    await asyncio.to_thread(self.proc.wait)
+            else:
+                code = self.proc.returncode
+        for pid in self.seen_pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+        return code
