@@ -165,15 +165,19 @@ def from_dict(
     processes = data.get("processes") or {}
     if not isinstance(processes, dict):
         raise ConfigError(_where("processes", source, text) + ": must be a table of kinds")
-    merged: dict[str, Any] = {}
-    for kind in Kind:
-        merged[kind.value] = {**_KIND_DEFAULTS[kind], **(processes.get(kind.value) or {})}
     unknown = sorted(set(processes) - {k.value for k in Kind})
     if unknown:
         kinds = ", ".join(k.value for k in Kind)
         raise ConfigError(
             _where(f"processes.{unknown[0]}", source, text) + f": unknown process kind (one of {kinds})"
         )
+    merged: dict[str, ProcessPolicy] = {}
+    for kind in Kind:
+        table = {**_KIND_DEFAULTS[kind], **(processes.get(kind.value) or {})}
+        try:
+            merged[kind.value] = msgspec.convert(table, ProcessPolicy)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_explain(exc, source, text, prefix=f"processes.{kind.value}")) from None
     data["processes"] = merged
     data["source"] = source
     try:
@@ -203,13 +207,20 @@ def _check(config: Config, source: str, text: str) -> None:
 _PATH_RE = re.compile(r"`\$((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)`")
 
 
-def _explain(exc: msgspec.ValidationError, source: str, text: str) -> str:
+_UNKNOWN_RE = re.compile(r"Object contains unknown field `([^`]+)`")
+
+
+def _explain(exc: msgspec.ValidationError, source: str, text: str, prefix: str = "") -> str:
     message = str(exc)
     match = _PATH_RE.search(message)
-    key = match.group(1).lstrip(".") if match else ""
-    key = re.sub(r"\[\d+\]", "", key)
-    detail = _PATH_RE.sub("", message).rstrip(" -")
-    detail = detail.replace("Object contains unknown field", "unknown key")
+    key = re.sub(r"\[\d+\]", "", match.group(1)).lstrip(".") if match else ""
+    key = f"{prefix}.{key}".strip(".") if prefix else key
+    unknown = _UNKNOWN_RE.search(message)
+    if unknown:
+        key = f"{key}.{unknown.group(1)}".lstrip(".")
+        detail = "unknown key (see the commented config written by `spacebot init`)"
+    else:
+        detail = _PATH_RE.sub("", message).rstrip(" -")
     return f"{_where(key, source, text)}: {detail}" if key else f"{source or 'config'}: {detail}"
 
 

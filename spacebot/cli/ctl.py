@@ -258,7 +258,7 @@ def _cmd_listen(client: Client, args: argparse.Namespace) -> int:
                 event = await stream.next(timeout=args.timeout or None)
                 seen += 1
                 if args.json:
-                    print(json.dumps(msgspec.to_builtins(event)), flush=True)
+                    print(json.dumps(msgspec.to_builtins(msgspec.structs.asdict(event))), flush=True)
                 else:
                     stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
                     fields = json.dumps(msgspec.to_builtins(event.body))
