@@ -81,6 +81,8 @@ class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
         default_factory=lambda: ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "anthropic", "openai"]
     )
     """Modules the zygote imports once so forked children start warm."""
+    spawn_mode: Literal["zygote", "cold"] = "zygote"
+    """``zygote``: fork children from the warm fork server; ``cold``: a fresh interpreter each."""
     monitor_interval: float = 0.5
     """Seconds between liveness checks of every process."""
     zygote_start_timeout: float = 60.0

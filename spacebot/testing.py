@@ -108,8 +108,9 @@ class SupervisorProcess:
                 raise RuntimeError(f"supervisor exited with {self.proc.returncode}: {self.log_tail()}")
             if self.endpoints.ctl_path.exists():
                 try:
-                    await self.ctl.call(StatusRequest(), timeout=1.0)
-                    return
+                    reply = msgspec.convert(await self.ctl.call(StatusRequest(), timeout=1.0), StatusReply)
+                    if reply.ready:
+                        return
                 except Exception:
                     pass
             if time.monotonic() > deadline:

@@ -121,6 +121,19 @@ class BusClient:
         """Send a one-way message; returns ``False`` (counted as shed) if the send queue is full."""
         return self._send(dst, Envelope(self.ident, dst, 0, 0, body))
 
+    def offer(self, dst: str, body: Body) -> bool:
+        """Like :meth:`send`, but a full queue is not counted as shed: the caller will retry."""
+        try:
+            self._sock.send_multipart(
+                (dst.encode(), codec.encode(Envelope(self.ident, dst, 0, 0, body))), zmq.NOBLOCK
+            )
+        except zmq.Again:
+            return False
+        finally:
+            if self._pump is not None:
+                self._pump.kick()
+        return True
+
     async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
         """Send ``body`` to ``dst`` and wait for its reply; return ``Ok.value`` or raise :class:`BusError`."""
         rid = next(self._ids)

@@ -42,6 +42,7 @@ class Pump:
         self._loop = asyncio.get_running_loop()
         self._fd: int = int(sock.getsockopt(zmq.FD))
         self._scheduled = False
+        self._checking = False
         self._closed = False
         self._loop.add_reader(self._fd, self._drain)
         self._schedule()  # input may already be queued
@@ -73,10 +74,23 @@ class Pump:
         if full:
             self._schedule()  # more waiting: continue after other callbacks had their turn
         else:
-            self.kick()
+            self._recheck()
 
     def kick(self) -> None:
-        """Call after sending on this socket from outside the pump: re-arm if input is waiting."""
+        """Call after sending on this socket from outside the pump: re-arm if input is waiting.
+
+        The ``ZMQ_EVENTS`` check is deferred to one callback per loop iteration, so a burst of
+        sends costs one check, not one each.
+        """
+        if not (self._scheduled or self._checking or self._closed):
+            self._checking = True
+            self._loop.call_soon(self._check)
+
+    def _check(self) -> None:
+        self._checking = False
+        self._recheck()
+
+    def _recheck(self) -> None:
         if not self._scheduled and not self._closed and int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._schedule()
 

@@ -340,6 +340,8 @@ class StatusReply(msgspec.Struct, frozen=True, tag="status_reply"):
     """Where the sockets live."""
     processes: list[ProcessInfo]
     """One entry per managed process."""
+    ready: bool
+    """Whether start-up finished (zygote and core processes up); spawns wait until it has."""
     broker: Counters
     """The broker's own frame counters."""
     routed: int

@@ -118,3 +118,48 @@ async def leak_memory(ctx: ChildContext, mb_per_s: float = 10.0) -> None:
         hoard.append(bytearray(int(mb_per_s * 1024 * 1024)))
         ctx.progress()
         await asyncio.sleep(1.0)
+
+
+async def flood(ctx: ChildContext, target: str, count: int, size: int = 16) -> None:
+    """Wait for an :class:`Echo` from anyone, then send ``count`` one-way Echos to ``target``.
+
+    A full send queue is back-pressure, not loss: the sender waits and retries. When done it
+    publishes ``testkit.<id>.sent``.
+    """
+    go = asyncio.Event()
+
+    def handle(env: Envelope) -> Ok | None:
+        go.set()
+        return Ok() if env.id else None
+
+    ctx.on_message(handle)
+    await go.wait()
+    payload = b"x" * size
+    offer = ctx.bus.offer
+    for seq in range(count):
+        while not offer(target, Echo(seq, payload)):
+            await asyncio.sleep(0.0005)
+        if seq % 512 == 0:
+            await asyncio.sleep(0)  # heartbeats and stop requests still get their turn
+    ctx.publish(f"testkit.{ctx.id}.sent", Notice("sent", {"count": count}))
+    await ctx.stopping.wait()
+
+
+async def sink(ctx: ChildContext) -> None:
+    """Count one-way Echos; a request answers ``[count, first_ts, last_ts]`` (perf_counter times)."""
+    count = 0
+    first = last = 0.0
+    clock = time.perf_counter
+
+    def handle(env: Envelope) -> Ok | None:
+        nonlocal count, first, last
+        if env.id:
+            return Ok([count, first, last])
+        if count == 0:
+            first = clock()
+        count += 1
+        last = clock()
+        return None
+
+    ctx.on_message(handle)
+    await ctx.stopping.wait()

@@ -51,7 +51,7 @@ from spacebot.ipc.messages import (
     TreeRequest,
 )
 from spacebot.paths import Endpoints, runtime_dir
-from spacebot.supervisor import inspect, linux
+from spacebot.supervisor import coldstart, inspect, linux
 from spacebot.supervisor.control import ControlHandler, ControlServer
 from spacebot.supervisor.kill import kill_tree
 from spacebot.supervisor.policy import decide
@@ -78,7 +78,7 @@ class Supervisor:
         self.started = time.monotonic()
         self.notifier = Notifier()
         self.table = ProcessTable(self._publish)
-        self.zygote = ZygoteLink(self._zygote_exit, self._zygote_lost)
+        self.zygote = ZygoteLink(self._exit_code, self._zygote_lost)
         self._context: zmq.asyncio.Context | None = None
         self.broker: Broker | None = None
         self.control: ControlServer | None = None
@@ -89,6 +89,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[object]] = set()
         self._shutting_down = False
         self._sigints = 0
+        self.ready = False
 
     # -- running -----------------------------------------------------------------------------
 
@@ -112,11 +113,13 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._commands.put_nowait, ShutdownRequest())
         loop.add_signal_handler(signal.SIGHUP, self._commands.put_nowait, ReloadRequest())
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-        hello = await self.zygote.start(self.config)
-        log.info("zygote up pid=%d preload_s=%.2f", hello.pid, hello.preload_s)
+        if self.config.supervisor.spawn_mode == "zygote":
+            hello = await self.zygote.start(self.config)
+            log.info("zygote up pid=%d preload_s=%.2f", hello.pid, hello.preload_s)
         self._spawn_task(self._monitor(), "monitor")
         if self.notifier.watchdog_interval:
             self._spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
+        self.ready = True
         self.notifier.ready(self._summary())
         if announce:
             print(
@@ -256,7 +259,10 @@ class Supervisor:
         if rec.state is not ProcState.STARTING:
             self.table.transition(rec, ProcState.STARTING, "restart")
         rec.early_ready = 0
-        pid = await self.zygote.spawn(rec.spec, self.config, str(self.endpoints.dir))
+        if self.config.supervisor.spawn_mode == "cold":
+            pid = coldstart.spawn(rec.spec, self.config, str(self.endpoints.dir))
+        else:
+            pid = await self.zygote.spawn(rec.spec, self.config, str(self.endpoints.dir))
         self.table.attach_pid(rec, pid)
         if rec.early_ready == pid:
             self._mark_ready(rec)
@@ -344,10 +350,10 @@ class Supervisor:
             code = os.waitstatus_to_exitcode(status)
             if pid == self.zygote.pid:
                 log.warning("zygote exited pid=%d code=%d", pid, code)
-            elif self.table.by_pid(pid) is not None:
-                self._zygote_exit(pid, code)
+            elif self.table.by_pid(pid) is not None or pid in self._pidfds:
+                self._exit_code(pid, code)
 
-    def _zygote_exit(self, pid: int, code: int) -> None:
+    def _exit_code(self, pid: int, code: int) -> None:
         """An exit code arrived (from the zygote, or our own reaper for adopted orphans)."""
         self._exit_codes[pid] = code
         if pid not in self._pidfds and self.table.by_pid(pid) is not None:

@@ -245,16 +245,47 @@ async def _main(req: ZygoteSpawn, config: Config) -> int:
     return code
 
 
-def run_child(req: ZygoteSpawn) -> int:
-    """Run one child to completion; returns its exit code."""
-    config = msgspec.msgpack.decode(req.config, type=Config)
-    logs.setup(req.spec.id, config.runtime.log_level)
-    linux.set_name(req.spec.id[-15:])
-    watch_supervisor(req.supervisor_pid)
+_config_decoder = msgspec.msgpack.Decoder(Config)
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop when installed, unless ``SPACEBOT_EVENT_LOOP=asyncio`` asks for the stdlib loop."""
+    if os.environ.get("SPACEBOT_EVENT_LOOP") == "asyncio":
+        return asyncio.run
     try:
         import uvloop
 
-        runner: Callable[[Awaitable[int]], int] = uvloop.run  # type: ignore[assignment]
+        return uvloop.run
     except ImportError:
-        runner = asyncio.run  # type: ignore[assignment]
-    return runner(_main(req, config))
+        return asyncio.run
+
+
+def warm_up() -> None:
+    """Run in the zygote before forking: touch what every child will touch, so it stays shared.
+
+    Lazily built state — msgspec's per-type decoders, the event loop machinery, logging — would
+    otherwise be created in each child's private memory (measured: ~2 MB of USS per child).
+    """
+    from spacebot.config import from_dict
+    from spacebot.ipc import codec
+    from spacebot.ipc.messages import Echo, Event, Notice, Ping
+
+    _config_decoder.decode(msgspec.msgpack.encode(from_dict({}, {})))
+    for body in (Ready(1, Kind.WORKER), Heartbeat(0.0, False), Ping(), Echo(1), Stop(), Ok()):
+        codec.envelope_decoder.decode(codec.encode(Envelope("a", "b", 1, 0, body)))
+    codec.event_decoder.decode(codec.encode(Event("t", "a", 0.0, Notice("x"))))
+
+    async def _spin() -> int:
+        await asyncio.sleep(0)
+        return 0
+
+    _event_loop_runner()(_spin())
+
+
+def run_child(req: ZygoteSpawn) -> int:
+    """Run one child to completion; returns its exit code."""
+    config = _config_decoder.decode(req.config)
+    logs.setup(req.spec.id, config.runtime.log_level)
+    linux.set_name(req.spec.id[-15:])
+    watch_supervisor(req.supervisor_pid)
+    return _event_loop_runner()(_main(req, config))

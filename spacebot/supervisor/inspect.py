@@ -107,7 +107,13 @@ def _collect(sup: Supervisor) -> StatusReply:
     broker = sup.broker
     assert broker is not None
     return StatusReply(
-        os.getpid(), now - sup.started, str(sup.endpoints.dir), rows, broker.guard.snapshot(), broker.routed
+        os.getpid(),
+        now - sup.started,
+        str(sup.endpoints.dir),
+        rows,
+        sup.ready,
+        broker.guard.snapshot(),
+        broker.routed,
     )
 
 

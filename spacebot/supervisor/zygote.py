@@ -35,8 +35,9 @@ def _preload(modules: list[str]) -> list[str]:
             importlib.import_module(name)
         except Exception as exc:  # an optional module missing must not stop the zygote
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
-    # The child runtime itself, so a fork has nothing left to import.
-    importlib.import_module("spacebot.supervisor.child")
+    # The child runtime itself, warmed up, so a fork has nothing left to import or build.
+    child = importlib.import_module("spacebot.supervisor.child")
+    child.warm_up()
     return failed
 
 

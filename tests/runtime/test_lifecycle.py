@@ -281,3 +281,26 @@ async def test_wall_clock_budget(short_tmp, budget: str) -> None:  # type: ignor
         events.close()
     finally:
         await sup.stop()
+
+
+async def test_cold_spawn_mode(short_tmp) -> None:  # type: ignore[no-untyped-def]
+    from spacebot.testing import FAST_CONFIG
+
+    sup = SupervisorProcess(
+        short_tmp, config_text=FAST_CONFIG.replace("[supervisor]\n", '[supervisor]\nspawn_mode = "cold"\n')
+    )
+    await sup.start()
+    try:
+        assert sup.ctl is not None
+        child = await sup.spawn(f"{TK}:idle", kind=Kind.CHANNEL, id="channel:cold")
+        status = await sup.status()
+        assert "zygote" not in {p.id for p in status.processes}
+        assert psutil.Process(child.pid).ppid() == sup.pid
+        events = await sup.ctl.events("proc.channel.channel:cold.")
+        os.kill(child.pid, signal.SIGKILL)
+        exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=10)
+        assert isinstance(exited.body, ProcessExited) and exited.body.exit_code == -signal.SIGKILL
+        await events.wait_for(lambda e: _state(e, "channel:cold", ProcState.READY), timeout=20)
+        events.close()
+    finally:
+        await sup.stop()
