@@ -15,6 +15,7 @@ import zmq.asyncio
 from spacebot.errors import SpacebotError
 from spacebot.ipc import codec
 from spacebot.ipc.drain import Pump
+from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import (
     PUBLISH_FRAME,
     SUPERVISOR_ID,
@@ -58,12 +59,14 @@ class BusClient:
         ident: str,
         endpoint: str,
         *,
+        events_endpoint: str = "",
         context: zmq.asyncio.Context | None = None,
         max_frame: int = codec.DEFAULT_MAX_FRAME,
         hwm: int = 10_000,
     ) -> None:
         self.ident = ident
         self.endpoint = endpoint
+        self.events_endpoint = events_endpoint or endpoint.rsplit("/", 1)[0] + "/events"
         self.guard = codec.FrameGuard(ident, max_frame)
         self._own_context = context is None
         self.context = context or zmq.asyncio.Context()
@@ -171,6 +174,16 @@ class BusClient:
     async def sync_events(self, nonce: str) -> None:
         """Ask the supervisor to publish ``sys.sync.<nonce>`` (see :mod:`spacebot.ipc.events`)."""
         await self.request(SUPERVISOR_ID, SyncEvents(nonce), timeout=2.0)
+
+    async def subscribe(self, *topics: str) -> EventStream:
+        """Events whose topic starts with one of ``topics`` (all when none), confirmed live on return."""
+        stream = EventStream(self.events_endpoint, topics or ("",), context=self.context)
+        try:
+            await stream.sync(self.sync_events)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
     # -- receiving ---------------------------------------------------------------------------
 

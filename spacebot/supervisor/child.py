@@ -179,9 +179,7 @@ class ChildContext:
 
     async def events(self, *topics: str) -> EventStream:
         """A confirmed subscription to the events socket."""
-        stream = EventStream(self.endpoints.events, topics or ("",), context=self.bus.context)
-        await stream.sync(self.bus.sync_events)
-        return stream
+        return await self.bus.subscribe(*topics)
 
 
 def _unsupported(ident: str, body: object) -> Reply:
@@ -202,6 +200,7 @@ async def _main(req: ZygoteSpawn, config: Config) -> int:
     bus = BusClient(
         spec.id,
         endpoints.bus,
+        events_endpoint=endpoints.events,
         context=context,
         max_frame=config.runtime.max_frame_bytes,
         hwm=config.runtime.hwm,
