@@ -46,6 +46,8 @@ class ZygoteLink:
         self._pending: dict[str, asyncio.Future[int]] = {}
         self._read_task: asyncio.Task[None] | None = None
         self._spawn_lock = asyncio.Lock()
+        self._up = asyncio.Event()
+        self._stopped = False
 
     @property
     def alive(self) -> bool:
@@ -85,6 +87,7 @@ class ZygoteLink:
         if not isinstance(msg, ZygoteHello):
             raise ZygoteGone(f"zygote sent {type(msg).__name__} before hello")
         self.hello = msg
+        self._up.set()
         for failure in msg.failed_imports:
             log.warning("zygote could not preload %s", failure)
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop(), name="zygote-reader")
@@ -121,6 +124,7 @@ class ZygoteLink:
         self._on_lost()
 
     def _drop_link(self, why: str) -> None:
+        self._up.clear()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ZygoteGone(why))
@@ -131,9 +135,16 @@ class ZygoteLink:
         self.hello = None
 
     async def spawn(self, spec: SpawnSpec, config: Config, runtime_dir: str, *, timeout: float = 10.0) -> int:
-        """Fork a child; returns its pid."""
+        """Fork a child; returns its pid. While a crashed zygote is being replaced, this waits."""
         if self._writer is None:
-            raise ZygoteGone("zygote is not running")
+            if self._stopped:
+                raise ZygoteGone("zygote is stopped")
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._up.wait()
+            except TimeoutError:
+                raise ZygoteGone(f"zygote is not running (waited {timeout:g}s for a new one)") from None
+        assert self._writer is not None
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[spec.id] = fut
         req = ZygoteSpawn(spec, encode(config), runtime_dir, os.getpid())
@@ -150,6 +161,7 @@ class ZygoteLink:
 
     async def stop(self, timeout: float = 3.0) -> None:
         """Close the socket (the zygote exits on EOF) and wait for it; SIGKILL if it lingers."""
+        self._stopped = True
         self._drop_link("supervisor stopping")
         if self._read_task is not None:
             self._read_task.cancel()

@@ -304,3 +304,22 @@ async def test_cold_spawn_mode(short_tmp) -> None:  # type: ignore[no-untyped-de
         events.close()
     finally:
         await sup.stop()
+
+
+async def test_zygote_crash_kills_no_child(supervisor: SupervisorProcess) -> None:
+    assert supervisor.ctl is not None
+    child = await supervisor.spawn(f"{TK}:idle", kind=Kind.CHANNEL, id="channel:survivor")
+    old_zygote = next(p.pid for p in (await supervisor.status()).processes if p.id == "zygote")
+    os.kill(old_zygote, signal.SIGKILL)
+    # A spawn during the zygote's replacement waits for the new one instead of failing.
+    await supervisor.spawn(f"{TK}:idle", id="worker:after-zygote")
+    rows = {p.id: p for p in (await supervisor.status()).processes}
+    assert rows["zygote"].pid != old_zygote and rows["zygote"].state is ProcState.READY
+    assert psutil.Process(child.pid).is_running()
+    # The orphaned child now belongs to the supervisor (subreaper): its death is still seen, with its code.
+    assert psutil.Process(child.pid).ppid() == supervisor.pid
+    events = await supervisor.ctl.events("proc.channel.channel:survivor.")
+    os.kill(child.pid, signal.SIGKILL)
+    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=5)
+    assert isinstance(exited.body, ProcessExited) and exited.body.exit_code == -signal.SIGKILL
+    events.close()
