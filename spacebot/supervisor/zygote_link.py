@@ -135,25 +135,44 @@ class ZygoteLink:
         self.hello = None
 
     async def spawn(self, spec: SpawnSpec, config: Config, runtime_dir: str, *, timeout: float = 10.0) -> int:
-        """Fork a child; returns its pid. While a crashed zygote is being replaced, this waits."""
-        if self._writer is None:
-            if self._stopped:
-                raise ZygoteGone("zygote is stopped")
+        """Fork a child; returns its pid.
+
+        While a crashed zygote is being replaced this waits for the new one, and a request the
+        dying zygote never answered is sent again to its successor.
+        """
+        for attempt in (1, 2):
+            await self._wait_up(timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    await self._up.wait()
-            except TimeoutError:
-                raise ZygoteGone(f"zygote is not running (waited {timeout:g}s for a new one)") from None
+                return await self._spawn_once(spec, config, runtime_dir, timeout)
+            except ZygoteGone:
+                if self._stopped or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _wait_up(self, timeout: float) -> None:
+        if self._writer is not None:
+            return
+        if self._stopped:
+            raise ZygoteGone("zygote is stopped")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._up.wait()
+        except TimeoutError:
+            raise ZygoteGone(f"zygote is not running (waited {timeout:g}s for a new one)") from None
+
+    async def _spawn_once(self, spec: SpawnSpec, config: Config, runtime_dir: str, timeout: float) -> int:
         assert self._writer is not None
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[spec.id] = fut
         req = ZygoteSpawn(spec, encode(config), runtime_dir, os.getpid())
-        async with self._spawn_lock:
-            self._writer.write(framing.pack(req))
-            await self._writer.drain()
         try:
+            async with self._spawn_lock:
+                self._writer.write(framing.pack(req))
+                await self._writer.drain()
             async with asyncio.timeout(timeout):
                 return await fut
+        except ConnectionError as exc:
+            raise ZygoteGone(f"zygote socket failed: {exc}") from None
         except TimeoutError:
             raise ProcessTimeout(f"zygote did not fork {spec.id!r} within {timeout:g}s") from None
         finally:
