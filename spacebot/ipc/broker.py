@@ -7,9 +7,7 @@ to build an ``Err`` reply when a destination is unknown or its queue is full.
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +17,6 @@ import zmq
 import zmq.asyncio
 
 from spacebot.ipc import codec
-from spacebot.ipc.bus import BusError, Handler, Reply
 from spacebot.ipc.drain import Pump
 from spacebot.ipc.messages import (
     BROKER_ID,
@@ -32,8 +29,8 @@ from spacebot.ipc.messages import (
     Event,
     EventBody,
     FramesDropped,
-    Ok,
 )
+from spacebot.ipc.replies import BusError, Handler, PendingReplies, Reply, Responder
 
 log = logging.getLogger("spacebot.broker")
 
@@ -67,9 +64,8 @@ class Broker:
         self._pub.setsockopt(zmq.SNDHWM, events_hwm)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._handler: Handler | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = PendingReplies()
+        self._responder = Responder(SUPERVISOR_ID, self.reply)
         self._pump: Pump | None = None
         self._reported_drops = 0
         self._last_drop_event = 0.0
@@ -89,9 +85,8 @@ class Broker:
         """Stop routing and close the sockets."""
         if self._pump is not None:
             self._pump.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._replies.fail_all("broker closed")
+        await self._responder.close()
         self._router.close(linger=0)
         self._pub.close(linger=0)
 
@@ -109,18 +104,11 @@ class Broker:
 
     async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
         """Request/reply from the supervisor to a child."""
-        rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            if not self._deliver(dst, Envelope(SUPERVISOR_ID, dst, rid, 0, body)):
-                raise BusError(ErrorCode.NO_ROUTE, f"cannot deliver to {dst!r}")
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            raise BusError(ErrorCode.TIMEOUT, f"no reply from {dst!r} within {timeout:g}s") from None
-        finally:
-            self._pending.pop(rid, None)
+        rid, fut = self._replies.open()
+        if not self._deliver(dst, Envelope(SUPERVISOR_ID, dst, rid, 0, body)):
+            self._replies.discard(rid)
+            raise BusError(ErrorCode.NO_ROUTE, f"cannot deliver to {dst!r}")
+        return await self._replies.wait(rid, fut, timeout, dst)
 
     def publish(self, topic: str, body: EventBody, *, src: str = SUPERVISOR_ID) -> None:
         """Publish an event (PUB never blocks; past its high-water mark a slow subscriber loses events)."""
@@ -211,35 +199,10 @@ class Broker:
         if env is None:
             return
         if env.reply_to:
-            fut = self._pending.get(env.reply_to)
-            if fut is not None and not fut.done():
-                if isinstance(env.body, Ok):
-                    fut.set_result(env.body.value)
-                elif isinstance(env.body, Err):
-                    fut.set_exception(BusError(env.body.code, env.body.message))
+            self._replies.resolve(env.reply_to, env.body)
             return
         assert self._handler is not None
-        try:
-            result = self._handler(env)
-        except Exception as exc:
-            log.exception("supervisor handler failed src=%s msg=%s", src, type(env.body).__name__)
-            self.reply(env, Err(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
-            return
-        if isinstance(result, Ok | Err):
-            self.reply(env, result)
-        elif result is not None:
-            task = asyncio.get_running_loop().create_task(self._finish(env, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _finish(self, env: Envelope, pending: Any) -> None:
-        try:
-            result = await pending
-        except Exception as exc:
-            log.exception("supervisor handler failed src=%s msg=%s", env.src, type(env.body).__name__)
-            result = Err(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        if result is not None:
-            self.reply(env, result)
+        self._responder.run(self._handler, env)
 
     def _after_batch(self) -> None:
         self.report_drops()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import weakref
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from spacebot.errors import SpacebotError
 from spacebot.ipc import codec
 from spacebot.ipc.drain import Pump
 from spacebot.ipc.events import EventStream
@@ -29,20 +26,9 @@ from spacebot.ipc.messages import (
     Ping,
     SyncEvents,
 )
+from spacebot.ipc.replies import BusError, Handler, PendingReplies, Reply, Responder
 
 log = logging.getLogger("spacebot.ipc")
-
-Reply = Ok | Err
-Handler = Callable[[Envelope], "Awaitable[Reply | None] | Reply | None"]
-
-
-class BusError(SpacebotError):
-    """A request came back as :class:`Err` (or never came back)."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code.value}: {message}")
-        self.code = code
-        self.message = message
 
 
 class BusClient:
@@ -75,11 +61,11 @@ class BusClient:
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 1000)
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._replies = PendingReplies()
+        self._responder = Responder(ident, self.reply)
         self._handler: Handler | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._pump: Pump | None = None
+        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -92,13 +78,10 @@ class BusClient:
         """Stop receiving, fail pending requests, close the socket (flushing for ``linger`` s)."""
         if self._pump is not None:
             self._pump.close()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(BusError(ErrorCode.INTERNAL, f"bus client {self.ident!r} closed"))
-        self._pending.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._replies.fail_all(f"bus client {self.ident!r} closed")
+        for stream in list(self._streams):
+            stream.close()  # they share our context, which cannot terminate while they are open
+        await self._responder.close()
         self._sock.close(linger=int(linger * 1000))
         if self._own_context:
             self.context.term()
@@ -139,18 +122,11 @@ class BusClient:
 
     async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
         """Send ``body`` to ``dst`` and wait for its reply; return ``Ok.value`` or raise :class:`BusError`."""
-        rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            if not self._send(dst, Envelope(self.ident, dst, rid, 0, body)):
-                raise BusError(ErrorCode.OVERLOADED, f"send queue to {dst!r} is full")
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            raise BusError(ErrorCode.TIMEOUT, f"no reply from {dst!r} within {timeout:g}s") from None
-        finally:
-            self._pending.pop(rid, None)
+        rid, fut = self._replies.open()
+        if not self._send(dst, Envelope(self.ident, dst, rid, 0, body)):
+            self._replies.discard(rid)
+            raise BusError(ErrorCode.OVERLOADED, f"send queue to {dst!r} is full")
+        return await self._replies.wait(rid, fut, timeout, dst)
 
     def reply(self, env: Envelope, result: Reply) -> bool:
         """Answer ``env`` (a request) with ``result``."""
@@ -178,6 +154,7 @@ class BusClient:
     async def subscribe(self, *topics: str) -> EventStream:
         """Events whose topic starts with one of ``topics`` (all when none), confirmed live on return."""
         stream = EventStream(self.events_endpoint, topics or ("",), context=self.context)
+        self._streams.add(stream)
         try:
             await stream.sync(self.sync_events)
         except BaseException:
@@ -196,16 +173,7 @@ class BusClient:
         if env is None:
             return
         if env.reply_to:
-            fut = self._pending.get(env.reply_to)
-            if fut is None or fut.done():
-                return  # the requester gave up (timeout or cancellation); nothing to deliver
-            body = env.body
-            if isinstance(body, Ok):
-                fut.set_result(body.value)
-            elif isinstance(body, Err):
-                fut.set_exception(BusError(body.code, body.message))
-            else:
-                fut.set_exception(BusError(ErrorCode.BAD_REQUEST, f"reply of type {type(body).__name__}"))
+            self._replies.resolve(env.reply_to, env.body)
             return
         if isinstance(env.body, Ping):
             self.reply(env, Ok(env.body.payload))
@@ -217,26 +185,4 @@ class BusClient:
             self.guard.count("unknown", f"{type(env.body).__name__} from {env.src!r} with no handler")
             self.reply(env, Err(ErrorCode.UNSUPPORTED, f"{self.ident!r} takes no {type(env.body).__name__}"))
             return
-        try:
-            result = self._handler(env)
-        except Exception as exc:
-            log.exception("handler failed id=%s msg=%s", self.ident, type(env.body).__name__)
-            self.reply(env, Err(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
-            return
-        if isinstance(result, Ok | Err):
-            self.reply(env, result)
-        elif result is not None:
-            task = asyncio.get_running_loop().create_task(self._finish(env, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _finish(self, env: Envelope, pending: Awaitable[Reply | None]) -> None:
-        try:
-            result = await pending
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("handler failed id=%s msg=%s", self.ident, type(env.body).__name__)
-            result = Err(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        if result is not None:
-            self.reply(env, result)
+        self._responder.run(self._handler, env)

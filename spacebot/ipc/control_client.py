@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import weakref
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from spacebot.ipc import codec
-from spacebot.ipc.bus import BusError
 from spacebot.ipc.events import EventStream
-from spacebot.ipc.messages import ControlFrame, ControlRequest, Err, ErrorCode, SyncEvents
+from spacebot.ipc.messages import ControlFrame, ControlRequest, SyncEvents
+from spacebot.ipc.replies import PendingReplies
 from spacebot.paths import Endpoints
 
 
@@ -26,40 +26,28 @@ class ControlClient:
         self._sock: zmq.asyncio.Socket = self.context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(endpoints.ctl)
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._replies = PendingReplies()
+        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._reader: asyncio.Task[None] | None = None
 
     async def _read(self) -> None:
         while True:
             raw = await self._sock.recv()
             reply = codec.control_reply_decoder.decode(raw)
-            fut = self._pending.pop(reply.id, None)
-            if fut is None or fut.done():
-                continue
-            if isinstance(reply.result, Err):
-                fut.set_exception(BusError(reply.result.code, reply.result.message))
-            else:
-                fut.set_result(reply.result.value)
+            self._replies.resolve(reply.id, reply.result)
 
     async def call(self, request: ControlRequest, *, timeout: float = 10.0) -> Any:
         """Send ``request``; return ``Ok.value`` or raise :class:`BusError`."""
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
-        rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
+        rid, fut = self._replies.open()
         await self._sock.send(codec.encode(ControlFrame(rid, request)))
-        try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            self._pending.pop(rid, None)
-            raise BusError(ErrorCode.TIMEOUT, f"control socket gave no answer within {timeout:g}s") from None
+        return await self._replies.wait(rid, fut, timeout, self.endpoints.ctl)
 
     async def events(self, *topics: str) -> EventStream:
         """A subscription that is confirmed live before it is returned."""
         stream = EventStream(self.endpoints.events, topics or ("",), context=self.context)
+        self._streams.add(stream)
 
         async def trigger(nonce: str) -> None:
             await self.call(SyncEvents(nonce), timeout=2.0)
@@ -72,6 +60,8 @@ class ControlClient:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+        for stream in list(self._streams):
+            stream.close()
         self._sock.close(linger=0)
         if self._own_context:
             self.context.term()

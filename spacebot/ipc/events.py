@@ -99,7 +99,9 @@ class EventStream:
             yield await self.next()
 
     def close(self) -> None:
-        """Close the socket (and the context if this stream made it)."""
+        """Close the socket (and the context if this stream made it); closing twice is harmless."""
+        if self._sock.closed:
+            return
         self._sock.close(linger=0)
         if self._own_context:
             self.context.term()

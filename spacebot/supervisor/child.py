@@ -26,7 +26,7 @@ import zmq.asyncio
 
 from spacebot import logs
 from spacebot.config import Config
-from spacebot.ipc.bus import BusClient, Handler, Reply
+from spacebot.ipc.bus import BusClient
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import (
     SUPERVISOR_ID,
@@ -44,6 +44,7 @@ from spacebot.ipc.messages import (
     Stop,
     ZygoteSpawn,
 )
+from spacebot.ipc.replies import Handler, Reply
 from spacebot.paths import Endpoints
 from spacebot.supervisor import linux
 
