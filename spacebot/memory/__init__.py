@@ -1,1 +1,60 @@
+"""Spacebot's memory engine: a typed, graph-connected store over DuckDB, hnswlib and tantivy.
 
+The ``memory:<agent>`` process serves :class:`MemoryEngine`; everything else reaches it over the bus.
+Importing this package is cheap: the engine (DuckDB, hnswlib, tantivy, onnxruntime) loads on first
+use of :class:`MemoryEngine`, so processes that only exchange the typed values never pay for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from spacebot.memory.config import MemoryConfig
+from spacebot.memory.errors import EmbedderError, MemoryInputError, MemoryStoreError, SchemaVersionError
+from spacebot.memory.types import (
+    Association,
+    Channel,
+    IngestReport,
+    MaintenanceReport,
+    Memory,
+    MemoryDraft,
+    MemoryType,
+    Message,
+    MessageHit,
+    RecallHit,
+    Relation,
+    ReplyState,
+)
+
+if TYPE_CHECKING:
+    from spacebot.memory.engine import MemoryEngine
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MemoryEngine":
+        from spacebot.memory.engine import MemoryEngine
+
+        return MemoryEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Association",
+    "Channel",
+    "EmbedderError",
+    "IngestReport",
+    "MaintenanceReport",
+    "Memory",
+    "MemoryConfig",
+    "MemoryDraft",
+    "MemoryEngine",
+    "MemoryInputError",
+    "MemoryStoreError",
+    "MemoryType",
+    "Message",
+    "MessageHit",
+    "RecallHit",
+    "Relation",
+    "ReplyState",
+    "SchemaVersionError",
+]

@@ -1,0 +1,204 @@
+"""Recall modes and Reciprocal Rank Fusion.
+
+``hybrid`` fuses up to five ranked lists with RRF (score = sum of weight / (k + rank)):
+
+* ``vector``: HNSW nearest neighbours of the query embedding (cosine);
+* ``bm25``: tantivy BM25 over the indexed text;
+* ``bm25_ctx``: BM25 over a memory's sequence context: its text together with the texts of the
+  memories right before and after it (a reply is found through the question it answers);
+* ``vector_ctx``: cosine between the query and the normalised sum of a memory's vector and its
+  sequence neighbours' vectors;
+* ``graph``: association neighbours (any relation, by edge weight) of the strongest fused hits, so
+  a connected memory is found even when it shares no words with the query.
+
+``recent`` orders by creation time, ``important`` by importance, ``typed`` restricts to types
+(hybrid when a query is given, most recent first otherwise). Filters by type and channel apply to
+every mode; forgotten memories are never returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spacebot.memory.errors import MemoryInputError
+from spacebot.memory.graph import edges_of
+from spacebot.memory.types import Memory, MemoryType, RecallHit, RecallMode, RecallSource
+
+if TYPE_CHECKING:
+    from spacebot.memory.engine import MemoryEngine
+
+Ranked = list[tuple[int, float]]
+
+
+def rrf(lists: dict[str, Ranked], k: int, weights: dict[str, float] | None = None) -> list[tuple[int, float]]:
+    """Fuse ranked lists: each id scores ``sum(weight / (k + rank))`` over the lists holding it."""
+    fused: dict[int, float] = {}
+    for name, ranked in lists.items():
+        w = 1.0 if weights is None else weights.get(name, 1.0)
+        for rank, (i, _) in enumerate(ranked, start=1):
+            fused[i] = fused.get(i, 0.0) + w / (k + rank)
+    return sorted(fused.items(), key=lambda x: (-x[1], x[0]))
+
+
+def _filters(types: list[MemoryType] | None, channel: str | None) -> tuple[str, list[Any]]:
+    where: list[str] = ["NOT forgotten"]
+    params: list[Any] = []
+    if types:
+        where.append("type IN (SELECT unnest(?))")
+        params.append([t.value for t in types])
+    if channel is not None:
+        where.append("channel = ?")
+        params.append(channel)
+    return " AND ".join(where), params
+
+
+def run(
+    engine: MemoryEngine,
+    query: str,
+    mode: RecallMode,
+    limit: int,
+    types: list[MemoryType] | None,
+    channel: str | None,
+    sources: Sequence[RecallSource],
+) -> list[RecallHit]:
+    """Dispatch one recall request."""
+    if limit <= 0:
+        raise MemoryInputError(f"limit must be positive, got {limit!r}")
+    if mode == "typed" and not types:
+        raise MemoryInputError("typed recall needs at least one type")
+    if mode == "hybrid" or (mode == "typed" and query.strip()):
+        if not query.strip():
+            raise MemoryInputError("hybrid recall needs a query")
+        return hybrid(engine, query[: engine.config.max_query_chars], limit, types, channel, sources)
+    order = {
+        "recent": "created_at DESC, id DESC",
+        "typed": "created_at DESC, id DESC",
+        "important": "importance DESC, created_at DESC, id DESC",
+    }.get(mode)
+    if order is None:
+        raise MemoryInputError(f"unknown recall mode {mode!r} (expected hybrid, recent, important or typed)")
+    where, params = _filters(types, channel)
+    rows = engine.store.query_memories(where, params, order, limit)
+    key = "importance" if mode == "important" else "created_at"
+    return [RecallHit(memory=m, score=float(getattr(m, key))) for m in rows]
+
+
+def _context_vector(
+    engine: MemoryEngine, qvec: np.ndarray, vec_hits: Ranked, prev: dict[int, int], nxt: dict[int, int]
+) -> Ranked:
+    """Cosine between the query and each candidate's normalised sum with its sequence neighbours.
+
+    Candidates are the vector hits and their neighbours. A memory outside any sequence keeps its
+    plain cosine, so only sequence members cost a vector read.
+    """
+    vectors = engine.vectors
+    scores = dict(vec_hits)
+    linked = {i for i, _ in vec_hits if i in prev or i in nxt}
+    linked |= {j for i in list(linked) for j in (prev.get(i), nxt.get(i)) if j is not None}
+    out: Ranked = [(i, s) for i, s in vec_hits if i not in linked]
+    cands = sorted(i for i in linked if vectors.has(i))
+    if cands:
+        groups = [
+            [j for j in (prev.get(c), c, nxt.get(c)) if j is not None and vectors.has(j)] for c in cands
+        ]
+        needed = sorted({j for g in groups for j in g})
+        try:
+            mat = vectors.get(needed)
+        except RuntimeError:  # forgotten between the check and the read
+            return sorted(scores.items(), key=lambda x: (-x[1], x[0]))
+        row = {j: k for k, j in enumerate(needed)}
+        members = np.zeros((len(cands), len(needed)), dtype=np.float32)
+        for k, group in enumerate(groups):
+            members[k, [row[j] for j in group]] = 1.0
+        sums = members @ mat
+        sims = (sums @ qvec) / np.maximum(np.linalg.norm(sums, axis=1), 1e-12)
+        out.extend((c, float(s)) for c, s in zip(cands, sims, strict=True))
+    out.sort(key=lambda x: (-x[1], x[0]))
+    return out
+
+
+def hybrid(
+    engine: MemoryEngine,
+    query: str,
+    limit: int,
+    types: list[MemoryType] | None,
+    channel: str | None,
+    sources: Sequence[RecallSource],
+) -> list[RecallHit]:
+    """Fused recall over vectors, BM25, sequence context and the association graph."""
+    cfg = engine.config
+    wanted = set(sources)
+    qvec = engine.embedder.embed_one(query)
+    n_vec = max(cfg.vector_top_n, limit)
+    n_bm = max(cfg.bm25_top_n, limit)
+    vec_hits = engine.vectors.search(qvec, n_vec) if wanted & {"vector", "vector_ctx"} else []
+    lists: dict[str, Ranked] = {}
+    if "vector" in wanted:
+        lists["vector"] = vec_hits
+    if "bm25" in wanted:
+        lists["bm25"] = engine.text.search(query, n_bm)
+    if "bm25_ctx" in wanted:
+        lists["bm25_ctx"] = engine.text.search(query, n_bm, field="ctx")
+    if "vector_ctx" in wanted:
+        with engine._seq_lock:
+            lists["vector_ctx"] = _context_vector(engine, qvec, vec_hits, engine.prev, engine.next)[:n_vec]
+    weights = {
+        "vector": cfg.weight_vector,
+        "bm25": cfg.weight_bm25,
+        "vector_ctx": cfg.weight_vector_ctx,
+        "bm25_ctx": cfg.weight_bm25_ctx,
+        "graph": cfg.weight_graph,
+    }
+    fused = rrf(lists, cfg.rrf_k, weights)
+    if "graph" in wanted and fused:
+        seeds_ranked = [i for i, _ in fused[: cfg.graph_seeds]]
+        seed_rank = {i: r for r, i in enumerate(seeds_ranked, start=1)}
+        neighbour: dict[int, float] = {}
+        for edge in edges_of(engine.store, seeds_ranked):
+            for a, b in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
+                if a in seed_rank:
+                    neighbour[b] = max(neighbour.get(b, 0.0), edge.weight / seed_rank[a])
+        lists["graph"] = sorted(neighbour.items(), key=lambda x: (-x[1], x[0]))[: cfg.graph_top_n]
+        fused = rrf(lists, cfg.rrf_k, weights)
+    return _materialise(engine, fused, lists, limit, types, channel)
+
+
+def _materialise(
+    engine: MemoryEngine,
+    fused: list[tuple[int, float]],
+    lists: dict[str, Ranked],
+    limit: int,
+    types: list[MemoryType] | None,
+    channel: str | None,
+) -> list[RecallHit]:
+    filtered = bool(types) or channel is not None
+    chosen: list[tuple[int, float]] = []
+    rows: dict[int, Memory] = {}
+    window = limit * 2
+    start = 0
+    # Fetch in growing windows: forgotten rows and filters may drop candidates.
+    while len(chosen) < limit and start < len(fused):
+        part = fused[start : start + window] if not filtered else fused[start:]
+        got = engine.store.get_memories([i for i, _ in part], include_forgotten=False)
+        for i, s in part:
+            m = got.get(i)
+            if m is None or (types and m.type not in types) or (channel is not None and m.channel != channel):
+                continue
+            rows[i] = m
+            chosen.append((i, s))
+            if len(chosen) == limit:
+                break
+        start += len(part)
+        window *= 2
+    positions = {
+        name: {i: (r, s) for r, (i, s) in enumerate(ranked, start=1)} for name, ranked in lists.items()
+    }
+    hits = []
+    for i, s in chosen:
+        ranks = {name: pos[i][0] for name, pos in positions.items() if i in pos}
+        scores = {name: round(pos[i][1], 6) for name, pos in positions.items() if i in pos}
+        hits.append(RecallHit(memory=rows[i], score=s, ranks=ranks, scores=scores))
+    return hits

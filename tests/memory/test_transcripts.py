@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from spacebot.memory import MemoryEngine, MemoryInputError, ReplyState
+
+
+def test_append_is_idempotent_and_pages(engine: MemoryEngine) -> None:
+    t = engine.transcripts
+    t.upsert_channel("discord:1:2", "discord", "#general")
+    ids = []
+    for n in range(7):
+        m = t.append(
+            "discord:1:2", f"message {n}", author_id="u1", author_name="Bob", platform_message_id=f"p{n}"
+        )
+        ids.append(m.id)
+    again = t.append(
+        "discord:1:2", "message 3 edited", author_id="u1", author_name="Bob", platform_message_id="p3"
+    )
+    assert again.id == ids[3] and again.text == "message 3"
+    newest = t.page("discord:1:2", limit=3)
+    assert [m.text for m in newest] == ["message 4", "message 5", "message 6"]
+    older = t.page("discord:1:2", limit=3, before_id=newest[0].id)
+    assert [m.text for m in older] == ["message 1", "message 2", "message 3"]
+    assert t.channel("discord:1:2").display_name == "#general"
+
+
+def test_reply_state_and_unanswered(engine: MemoryEngine) -> None:
+    t = engine.transcripts
+    q1 = t.append("slack:T:C", "can you check the build?", author_id="u1", author_name="Ann")
+    q2 = t.append("slack:T:C", "also the docs", author_id="u1", author_name="Ann")
+    reply = t.append("slack:T:C", "on it", author_id="bot", author_name="Spacebot", role="assistant")
+    other = t.append("web:x", "hello", author_id="u2", author_name="Zed")
+    assert reply.reply_state is ReplyState.NONE and q1.reply_state is ReplyState.PENDING
+    assert [m.id for m in t.unanswered()] == [q1.id, q2.id, other.id]
+    t.mark_reply(q1.id, ReplyState.ANSWERED)
+    t.mark_reply(other.id, ReplyState.SKIPPED)
+    assert [m.id for m in t.unanswered("slack:T:C")] == [q2.id]
+    assert [m.id for m in t.unanswered()] == [q2.id]
+    with pytest.raises(MemoryInputError, match="no message with id 999"):
+        t.mark_reply(999, ReplyState.ANSWERED)
+    with pytest.raises(MemoryInputError, match="unknown role"):
+        t.append("web:x", "hi", author_id="u", author_name="U", role="robot")
+
+
+def test_cross_channel_search_with_names(engine: MemoryEngine) -> None:
+    t = engine.transcripts
+    t.upsert_channel("discord:1:2", "discord", "#ops")
+    t.upsert_channel("slack:T:C", "slack", "#release")
+    a = t.append("discord:1:2", "We deployed the payments service at noon", author_id="u1", author_name="Bob")
+    b = t.append("slack:T:C", "Deploying payments again tomorrow", author_id="u2", author_name="Cy")
+    t.append("slack:T:C", "Lunch plans anyone?", author_id="u2", author_name="Cy")
+    hits = t.search("deploy payments")
+    assert {h.message.id for h in hits} == {a.id, b.id}
+    assert {h.channel_name for h in hits} == {"#ops", "#release"}
+    assert [h.message.id for h in t.search("deploy payments", exclude_channel="slack:T:C")] == [a.id]
+    assert [h.message.id for h in t.search("deploy payments", channel_id="slack:T:C")] == [b.id]
+    channels = t.channels()
+    assert [c.id for c in channels] == ["slack:T:C", "discord:1:2"]
+    assert channels[0].display_name == "#release" and channels[0].platform == "slack"
+
+
+def test_transcript_index_rebuilt_after_restart(
+    engine: MemoryEngine, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    t = engine.transcripts
+    m = t.append("web:a", "the octopus escaped the aquarium", author_id="u", author_name="U")
+    data_dir = engine.data_dir
+    engine.close()
+    import shutil
+
+    shutil.rmtree(data_dir / "transcripts")
+    reopened = MemoryEngine(data_dir, engine.config, embedder=engine.embedder)
+    try:
+        assert [h.message.id for h in reopened.transcripts.search("octopuses")] == [m.id]
+    finally:
+        reopened.close()
