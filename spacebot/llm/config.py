@@ -1,0 +1,235 @@
+"""``LLMConfig``: providers, models, prices, profiles, routing levels, retries and timeouts.
+
+Embedded as ``Config.llm`` and converted from TOML dicts with ``msgspec.convert``; cross-field
+checks run in ``__post_init__`` so a bad reference fails at load time with the key named.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import msgspec
+
+from spacebot.llm.errors import LLMConfigError
+
+TIERS = ("light", "standard", "strong")
+PROCESS_TYPES = ("channel", "branch", "worker", "compactor", "cortex", "ingest")
+
+SecretResolver = Callable[[str], str | None]
+
+
+class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One provider endpoint."""
+
+    kind: Literal["anthropic", "openai", "openai_compatible"]
+    """Wire protocol / SDK to use."""
+    base_url: str | None = None
+    """Endpoint; None uses the SDK default (required for ``openai_compatible``)."""
+    api_key: str = ""
+    """Literal key, ``env:NAME`` or ``secret:NAME``; empty means none (local servers)."""
+
+
+class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Facts about one model; prices are US dollars per million tokens (None: built-in default)."""
+
+    context_window: int = 128_000
+    """Maximum prompt + output tokens."""
+    input_price: float | None = None
+    """Price per million uncached input tokens."""
+    output_price: float | None = None
+    """Price per million output tokens."""
+    cached_price: float | None = None
+    """Price per million cached input tokens."""
+
+
+class ScorerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Thresholds of the prompt-complexity scorer (see ``scorer.py``)."""
+
+    enabled: bool = True
+    """When False the scorer never changes the tier."""
+    simple_below: float = 0.25
+    """A score under this steps the request down one tier."""
+    max_simple_chars: int = 400
+    """Prompts longer than this are never treated as simple."""
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-model retries and cooldowns."""
+
+    attempts_per_model: int = 2
+    """Tries on one model (1 = no retry) before moving to the next."""
+    base_delay: float = 0.5
+    """First back-off delay in seconds; doubles each retry, with full jitter."""
+    max_delay: float = 8.0
+    """Cap of one back-off delay (also caps how long a Retry-After is waited in place)."""
+    cooldown: float = 30.0
+    """Cooldown of a rate-limited model when the provider gave no Retry-After."""
+    max_cooldown: float = 600.0
+    """Upper bound of any cooldown."""
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-call deadlines in seconds."""
+
+    connect: float = 10.0
+    """TCP/TLS connect."""
+    first_token: float = 60.0
+    """From sending the request to the first stream event."""
+    total: float = 600.0
+    """Whole call."""
+
+
+def _default_process_tiers() -> dict[str, str]:
+    return {
+        "channel": "standard",
+        "branch": "standard",
+        "worker": "standard",
+        "compactor": "light",
+        "cortex": "light",
+        "ingest": "light",
+    }
+
+
+def _default_task_tiers() -> dict[str, str]:
+    return {"coding": "strong", "research": "strong", "summarize": "light", "extract": "light"}
+
+
+class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole LLM layer configuration."""
+
+    providers: dict[str, ProviderConfig] = {}
+    """Provider name → endpoint."""
+    models: dict[str, ModelConfig] = {}
+    """Model id ``provider/model`` → facts and prices (unlisted models get defaults)."""
+    profiles: dict[str, dict[str, str]] = {}
+    """Profile name (eco, balanced, premium) → tier → model id."""
+    profile: str = "balanced"
+    """Active profile of this agent."""
+    process_tiers: dict[str, str] = msgspec.field(default_factory=_default_process_tiers)
+    """Level (a): process type → tier."""
+    task_tiers: dict[str, str] = msgspec.field(default_factory=_default_task_tiers)
+    """Level (b): task type → tier, overriding the process default."""
+    scorer: ScorerConfig = ScorerConfig()
+    """Level (c): prompt-complexity scorer."""
+    fallbacks: dict[str, list[str]] = {}
+    """Level (d): model id → models to try after it, in order."""
+    retry: RetryPolicy = RetryPolicy()
+    """Retries and cooldowns."""
+    timeouts: Timeouts = Timeouts()
+    """Per-call deadlines."""
+
+    def __post_init__(self) -> None:
+        for pname, prov in self.providers.items():
+            if prov.kind == "openai_compatible" and not prov.base_url:
+                raise ValueError(f"llm.providers.{pname}: kind 'openai_compatible' needs base_url")
+        for name, tiers in self.profiles.items():
+            for tier, model in tiers.items():
+                if tier not in TIERS:
+                    raise ValueError(f"llm.profiles.{name}: unknown tier {tier!r} (expected one of {TIERS})")
+                self._check_model(model, f"llm.profiles.{name}.{tier}")
+        if self.profiles and self.profile not in self.profiles:
+            raise ValueError(f"llm.profile: unknown profile {self.profile!r} (have {sorted(self.profiles)})")
+        for key, table in (("process_tiers", self.process_tiers), ("task_tiers", self.task_tiers)):
+            for name, tier in table.items():
+                if tier not in TIERS:
+                    raise ValueError(f"llm.{key}.{name}: unknown tier {tier!r} (expected one of {TIERS})")
+        for model, chain in self.fallbacks.items():
+            self._check_model(model, "llm.fallbacks")
+            for other in chain:
+                self._check_model(other, f"llm.fallbacks.{model!r}")
+        for model in self.models:
+            self._check_model(model, "llm.models")
+        if self.retry.attempts_per_model < 1:
+            raise ValueError("llm.retry.attempts_per_model must be >= 1")
+
+    def _check_model(self, model_id: str, where: str) -> None:
+        provider, sep, name = model_id.partition("/")
+        if not sep or not provider or not name:
+            raise ValueError(f"{where}: invalid model id {model_id!r} (expected 'provider/model')")
+        if self.providers and provider not in self.providers:
+            raise ValueError(
+                f"{where}: model {model_id!r} names unknown provider {provider!r} "
+                f"(have {sorted(self.providers)})"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> LLMConfig:
+        """Convert a plain dict (the ``[llm]`` TOML table); raise ``LLMConfigError`` naming the key."""
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            # msgspec writes dict keys as ``[...]``; re-check keyed sections to name the entry.
+            for section, kind in (("providers", ProviderConfig), ("models", ModelConfig)):
+                entries = data.get(section)
+                for key, value in entries.items() if isinstance(entries, dict) else ():
+                    try:
+                        msgspec.convert(value, kind)
+                    except msgspec.ValidationError as inner:
+                        where = str(inner).replace("`$", f"`llm.{section}.{key}")
+                        raise LLMConfigError(f"invalid llm config: {where}") from exc
+            raise LLMConfigError(f"invalid llm config: {str(exc).replace('`$', '`llm')}") from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMConfig:
+        """A zero-config setup from the environment.
+
+        Uses ``SPACEBOT_LLM_BASE_URL`` + ``SPACEBOT_LLM_MODEL`` (+ ``SPACEBOT_LLM_API_KEY``) for an
+        OpenAI-compatible server, else ``ANTHROPIC_API_KEY``, else ``OPENAI_API_KEY``.
+        """
+        env = os.environ if environ is None else environ
+        providers: dict[str, ProviderConfig] = {}
+        tiers: dict[str, str] = {}
+        if env.get("SPACEBOT_LLM_BASE_URL"):
+            model = env.get("SPACEBOT_LLM_MODEL", "")
+            if not model:
+                raise LLMConfigError("SPACEBOT_LLM_BASE_URL is set but SPACEBOT_LLM_MODEL is not")
+            key = "env:SPACEBOT_LLM_API_KEY" if env.get("SPACEBOT_LLM_API_KEY") else ""
+            providers["local"] = ProviderConfig("openai_compatible", env["SPACEBOT_LLM_BASE_URL"], key)
+            tiers = {t: f"local/{model}" for t in TIERS}
+        elif env.get("ANTHROPIC_API_KEY"):
+            providers["anthropic"] = ProviderConfig("anthropic", None, "env:ANTHROPIC_API_KEY")
+            tiers = {
+                "light": "anthropic/claude-haiku-4-5",
+                "standard": "anthropic/claude-sonnet-4-5",
+                "strong": "anthropic/claude-opus-4-1",
+            }
+        elif env.get("OPENAI_API_KEY"):
+            providers["openai"] = ProviderConfig("openai", None, "env:OPENAI_API_KEY")
+            tiers = {"light": "openai/gpt-4o-mini", "standard": "openai/gpt-4o", "strong": "openai/gpt-4.1"}
+        else:
+            raise LLMConfigError(
+                "no LLM configured: set [llm] in config.toml, or ANTHROPIC_API_KEY, or OPENAI_API_KEY, "
+                "or SPACEBOT_LLM_BASE_URL and SPACEBOT_LLM_MODEL"
+            )
+        profiles = {
+            "eco": {"light": tiers["light"], "standard": tiers["light"], "strong": tiers["standard"]},
+            "balanced": dict(tiers),
+            "premium": {"light": tiers["standard"], "standard": tiers["strong"], "strong": tiers["strong"]},
+        }
+        # A rate-limited or failing tier falls back to the next lighter one.
+        fallbacks: dict[str, list[str]] = {}
+        for upper, lower in (("strong", "standard"), ("standard", "light")):
+            if tiers[upper] != tiers[lower]:
+                fallbacks[tiers[upper]] = [tiers[lower]]
+        return cls(providers=providers, profiles=profiles, fallbacks=fallbacks)
+
+    def resolve_key(self, provider: str, resolver: SecretResolver | None = None) -> str:
+        """The provider's API key with ``env:``/``secret:`` resolved; raise naming what is missing."""
+        if provider not in self.providers:
+            raise LLMConfigError(f"unknown provider {provider!r} (have {sorted(self.providers)})")
+        raw = self.providers[provider].api_key
+        if raw.startswith("env:"):
+            name = raw[4:]
+            value = os.environ.get(name)
+            if not value:
+                raise LLMConfigError(f"provider {provider!r}: environment variable {name!r} is not set")
+            return value
+        if raw.startswith("secret:"):
+            name = raw[7:]
+            value = resolver(name) if resolver is not None else None
+            if not value:
+                raise LLMConfigError(f"provider {provider!r}: secret {name!r} could not be resolved")
+            return value
+        return raw

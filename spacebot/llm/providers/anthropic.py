@@ -1,0 +1,186 @@
+"""Anthropic Messages API adapter (``anthropic`` SDK, raw streaming events)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+
+from spacebot.llm.config import Timeouts
+from spacebot.llm.errors import LLMError
+from spacebot.llm.providers.base import next_within, sdk_timeout, stream_cut, translate
+from spacebot.llm.toolcall import ToolCallAssembler
+from spacebot.llm.types import (
+    AssistantMessage,
+    ImagePart,
+    Message,
+    Request,
+    Stop,
+    StreamEvent,
+    SystemMessage,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolMessage,
+    Usage,
+    UsageEvent,
+    UserMessage,
+)
+
+_STOP = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+}
+
+
+def _part(p: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text}
+    if p.url:
+        return {"type": "image", "source": {"type": "url", "url": p.url}}
+    return {"type": "image", "source": {"type": "base64", "media_type": p.media_type, "data": p.data}}
+
+
+def to_anthropic(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """(system prompt, messages) in Messages API shape; consecutive tool results share one user turn."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if isinstance(m, SystemMessage):
+            system.append(m.content)
+        elif isinstance(m, UserMessage):
+            content = m.content if isinstance(m.content, str) else [_part(p) for p in m.content]
+            out.append({"role": "user", "content": content})
+        elif isinstance(m, AssistantMessage):
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in m.tool_calls
+            ]
+            out.append({"role": "assistant", "content": blocks})
+        elif isinstance(m, ToolMessage):
+            block = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id,
+                "content": m.content,
+                "is_error": m.is_error,
+            }
+            last = out[-1] if out else None
+            if (
+                last
+                and last["role"] == "user"
+                and isinstance(last["content"], list)
+                and last["content"]
+                and (last["content"][-1].get("type") == "tool_result")
+            ):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+    return "\n\n".join(system), out
+
+
+class AnthropicProvider:
+    """Streams Messages API calls through ``anthropic.AsyncAnthropic``."""
+
+    def __init__(self, name: str, api_key: str, base_url: str | None, timeouts: Timeouts) -> None:
+        self.name = name
+        self.client = anthropic.AsyncAnthropic(
+            api_key=api_key or "none", base_url=base_url, max_retries=0, timeout=sdk_timeout(timeouts)
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def stream(self, model: str, request: Request, timeouts: Timeouts) -> AsyncIterator[StreamEvent]:
+        model_id = f"{self.name}/{model}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total
+        system, messages = to_anthropic(request.messages)
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "stream": True,
+        }
+        if system:
+            kwargs["system"] = system
+        if request.tools:
+            kwargs["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        try:
+            async with asyncio.timeout_at(min(deadline, loop.time() + timeouts.first_token)):
+                stream = await self.client.messages.create(**kwargs)
+        except TimeoutError as exc:
+            raise translate(exc, model_id) from exc
+        except anthropic.AnthropicError as exc:
+            raise translate(exc, model_id) from exc
+        tools = ToolCallAssembler()
+        tool_blocks: dict[int, int] = {}  # content block index → tool-call position
+        inp = out = cached = 0
+        stop = ""
+        finished = False
+        first = True
+        it = stream.__aiter__()
+        try:
+            while True:
+                limit = min(deadline, loop.time() + timeouts.first_token) if first else deadline
+                try:
+                    ev = await next_within(it, limit, "first token" if first else "total", model_id)
+                except StopAsyncIteration:
+                    break
+                first = False
+                kind = ev.type
+                if kind == "content_block_delta":
+                    d = ev.delta
+                    if d.type == "text_delta":
+                        yield TextDelta(d.text)
+                    elif d.type == "input_json_delta":
+                        pos = tool_blocks.get(ev.index, ev.index)
+                        tools.add(pos, d.partial_json)
+                        yield ToolCallDelta(pos, arguments=d.partial_json)
+                elif kind == "content_block_start":
+                    block = ev.content_block
+                    if block.type == "tool_use":
+                        pos = tool_blocks[ev.index] = len(tool_blocks)
+                        tools.start(pos, block.id, block.name)
+                        yield ToolCallDelta(pos, id=block.id, name=block.name)
+                    elif block.type == "text" and block.text:
+                        yield TextDelta(block.text)
+                elif kind == "content_block_stop":
+                    if ev.index in tool_blocks:
+                        yield ToolCallDone(tools.finish(tool_blocks[ev.index]))
+                elif kind == "message_start":
+                    u = ev.message.usage
+                    inp = u.input_tokens or 0
+                    cached = getattr(u, "cache_read_input_tokens", None) or 0
+                    out = u.output_tokens or 0
+                elif kind == "message_delta":
+                    stop = ev.delta.stop_reason or stop
+                    if ev.usage is not None:
+                        out = ev.usage.output_tokens or out
+                        if getattr(ev.usage, "input_tokens", None):
+                            inp = ev.usage.input_tokens
+                elif kind == "message_stop":
+                    finished = True
+                elif kind == "error":
+                    raise translate(RuntimeError(str(ev)), model_id)
+        except anthropic.AnthropicError as exc:
+            raise translate(exc, model_id) from exc
+        except LLMError:
+            raise
+        except Exception as exc:
+            raise translate(exc, model_id) from exc
+        finally:
+            await stream.close()
+        if not finished:
+            raise stream_cut(model_id, "no message_stop")
+        yield UsageEvent(Usage(inp, out, cached))
+        yield Stop(_STOP.get(stop, "other"), model_id)

@@ -1,0 +1,153 @@
+"""OpenAI Chat Completions adapter (``openai`` SDK), also used for OpenAI-compatible servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from spacebot.llm.config import Timeouts
+from spacebot.llm.errors import LLMError
+from spacebot.llm.providers.base import next_within, sdk_timeout, stream_cut, translate
+from spacebot.llm.toolcall import ToolCallAssembler
+from spacebot.llm.types import (
+    AssistantMessage,
+    ImagePart,
+    Message,
+    Request,
+    Stop,
+    StreamEvent,
+    SystemMessage,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolMessage,
+    Usage,
+    UsageEvent,
+    UserMessage,
+)
+
+_STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens"}
+
+
+def _part(p: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text}
+    url = p.url or f"data:{p.media_type};base64,{p.data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def to_openai(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages in Chat Completions shape."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if isinstance(m, SystemMessage):
+            out.append({"role": "system", "content": m.content})
+        elif isinstance(m, UserMessage):
+            content = m.content if isinstance(m.content, str) else [_part(p) for p in m.content]
+            out.append({"role": "user", "content": content})
+        elif isinstance(m, AssistantMessage):
+            msg: dict[str, Any] = {"role": "assistant", "content": m.content or None}
+            if m.tool_calls:
+                msg["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments)},
+                    }
+                    for c in m.tool_calls
+                ]
+            out.append(msg)
+        elif isinstance(m, ToolMessage):
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+    return out
+
+
+class OpenAIProvider:
+    """Streams Chat Completions calls through ``openai.AsyncOpenAI``."""
+
+    def __init__(self, name: str, api_key: str, base_url: str | None, timeouts: Timeouts) -> None:
+        self.name = name
+        self.client = openai.AsyncOpenAI(
+            api_key=api_key or "none", base_url=base_url, max_retries=0, timeout=sdk_timeout(timeouts)
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def stream(self, model: str, request: Request, timeouts: Timeouts) -> AsyncIterator[StreamEvent]:
+        model_id = f"{self.name}/{model}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": to_openai(request.messages),
+            "max_tokens": request.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.tools:
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        try:
+            async with asyncio.timeout_at(min(deadline, loop.time() + timeouts.first_token)):
+                stream = await self.client.chat.completions.create(**kwargs)
+        except (TimeoutError, openai.OpenAIError) as exc:
+            raise translate(exc, model_id) from exc
+        tools = ToolCallAssembler()
+        usage: Usage | None = None
+        finish = ""
+        first = True
+        it = stream.__aiter__()
+        try:
+            while True:
+                limit = min(deadline, loop.time() + timeouts.first_token) if first else deadline
+                try:
+                    chunk = await next_within(it, limit, "first token" if first else "total", model_id)
+                except StopAsyncIteration:
+                    break
+                first = False
+                if chunk.usage is not None:
+                    u = chunk.usage
+                    details = getattr(u, "prompt_tokens_details", None)
+                    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+                    usage = Usage(max((u.prompt_tokens or 0) - cached, 0), u.completion_tokens or 0, cached)
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta is not None:
+                        if delta.content:
+                            yield TextDelta(delta.content)
+                        for tc in delta.tool_calls or ():
+                            fn = tc.function
+                            name = (fn.name if fn else None) or ""
+                            args = (fn.arguments if fn else None) or ""
+                            if tc.id or name:
+                                tools.start(tc.index, tc.id or "", name)
+                            if args:
+                                tools.add(tc.index, args)
+                            yield ToolCallDelta(tc.index, tc.id or "", name, args)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+                        for call in tools.finish_all():
+                            yield ToolCallDone(call)
+        except LLMError:
+            raise
+        except Exception as exc:
+            raise translate(exc, model_id) from exc
+        finally:
+            await stream.close()
+        if not finish:
+            raise stream_cut(model_id, "no finish_reason")
+        yield UsageEvent(usage or Usage())
+        yield Stop(_STOP.get(finish, "other"), model_id)
