@@ -25,7 +25,8 @@ CONFIG = """
 [runtime]
 log_level = "warning"
 [supervisor]
-preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "anthropic", "openai"]
+preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "spacebot.llm.providers.anthropic",
+           "spacebot.llm.providers.openai"]
 """
 
 

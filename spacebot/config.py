@@ -18,6 +18,9 @@ import msgspec
 
 from spacebot.errors import ConfigError
 from spacebot.ipc.messages import Kind
+from spacebot.llm.config import LLMConfig
+from spacebot.llm.errors import LLMConfigError
+from spacebot.memory.config import MemoryConfig
 
 RestartPolicy = Literal["always", "on-failure", "never"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -78,7 +81,15 @@ class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """The supervisor and its zygote."""
 
     preload: list[str] = msgspec.field(
-        default_factory=lambda: ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "anthropic", "openai"]
+        default_factory=lambda: [
+            "msgspec",
+            "zmq",
+            "zmq.asyncio",
+            "psutil",
+            "numpy",
+            "spacebot.llm.providers.anthropic",
+            "spacebot.llm.providers.openai",
+        ]
     )
     """Modules the zygote imports once so forked children start warm."""
     spawn_mode: Literal["zygote", "cold"] = "zygote"
@@ -102,6 +113,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Supervisor and zygote settings."""
     processes: dict[Kind, ProcessPolicy] = msgspec.field(default_factory=dict)
     """Budgets per kind; kinds left out use their defaults."""
+    agents: list[str] = msgspec.field(default_factory=lambda: ["main"])
+    """Agent ids; each gets its own ``memory:<agent>`` process at start-up."""
+    memory: MemoryConfig = MemoryConfig()
+    """Memory engine settings (shared by every agent's memory process)."""
+    llm: LLMConfig = LLMConfig()
+    """Providers, models, routing and prices; from ``[llm]``, else from the environment."""
     source: str = ""
     """The file this was loaded from (empty when none); set by the loader."""
 
@@ -181,6 +198,7 @@ def from_dict(
         except msgspec.ValidationError as exc:
             raise ConfigError(_explain(exc, source, text, prefix=f"processes.{kind.value}")) from None
     data["processes"] = merged
+    data["llm"] = _llm(data.get("llm"), env, source, text)
     data["source"] = source
     try:
         config = msgspec.convert(data, Config, str_keys=True)
@@ -188,6 +206,25 @@ def from_dict(
         raise ConfigError(_explain(exc, source, text)) from None
     _check(config, source, text)
     return config
+
+
+LLM_ENV_VARS = ("SPACEBOT_LLM_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+
+
+def _llm(raw: object, env: Mapping[str, str], source: str, text: str) -> LLMConfig:
+    """The ``[llm]`` table if there is one, else a setup from the environment, else nothing configured."""
+    try:
+        if raw is not None:
+            if not isinstance(raw, dict):
+                raise ConfigError(_where("llm", source, text) + ": must be a table")
+            return LLMConfig.from_dict(raw)
+        if any(env.get(name) for name in LLM_ENV_VARS):
+            return LLMConfig.from_env(env)
+    except LLMConfigError as exc:
+        key = re.search(r"`?(llm(?:\.[A-Za-z0-9_\-/]+)+)", str(exc))
+        where = _where(key.group(1), source, text) if key else (source or "environment")
+        raise ConfigError(f"{where}: {exc}") from None
+    return LLMConfig()
 
 
 def _check(config: Config, source: str, text: str) -> None:
@@ -204,6 +241,11 @@ def _check(config: Config, source: str, text: str) -> None:
         raise ConfigError(_where("runtime.max_frame_bytes", source, text) + ": must be >= 1024")
     if config.runtime.hwm < 1:
         raise ConfigError(_where("runtime.hwm", source, text) + ": must be >= 1")
+    for agent in config.agents:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent):
+            raise ConfigError(
+                _where("agents", source, text) + f": agent id {agent!r} must be 1-64 of A-Z a-z 0-9 _ -"
+            )
 
 
 _PATH_RE = re.compile(r"`\$((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)`")

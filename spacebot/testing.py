@@ -24,7 +24,26 @@ from spacebot.ipc.control_client import ControlClient
 from spacebot.ipc.messages import Kind, ProcessInfo, Spawned, SpawnSpec, StatusReply, StatusRequest
 from spacebot.paths import Endpoints
 
-FAST_CONFIG = """
+_FAST_BUDGETS: dict[str, object] = {
+    "heartbeat_interval": 0.2,
+    "heartbeat_miss_limit": 4,
+    "grace": 1.0,
+    "ready_timeout": 5.0,
+    "flap_max_restarts": 2,
+    "flap_window": 30.0,
+    "backoff_initial": 0.1,
+    "backoff_max_steps": 2,
+}
+
+
+def fast_config(agents: tuple[str, ...] = (), **kinds: dict[str, object]) -> str:
+    """A config with short budgets so tests see hangs and restarts quickly.
+
+    ``kinds`` override budgets per kind, e.g. ``fast_config(memory={"ready_timeout": 60.0})``.
+    """
+    text = f"""
+agents = {list(agents)!r}
+
 [runtime]
 log_level = "info"
 max_frame_bytes = 65536
@@ -34,20 +53,15 @@ preload = ["msgspec", "zmq", "zmq.asyncio", "psutil"]
 monitor_interval = 0.1
 shutdown_timeout = 10.0
 """
-"""A config with short budgets so tests see hangs and restarts quickly."""
+    for kind in Kind:
+        text += f"\n[processes.{kind.value}]\n"
+        for key, value in {**_FAST_BUDGETS, **kinds.get(kind.value, {})}.items():
+            text += f"{key} = {value!r}\n" if not isinstance(value, str) else f'{key} = "{value}"\n'
+    return text
 
-for _kind in Kind:
-    FAST_CONFIG += f"""
-[processes.{_kind.value}]
-heartbeat_interval = 0.2
-heartbeat_miss_limit = 4
-grace = 1.0
-ready_timeout = 5.0
-flap_max_restarts = 2
-flap_window = 30.0
-backoff_initial = 0.1
-backoff_max_steps = 2
-"""
+
+FAST_CONFIG = fast_config()
+"""The default test config: no agents (so no memory process), short budgets."""
 
 
 def short_tempdir(prefix: str = "sb-") -> Path:

@@ -18,7 +18,8 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 
 [supervisor]
 # Modules the zygote imports once so that every process forks warm.
-# preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "anthropic", "openai"]
+# preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy",
+#            "spacebot.llm.providers.anthropic", "spacebot.llm.providers.openai"]
 # spawn_mode = "zygote"       # "cold" starts each process in a fresh interpreter (slow; debugging)
 # monitor_interval = 0.5      # seconds between liveness checks
 # shutdown_timeout = 30.0     # longest graceful shutdown before SIGKILL

@@ -24,6 +24,9 @@ from typing import Any
 
 import msgspec
 
+from spacebot.llm.types import CooldownNotice, UsageReport
+from spacebot.memory.types import MemoryDraft, ReplyState
+
 # --------------------------------------------------------------------------------------------
 # Shared vocabulary
 # --------------------------------------------------------------------------------------------
@@ -216,9 +219,6 @@ ToSupervisor = Ready | Heartbeat | SpawnSpec | SyncEvents | Ping
 
 ToChild = Stop | Ping | Echo
 """Messages the supervisor or other processes send to a child."""
-
-Body = Ok | Err | Ready | Heartbeat | SpawnSpec | Spawned | SyncEvents | Ping | Echo | Stop
-"""Everything an :class:`Envelope` may carry."""
 
 
 class Envelope(msgspec.Struct, frozen=True, array_like=True):
@@ -476,6 +476,8 @@ EventBody = (
     | ConfigReloaded
     | Notice
     | Echo
+    | CooldownNotice
+    | UsageReport
 )
 """Everything that may be published on the events socket."""
 
@@ -556,3 +558,179 @@ ToZygote = ZygoteSpawn
 
 FromZygote = ZygoteHello | ZygoteForked | ZygoteFailed | ZygoteExit
 """What the zygote sends to the supervisor."""
+
+
+# --------------------------------------------------------------------------------------------
+# Anyone → memory:<agent> (replies carry the structs of ``spacebot.memory.types``)
+# --------------------------------------------------------------------------------------------
+
+
+class MemSave(msgspec.Struct, frozen=True, tag="mem_save"):
+    """Save memories (linked to near neighbours); replies ``list[Memory]``."""
+
+    drafts: list[MemoryDraft]
+    """What to save, in order."""
+
+
+class MemGet(msgspec.Struct, frozen=True, tag="mem_get"):
+    """One memory by id; replies ``Memory``."""
+
+    id: int
+    """The memory id."""
+
+
+class MemRecall(msgspec.Struct, frozen=True, tag="mem_recall"):
+    """Find memories; replies ``list[RecallHit]`` with per-source ranks and scores."""
+
+    query: str = ""
+    """What to look for (ignored by ``recent`` and ``important``)."""
+    mode: str = "hybrid"
+    """``hybrid``, ``recent``, ``important`` or ``typed``."""
+    limit: int = 10
+    """Most hits returned."""
+    types: list[str] | None = None
+    """Only these memory types."""
+    channel: str | None = None
+    """Only memories of this conversation."""
+
+
+class MemForget(msgspec.Struct, frozen=True, tag="mem_forget"):
+    """Mark memories forgotten; replies the number changed."""
+
+    ids: list[int]
+    """Memory ids."""
+
+
+class MemAssociate(msgspec.Struct, frozen=True, tag="mem_associate"):
+    """Create or re-weight an edge; replies ``Association``."""
+
+    source: int
+    """From this memory."""
+    target: int
+    """To this memory."""
+    relation: str
+    """``related_to``, ``updates``, ``contradicts``, ``caused_by`` or ``part_of``."""
+    weight: float = 1.0
+    """Edge weight."""
+
+
+class MemAssociations(msgspec.Struct, frozen=True, tag="mem_associations"):
+    """Edges touching a memory; replies ``list[Association]``."""
+
+    id: int
+    """The memory id."""
+
+
+class MemMaintain(msgspec.Struct, frozen=True, tag="mem_maintain"):
+    """Run one maintenance operation; replies ``MaintenanceReport``."""
+
+    op: str
+    """``decay``, ``prune`` or ``merge``."""
+
+
+class MemIngest(msgspec.Struct, frozen=True, tag="mem_ingest"):
+    """Ingest what is in the agent's ingest folder now; replies ``list[IngestReport]``."""
+
+
+class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
+    """Persist one conversation message (idempotent on the platform message id); replies ``Message``."""
+
+    channel: str
+    """Conversation id."""
+    text: str
+    """Message text."""
+    author_id: str
+    """Platform id of the author."""
+    author_name: str
+    """Display name of the author."""
+    role: str = "user"
+    """``user``, ``assistant`` or ``system``."""
+    platform_message_id: str | None = None
+    """The platform's id of the message, for de-duplication."""
+    attachments: list[dict[str, Any]] | None = None
+    """Attachment metadata."""
+    created_at: float | None = None
+    """When it was said (epoch seconds); ``None`` = now."""
+    reply_state: ReplyState | None = None
+    """Initial reply state (inbound user messages start ``pending``)."""
+
+
+class TranscriptPage(msgspec.Struct, frozen=True, tag="tr_page"):
+    """Messages of one conversation, newest last; replies ``list[Message]``."""
+
+    channel: str
+    """Conversation id."""
+    limit: int = 50
+    """Most messages."""
+    before_id: int | None = None
+    """Only messages older than this id (paging backwards)."""
+
+
+class TranscriptMarkReply(msgspec.Struct, frozen=True, tag="tr_mark"):
+    """Set a message's reply state; replies ``Message``."""
+
+    message_id: int
+    """The stored message id."""
+    state: ReplyState
+    """New state."""
+
+
+class TranscriptUnanswered(msgspec.Struct, frozen=True, tag="tr_unanswered"):
+    """Inbound messages still waiting for an answer; replies ``list[Message]``."""
+
+    channel: str | None = None
+    """One conversation, or all."""
+    limit: int = 100
+    """Most messages."""
+
+
+class TranscriptSearch(msgspec.Struct, frozen=True, tag="tr_search"):
+    """Full-text search across conversations; replies ``list[MessageHit]``."""
+
+    query: str
+    """Words to find."""
+    limit: int = 20
+    """Most hits."""
+    channel: str | None = None
+    """Only this conversation."""
+    exclude_channel: str | None = None
+    """Every conversation but this one."""
+
+
+class ChannelUpsert(msgspec.Struct, frozen=True, tag="ch_upsert"):
+    """Register a conversation or rename it; replies ``Channel``."""
+
+    id: str
+    """Conversation id."""
+    platform: str
+    """Platform name."""
+    display_name: str
+    """Human name."""
+
+
+class ChannelList(msgspec.Struct, frozen=True, tag="ch_list"):
+    """Every known conversation with its name; replies ``list[Channel]``."""
+
+
+ToMemory = (
+    MemSave
+    | MemGet
+    | MemRecall
+    | MemForget
+    | MemAssociate
+    | MemAssociations
+    | MemMaintain
+    | MemIngest
+    | TranscriptAppend
+    | TranscriptPage
+    | TranscriptMarkReply
+    | TranscriptUnanswered
+    | TranscriptSearch
+    | ChannelUpsert
+    | ChannelList
+)
+"""Requests the memory process serves."""
+
+
+Body = ToSupervisor | ToChild | ToMemory | Ok | Err | Spawned
+"""Everything an :class:`Envelope` may carry (resolved lazily by :class:`Envelope`'s decoder)."""

@@ -163,3 +163,38 @@ async def sink(ctx: ChildContext) -> None:
 
     ctx.on_message(handle)
     await ctx.stopping.wait()
+
+
+async def llm_probe(ctx: ChildContext) -> None:
+    """Complete one prompt per ``Echo(0, prompt)`` request through the bus-linked LLM.
+
+    Replies ``[model, fallbacks]``. ``Echo(1, model)`` answers how long ``model`` still cools down
+    in this process.
+    """
+    from spacebot.llm.types import Request, UserMessage
+    from spacebot.procs.llm_link import connect_llm
+
+    linked = await connect_llm(ctx)
+
+    async def complete(text: str) -> Ok:
+        result = await linked.llm.complete(Request([UserMessage(text)]), process="channel")
+        ctx.progress()
+        return Ok([result.model, result.fallbacks])
+
+    def handle(env: Envelope) -> Ok | asyncio.Future[Ok] | None:
+        body = env.body
+        if isinstance(body, Echo) and body.seq == 1:
+            return Ok(linked.llm.cooldowns.remaining(body.payload.decode()))
+        if isinstance(body, Echo):
+            return asyncio.ensure_future(complete(body.payload.decode() or "hello"))
+        return None
+
+    ctx.on_message(handle)
+    ctx.ready()  # only now: a request arriving earlier would find no handler
+    try:
+        await ctx.stopping.wait()
+    finally:
+        await linked.aclose()
+
+
+llm_probe.manual_ready = True  # type: ignore[attr-defined]

@@ -23,7 +23,6 @@ from spacebot import logs
 from spacebot.config import Config
 from spacebot.errors import ConfigError, SpacebotError
 from spacebot.ipc.broker import Broker
-from spacebot.ipc.bus import Reply
 from spacebot.ipc.messages import (
     ConfigReloaded,
     ControlRequest,
@@ -50,6 +49,7 @@ from spacebot.ipc.messages import (
     SyncEvents,
     TreeRequest,
 )
+from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
 from spacebot.supervisor import coldstart, inspect, linux
 from spacebot.supervisor.control import ControlHandler, ControlServer
@@ -117,6 +117,7 @@ class Supervisor:
             hello = await self.zygote.start(self.config)
             log.info("zygote up pid=%d preload_s=%.2f", hello.pid, hello.preload_s)
         self._spawn_task(self._monitor(), "monitor")
+        await self._start_core()
         if self.notifier.watchdog_interval:
             self._spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
         self.ready = True
@@ -138,6 +139,23 @@ class Supervisor:
                 log.error("%s failed: %s", type(request).__name__, result.message)
         await self._finish()
         return 0
+
+    async def _start_core(self) -> None:
+        """The processes every agent needs before the service counts as ready."""
+        specs = [
+            SpawnSpec(
+                kind=Kind.MEMORY,
+                target="spacebot.procs.memory:serve",
+                id=f"memory:{agent}",
+                args={"agent": agent},
+                task=f"memory of agent {agent}",
+            )
+            for agent in self.config.agents
+        ]
+        results = await asyncio.gather(*(self.spawn(spec, parent="supervisor") for spec in specs))
+        for spec, result in zip(specs, results, strict=True):
+            if isinstance(result, Err):
+                log.error("core process failed to start id=%s error=%s", spec.id, result.message)
 
     def _claim_sockets(self) -> None:
         """Refuse to start beside a live supervisor; remove sockets a dead one left behind."""

@@ -1,0 +1,75 @@
+"""The LLM layer across real processes: a cooldown published by one is honoured by another."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from spacebot.ipc.bus import BusClient
+from spacebot.ipc.messages import Echo, Ping
+from spacebot.llm.fake import FakeLLM
+from spacebot.llm.types import CooldownNotice, UsageReport
+from spacebot.testing import SupervisorProcess, fast_config
+
+TK = "spacebot.procs.testkit"
+
+
+def _llm_table(fake: FakeLLM) -> str:
+    return f"""
+[llm]
+profile = "balanced"
+[llm.providers.oa]
+kind = "openai_compatible"
+base_url = {json.dumps(fake.openai_url)}
+api_key = "k"
+[llm.profiles.balanced]
+light = "oa/main"
+standard = "oa/main"
+strong = "oa/main"
+[llm.fallbacks]
+"oa/main" = ["oa/backup"]
+[llm.retry]
+attempts_per_model = 2
+base_delay = 0.0
+max_delay = 0.5
+cooldown = 30.0
+"""
+
+
+async def test_cooldown_is_shared_over_the_bus(short_tmp: Path) -> None:
+    async with FakeLLM() as fake:
+        fake.add(text="hello from the fake")
+        fake.fail(429, retry_after="30", times=100, model="^main$")
+        sup = SupervisorProcess(short_tmp, config_text=fast_config() + _llm_table(fake))
+        await sup.start()
+        client = BusClient("tester", sup.endpoints.bus)
+        client.start()
+        try:
+            await client.request("supervisor", Ping())
+            events = await client.subscribe("llm.")
+            await sup.spawn(f"{TK}:llm_probe", id="worker:a")
+            await sup.spawn(f"{TK}:llm_probe", id="worker:b")
+            model, fallbacks = await client.request("worker:a", Echo(0, b"hi"), timeout=30)
+            assert model == "oa/backup" and "oa/main" in fallbacks
+            assert (
+                sum(1 for r in fake.requests if r.model == "main") == 1
+            )  # Retry-After 30 > max_delay: no retry
+            notice = await events.wait_for(lambda e: isinstance(e.body, CooldownNotice), timeout=10)
+            assert notice.src == "worker:a"
+            assert isinstance(notice.body, CooldownNotice) and notice.body.model == "oa/main"
+            usage = await events.wait_for(lambda e: isinstance(e.body, UsageReport), timeout=10)
+            assert usage.topic == "llm.usage.worker:a"
+            assert isinstance(usage.body, UsageReport) and usage.body.model == "oa/backup"
+            # worker:b heard the notice on the bus: it skips oa/main without asking the server.
+            async with asyncio.timeout(10):
+                # b applies the notice on its own loop; ask until it has.
+                while await client.request("worker:b", Echo(1, b"oa/main")) <= 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            model, _ = await client.request("worker:b", Echo(0, b"hi again"), timeout=30)
+            assert model == "oa/backup"
+            assert sum(1 for r in fake.requests if r.model == "main") == 1
+            events.close()
+        finally:
+            await client.close()
+            await sup.stop()

@@ -1,0 +1,196 @@
+"""memory:<agent> as a real process behind the bus: requests, errors, and a kill -9 mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from spacebot.ipc.bus import BusClient, BusError
+from spacebot.ipc.messages import (
+    ChannelList,
+    ChannelUpsert,
+    ErrorCode,
+    MemAssociate,
+    MemAssociations,
+    MemGet,
+    MemRecall,
+    MemSave,
+    Ping,
+    ProcessExited,
+    ProcState,
+    StateChanged,
+    TranscriptAppend,
+    TranscriptMarkReply,
+    TranscriptPage,
+    TranscriptSearch,
+    TranscriptUnanswered,
+)
+from spacebot.memory.types import (
+    Association,
+    Channel,
+    Memory,
+    MemoryDraft,
+    Message,
+    MessageHit,
+    RecallHit,
+    ReplyState,
+)
+from spacebot.testing import SupervisorProcess, fast_config
+
+MEM = "memory:main"
+
+
+@pytest.fixture
+async def with_memory(short_tmp: Path) -> AsyncIterator[tuple[SupervisorProcess, BusClient]]:
+    config = fast_config(
+        ("main",), memory={"ready_timeout": 60.0, "restart": "always", "heartbeat_interval": 0.5}
+    )
+    sup = SupervisorProcess(short_tmp, config_text=config)
+    await sup.start(timeout=120)
+    client = BusClient("tester", sup.endpoints.bus)
+    client.start()
+    await client.request("supervisor", Ping())
+    try:
+        yield sup, client
+    finally:
+        await client.close()
+        await sup.stop()
+
+
+async def test_memory_requests_round_trip(with_memory: tuple[SupervisorProcess, BusClient]) -> None:
+    sup, client = with_memory
+    assert (await sup.info(MEM)).state in (ProcState.READY, ProcState.IDLE)
+    saved = msgspec.convert(
+        await client.request(
+            MEM,
+            MemSave(
+                [
+                    MemoryDraft(content="Alice prefers tea over coffee", type="preference"),
+                    MemoryDraft(content="The deploy happens every Friday at noon", type="fact"),
+                ]
+            ),
+            timeout=30,
+        ),
+        list[Memory],
+    )
+    assert [m.type for m in saved] == ["preference", "fact"]
+    hits = msgspec.convert(
+        await client.request(MEM, MemRecall("what does Alice drink?", limit=2)), list[RecallHit]
+    )
+    assert hits and hits[0].memory.id == saved[0].id
+    edge = msgspec.convert(
+        await client.request(MEM, MemAssociate(saved[0].id, saved[1].id, "related_to", 0.5)), Association
+    )
+    assert edge.relation == "related_to"
+    edges = msgspec.convert(await client.request(MEM, MemAssociations(saved[0].id)), list[Association])
+    assert any(e.target_id == saved[1].id for e in edges)
+    # Transcripts and channels.
+    await client.request(MEM, ChannelUpsert("web:1", "webchat", "General"))
+    inbound = msgspec.convert(
+        await client.request(
+            MEM,
+            TranscriptAppend(
+                "web:1",
+                "is the deploy on friday?",
+                "u1",
+                "Bob",
+                platform_message_id="m1",
+                reply_state=ReplyState.PENDING,
+            ),
+        ),
+        Message,
+    )
+    again = msgspec.convert(
+        await client.request(
+            MEM,
+            TranscriptAppend(
+                "web:1",
+                "is the deploy on friday?",
+                "u1",
+                "Bob",
+                platform_message_id="m1",
+                reply_state=ReplyState.PENDING,
+            ),
+        ),
+        Message,
+    )
+    assert again.id == inbound.id  # idempotent on the platform message id
+    pending = msgspec.convert(await client.request(MEM, TranscriptUnanswered("web:1")), list[Message])
+    assert [m.id for m in pending] == [inbound.id]
+    await client.request(MEM, TranscriptMarkReply(inbound.id, ReplyState.ANSWERED))
+    assert msgspec.convert(await client.request(MEM, TranscriptUnanswered("web:1")), list[Message]) == []
+    page = msgspec.convert(await client.request(MEM, TranscriptPage("web:1")), list[Message])
+    assert [m.text for m in page] == ["is the deploy on friday?"]
+    found = msgspec.convert(await client.request(MEM, TranscriptSearch("deploy")), list[MessageHit])
+    assert found and found[0].message.channel_id == "web:1"
+    channels = msgspec.convert(await client.request(MEM, ChannelList()), list[Channel])
+    assert [c.display_name for c in channels] == ["General"]
+
+
+async def test_memory_bad_input_is_a_clear_error(with_memory: tuple[SupervisorProcess, BusClient]) -> None:
+    _sup, client = with_memory
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemSave([MemoryDraft(content="")]))
+    assert err.value.code is ErrorCode.BAD_REQUEST
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemSave([MemoryDraft(content="x" * 60_000)]))
+    assert err.value.code is ErrorCode.BAD_REQUEST
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemGet(999_999))
+    assert err.value.code is ErrorCode.NOT_FOUND
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemAssociate(1, 999_999, "related_to"))
+    assert err.value.code in (ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND)
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemRecall("x", mode="psychic"))
+    assert err.value.code is ErrorCode.BAD_REQUEST
+    # Still serving.
+    assert await client.request(MEM, Ping(b"ok")) == b"ok"
+
+
+async def test_kill_9_mid_batch_loses_no_acknowledged_save(
+    with_memory: tuple[SupervisorProcess, BusClient],
+) -> None:
+    sup, client = with_memory
+    assert sup.ctl is not None
+    pid = (await sup.info(MEM)).pid
+    events = await client.subscribe(f"proc.memory.{MEM}.")
+    acknowledged: list[int] = []
+    twenty = asyncio.Event()
+
+    async def writer() -> None:
+        for i in range(10_000):
+            try:
+                saved = await client.request(
+                    MEM, MemSave([MemoryDraft(content=f"note number {i} about topic {i % 7}")]), timeout=5
+                )
+            except BusError:
+                return
+            acknowledged.append(msgspec.convert(saved, list[Memory])[0].id)
+            if len(acknowledged) == 20:
+                twenty.set()
+
+    task = asyncio.ensure_future(writer())
+    async with asyncio.timeout(60):
+        await twenty.wait()
+    os.kill(pid, signal.SIGKILL)
+    await task
+    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=10)
+    assert isinstance(exited.body, ProcessExited) and exited.body.restart_in is not None
+    await events.wait_for(
+        lambda e: isinstance(e.body, StateChanged) and e.body.new is ProcState.READY, timeout=90
+    )
+    for memory_id in acknowledged:
+        memory = msgspec.convert(await client.request(MEM, MemGet(memory_id), timeout=10), Memory)
+        assert memory.id == memory_id
+    hits = msgspec.convert(
+        await client.request(MEM, MemRecall("note number 3 topic", limit=5), timeout=10), list[RecallHit]
+    )
+    assert hits
+    events.close()
