@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spacebot.errors import ConfigError
 from spacebot.ipc.messages import (
     ChannelList,
     ChannelUpsert,
@@ -41,6 +42,8 @@ from spacebot.supervisor.child import ChildContext
 
 if TYPE_CHECKING:
     from spacebot.memory.engine import MemoryEngine
+    from spacebot.memory.types import IngestReport
+    from spacebot.procs.llm_link import LinkedLLM
 
 log = logging.getLogger("spacebot.memory")
 
@@ -95,6 +98,8 @@ def _error(exc: Exception) -> Err:
     from spacebot.memory.errors import MemoryInputError, MemoryStoreError
 
     text = str(exc)
+    if isinstance(exc, ConfigError):
+        return Err(ErrorCode.CONFIG, text)
     if isinstance(exc, KeyError | LookupError) or "no memory" in text or "not found" in text:
         return Err(ErrorCode.NOT_FOUND, text)
     if isinstance(exc, MemoryInputError | ValueError):
@@ -111,7 +116,95 @@ def _data_dir(home: str, agent: str) -> Path:
     return path
 
 
-async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4) -> None:
+NO_MODEL = (
+    "no model is configured for ingestion: set [llm] in config.toml, or ANTHROPIC_API_KEY, "
+    "OPENAI_API_KEY, or SPACEBOT_LLM_BASE_URL + SPACEBOT_LLM_MODEL"
+)
+
+
+class Ingestor:
+    """Turns files dropped in ``agents/<id>/ingest/`` into memories through the LLM layer.
+
+    One pass at a time; a pass runs on request (``MemIngest``) and every ``every`` seconds.
+    Without a configured model it does nothing and says why.
+    """
+
+    def __init__(self, ctx: ChildContext, engine: MemoryEngine, folder: Path, agent: str) -> None:
+        self.ctx = ctx
+        self.engine = engine
+        self.folder = folder
+        self.agent = agent
+        self._lock = asyncio.Lock()
+        self._llm: LinkedLLM | None = None
+
+    @property
+    def configured(self) -> bool:
+        """Whether a model is configured to do the extraction."""
+        return bool(self.ctx.config.llm.providers)
+
+    async def run(self) -> list[IngestReport]:
+        """Ingest whatever is in the folder now; one report per file."""
+        from spacebot.llm.types import Request, UserMessage
+        from spacebot.memory.ingest import ingest_folder, llm_extractor
+        from spacebot.procs.llm_link import connect_llm
+
+        if not self.configured:
+            raise ConfigError(NO_MODEL)
+        async with self._lock:
+            if self._llm is None:
+                self._llm = await connect_llm(self.ctx)
+            llm = self._llm.llm
+
+            async def complete(prompt: str) -> str:
+                result = await llm.complete(Request([UserMessage(prompt)]), process="ingest", task="extract")
+                self.ctx.progress()
+                return result.text
+
+            def progress(file_name: str, done: int, total: int) -> None:
+                self.ctx.progress(f"ingesting {file_name} {done}/{total}")
+                self.ctx.publish(
+                    f"memory.{self.agent}.ingest",
+                    Notice("ingest", {"file": file_name, "done": done, "total": total}),
+                )
+
+            self.ctx.set_busy(True, "ingesting")
+            try:
+                reports = await ingest_folder(self.engine, self.folder, llm_extractor(complete), progress)
+            finally:
+                self.ctx.set_busy(False, f"serving {self.engine.count()} memories")
+            for report in reports:
+                log.info(
+                    "ingested file=%s status=%s chunks=%d/%d memories=%d error=%s",
+                    report.file_name,
+                    report.status,
+                    report.chunks_done,
+                    report.chunks_total,
+                    report.memories_created,
+                    report.error or "-",
+                )
+            return reports
+
+    async def every(self, seconds: float) -> None:
+        """Scan the folder periodically (only when something is there)."""
+        while True:
+            await asyncio.sleep(seconds)
+            if self.configured and await asyncio.to_thread(_has_files, self.folder):
+                try:
+                    await self.run()
+                except Exception:
+                    log.exception("ingest pass failed agent=%s", self.agent)
+
+    async def aclose(self) -> None:
+        """Release the LLM clients."""
+        if self._llm is not None:
+            await self._llm.aclose()
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.iterdir())
+
+
+async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest_every: float = 30.0) -> None:
     """Open the agent's memory (rebuilding indexes if needed), then serve until told to stop."""
     from spacebot.memory.engine import MemoryEngine
 
@@ -132,13 +225,16 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4) -> Non
     ctx.set_busy(False, f"serving {engine.count()} memories")
     log.info("memory ready agent=%s memories=%d dir=%s", agent, engine.count(), data_dir)
 
+    ingestor = Ingestor(ctx, engine, data_dir.parent / "ingest", agent)
+
     async def handle(env: Envelope) -> Ok | Err:
+        if isinstance(env.body, MemIngest):
+            try:
+                return Ok(await ingestor.run())
+            except Exception as exc:
+                return _error(exc)
         handler = HANDLERS.get(type(env.body))
         if handler is None:
-            if isinstance(env.body, MemIngest):
-                return Err(
-                    ErrorCode.UNSUPPORTED, "ingestion needs the LLM layer, which this build does not wire yet"
-                )
             return Err(ErrorCode.UNSUPPORTED, f"memory does not handle {type(env.body).__name__}")
         ctx.progress()
         try:
@@ -149,9 +245,13 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4) -> Non
 
     ctx.on_message(handle)
     ctx.ready()
+    scanner = asyncio.get_running_loop().create_task(ingestor.every(ingest_every), name="ingest-scan")
     try:
         await ctx.stopping.wait()
     finally:
+        scanner.cancel()
+        await asyncio.gather(scanner, return_exceptions=True)
+        await ingestor.aclose()
         pool.shutdown(wait=True)
         await asyncio.to_thread(engine.close)
         log.info("memory closed agent=%s", agent)

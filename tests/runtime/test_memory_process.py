@@ -194,3 +194,66 @@ async def test_kill_9_mid_batch_loses_no_acknowledged_save(
     )
     assert hits
     events.close()
+
+
+async def test_ingest_folder_through_the_fake_llm(short_tmp: Path) -> None:
+    from spacebot.ipc.messages import MemIngest
+    from spacebot.llm.fake import FakeLLM
+    from spacebot.memory.types import IngestReport
+
+    async with FakeLLM() as fake:
+        answer = (
+            '{"memories": [{"content": "The staging database moved to Frankfurt in May", "type": "event"}]}'
+        )
+        fake.add(user="malformed answer", text="not json at all")  # first match wins
+        fake.add(user="turn a chunk of a document into memories", text=answer)
+        llm = f"""
+[llm]
+[llm.providers.oa]
+kind = "openai_compatible"
+base_url = "{fake.openai_url}"
+api_key = "k"
+[llm.profiles.balanced]
+light = "oa/extract"
+standard = "oa/extract"
+strong = "oa/extract"
+"""
+        config = fast_config(("main",), memory={"ready_timeout": 60.0, "heartbeat_interval": 0.5}) + llm
+        sup = SupervisorProcess(short_tmp, config_text=config)
+        ingest = sup.home / "agents" / "main" / "ingest"
+        ingest.mkdir(parents=True)
+        (ingest / "notes.md").write_text("# Infra notes\n\nStaging DB: moved to Frankfurt (May).\n")
+        (ingest / "broken.md").write_text("this chunk gets a malformed answer\n")
+        await sup.start(timeout=120)
+        client = BusClient("tester", sup.endpoints.bus)
+        client.start()
+        try:
+            progress = await client.subscribe("memory.main.ingest")
+            reports = msgspec.convert(await client.request(MEM, MemIngest(), timeout=60), list[IngestReport])
+            by_name = {r.file_name: r for r in reports}
+            assert by_name["notes.md"].status == "done" and by_name["notes.md"].memories_created == 1
+            assert by_name["broken.md"].status == "failed" and "JSON" in (by_name["broken.md"].error or "")
+            assert not (ingest / "notes.md").exists()  # done: removed
+            assert (ingest / "broken.md").exists()  # failed: kept, with the reason in the report
+            event = await progress.next(timeout=5)
+            assert event.topic == "memory.main.ingest"
+            hits = msgspec.convert(
+                await client.request(MEM, MemRecall("where is the staging database?")), list[RecallHit]
+            )
+            assert hits and "Frankfurt" in hits[0].memory.content
+            assert hits[0].memory.source == "ingest:notes.md"
+            progress.close()
+        finally:
+            await client.close()
+            await sup.stop()
+
+
+async def test_ingest_without_a_model_says_what_to_set(
+    with_memory: tuple[SupervisorProcess, BusClient],
+) -> None:
+    from spacebot.ipc.messages import MemIngest
+
+    _sup, client = with_memory
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemIngest())
+    assert err.value.code is ErrorCode.CONFIG and "ANTHROPIC_API_KEY" in err.value.message
