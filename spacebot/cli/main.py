@@ -11,6 +11,7 @@ from pathlib import Path
 
 from spacebot import config as config_mod
 from spacebot import logs
+from spacebot.config import Config
 from spacebot.errors import ConfigError, SpacebotError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -29,16 +30,23 @@ def _apply_globals(args: argparse.Namespace) -> None:
         os.environ["SPACEBOT_RUNTIME_DIR"] = str(Path(args.runtime_dir).expanduser())
 
 
+def _load(args: argparse.Namespace) -> tuple[Path, Config | None]:
+    """The config file path and its contents, or ``None`` after printing why it is invalid."""
+    _apply_globals(args)
+    path = _config_file(args)
+    try:
+        return path, config_mod.load(path)
+    except ConfigError as exc:
+        print(f"spacebot: {exc}", file=sys.stderr)
+        return path, None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the supervisor in the foreground (systemd's ExecStart)."""
     from spacebot.supervisor.arbiter import Supervisor
 
-    _apply_globals(args)
-    path = _config_file(args)
-    try:
-        cfg = config_mod.load(path)
-    except ConfigError as exc:
-        print(f"spacebot: {exc}", file=sys.stderr)
+    path, cfg = _load(args)
+    if cfg is None:
         return EXIT_USAGE
     logs.setup("supervisor", cfg.runtime.log_level)
     supervisor = Supervisor(cfg, config_file=path)
@@ -66,12 +74,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate the configuration and print where it came from."""
-    _apply_globals(args)
-    path = _config_file(args)
-    try:
-        cfg = config_mod.load(path)
-    except ConfigError as exc:
-        print(f"spacebot: {exc}", file=sys.stderr)
+    _path, cfg = _load(args)
+    if cfg is None:
         return EXIT_FAILED
     from spacebot.paths import runtime_dir
 
