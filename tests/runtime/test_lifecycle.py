@@ -323,3 +323,17 @@ async def test_zygote_crash_kills_no_child(supervisor: SupervisorProcess) -> Non
     exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=5)
     assert isinstance(exited.body, ProcessExited) and exited.body.exit_code == -signal.SIGKILL
     events.close()
+
+
+async def test_unimportable_target_fails_in_the_zygote(supervisor: SupervisorProcess) -> None:
+    from spacebot.ipc.bus import BusError
+    from spacebot.ipc.messages import ErrorCode
+
+    with pytest.raises(BusError) as err:
+        await supervisor.spawn("spacebot.no_such_module:entry", id="worker:ghost")
+    assert err.value.code is ErrorCode.SPAWN_FAILED
+    assert "spacebot.no_such_module" in err.value.message and "worker:ghost" in err.value.message
+    info = await supervisor.info("worker:ghost")
+    assert info.state is ProcState.FAILED and info.pid == 0
+    # The zygote is unharmed and keeps forking.
+    await supervisor.spawn(f"{TK}:idle", id="worker:fine")
