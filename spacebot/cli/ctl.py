@@ -36,6 +36,7 @@ from spacebot.ipc.messages import (
     SpawnSpec,
     StatusReply,
     StatusRequest,
+    SyncEvents,
     TreeNode,
     TreeRequest,
 )
@@ -252,8 +253,15 @@ def _cmd_listen(client: Client, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         stream = EventStream(client.endpoints.events, args.topic or [""])
+
+        async def trigger(nonce: str) -> None:
+            result = await asyncio.to_thread(client.call, SyncEvents(nonce), 2.0)
+            if isinstance(result, Err):
+                raise Unreachable(f"subscription handshake failed: {result.message}")
+
         seen = 0
         try:
+            await stream.sync(trigger)  # from here on, no event under these topics is missed
             while args.count == 0 or seen < args.count:
                 event = await stream.next(timeout=args.timeout or None)
                 seen += 1

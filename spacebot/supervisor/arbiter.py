@@ -7,6 +7,7 @@ command loop runs it through the same dispatch as ``spacebotctl``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -284,6 +285,8 @@ class Supervisor:
         self.table.attach_pid(rec, pid)
         if rec.early_ready == pid:
             self._mark_ready(rec)
+        elif rec.early_ready:
+            self._kill_stray(rec.id, rec.early_ready)
         log.info("spawned id=%s kind=%s pid=%d target=%s", rec.id, rec.kind.value, pid, rec.spec.target)
         try:
             fd = os.pidfd_open(pid)
@@ -323,6 +326,8 @@ class Supervisor:
             case Ready():
                 if rec is not None and rec.state is ProcState.STARTING and rec.pid == 0:
                     rec.early_ready = body.pid  # Ready overtook the zygote's fork report; see _start
+                elif rec is not None and rec.pid and rec.pid != body.pid:
+                    self._kill_stray(env.src, body.pid)
                 elif rec is None or rec.pid != body.pid:
                     log.warning("ready from unknown process src=%s pid=%d", env.src, body.pid)
                 else:
@@ -337,6 +342,13 @@ class Supervisor:
                 return Ok(body.payload)
             case _:
                 return Err(ErrorCode.UNSUPPORTED, f"the supervisor does not handle {type(body).__name__}")
+
+    def _kill_stray(self, ident: str, pid: int) -> None:
+        """A process claims ``ident`` but is not its current incarnation (a zygote died between
+        forking it and reporting it, and the spawn was resent): it must not live on unsupervised."""
+        log.warning("killing stray process claiming id=%s pid=%d", ident, pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # children lead their own process group
 
     def _mark_ready(self, rec: ProcessRecord) -> None:
         rec.last_heartbeat = time.monotonic()

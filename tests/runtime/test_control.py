@@ -100,13 +100,11 @@ async def test_listen_streams_events(supervisor: SupervisorProcess) -> None:
             "20",
         )
     )
-    # `listen` has no handshake: keep spawning until it has seen its two events.
-    n = 0
+    # `listen` confirms its subscription before it prints; spawn until it has seen two events.
     while not listener.done():
         await supervisor.spawn(
             f"{TK}:crash_after", id="worker:l", args={"seconds": 0.0, "code": 0}, wait_ready=False
         )
-        n += 1
         await asyncio.wait({listener}, timeout=0.5)
     code, out, _ = listener.result()
     assert code == 0

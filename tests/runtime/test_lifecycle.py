@@ -337,3 +337,35 @@ async def test_unimportable_target_fails_in_the_zygote(supervisor: SupervisorPro
     assert info.state is ProcState.FAILED and info.pid == 0
     # The zygote is unharmed and keeps forking.
     await supervisor.spawn(f"{TK}:idle", id="worker:fine")
+
+
+async def test_stray_claiming_a_live_id_is_killed(supervisor: SupervisorProcess) -> None:
+    import subprocess
+
+    import zmq
+    import zmq.asyncio
+
+    from spacebot.ipc import codec
+    from spacebot.ipc.messages import Envelope, Ready
+
+    await supervisor.spawn(f"{TK}:idle", id="worker:real")
+    # A process that leads its own group, like a child the zygote forked but never reported.
+    stray = subprocess.Popen(["sleep", "1000"], start_new_session=True)  # noqa: ASYNC220
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, b"worker:real")
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(supervisor.endpoints.bus)
+    await sock.send_multipart(
+        [
+            b"supervisor",
+            codec.encode(Envelope("worker:real", "supervisor", 0, 0, Ready(stray.pid, Kind.WORKER))),
+        ]
+    )
+    try:
+        code = await asyncio.to_thread(stray.wait, 10)
+        assert code == -signal.SIGKILL
+    finally:
+        sock.close()
+        ctx.term()
+        stray.kill()
