@@ -54,7 +54,9 @@ from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
 from spacebot.supervisor import coldstart, inspect, linux
 from spacebot.supervisor.control import ControlHandler, ControlServer
+from spacebot.supervisor.exits import ExitWatcher
 from spacebot.supervisor.kill import kill_tree
+from spacebot.supervisor.liveness import forgettable, overdue
 from spacebot.supervisor.policy import decide
 from spacebot.supervisor.sdnotify import Notifier
 from spacebot.supervisor.table import LIVE, ProcessRecord, ProcessTable
@@ -64,9 +66,6 @@ log = logging.getLogger("spacebot.supervisor")
 
 SHUTDOWN_ORDER = (Kind.GATEWAY, Kind.CHANNEL, Kind.BRANCH, Kind.WORKER, Kind.CORTEX, Kind.MEMORY)
 """Stop intake first, storage last."""
-
-RETAIN_EXITED = 300.0
-"""Seconds an exited branch or worker stays visible in ``status`` before it is forgotten."""
 
 
 class Supervisor:
@@ -79,14 +78,17 @@ class Supervisor:
         self.started = time.monotonic()
         self.notifier = Notifier()
         self.table = ProcessTable(self._publish)
-        self.zygote = ZygoteLink(self._exit_code, self._zygote_lost)
+        self.exits = ExitWatcher(
+            self._finish_exit,
+            is_ours=lambda pid: self.table.by_pid(pid) is not None,
+            is_zygote=lambda pid: pid == self.zygote.pid,
+        )
+        self.zygote = ZygoteLink(self.exits.code_arrived, self._zygote_lost)
         self._context: zmq.asyncio.Context | None = None
         self.broker: Broker | None = None
         self.control: ControlServer | None = None
         self._commands: asyncio.Queue[ControlRequest] = asyncio.Queue()
-        self._ready_waiters: dict[str, list[asyncio.Future[ProcState]]] = {}
-        self._exit_codes: dict[int, int] = {}
-        self._pidfds: dict[int, int] = {}
+        self._state_waiters: dict[str, list[asyncio.Future[ProcState]]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._shutting_down = False
         self._sigints = 0
@@ -288,28 +290,34 @@ class Supervisor:
         elif rec.early_ready:
             self._kill_stray(rec.id, rec.early_ready)
         log.info("spawned id=%s kind=%s pid=%d target=%s", rec.id, rec.kind.value, pid, rec.spec.target)
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self._child_gone(pid)
-            return
-        self._pidfds[pid] = fd
-        asyncio.get_running_loop().add_reader(fd, self._child_gone, pid)
+        self.exits.watch(pid)
 
     async def wait_ready(self, rec: ProcessRecord, timeout: float) -> ProcState:
         """Wait until ``rec`` leaves ``starting``; returns the state it reached."""
-        if rec.state is not ProcState.STARTING:
-            return rec.state
-        fut: asyncio.Future[ProcState] = asyncio.get_running_loop().create_future()
-        self._ready_waiters.setdefault(rec.id, []).append(fut)
-        try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            return rec.state
+        return await self._wait_state(rec, timeout, until_not=frozenset({ProcState.STARTING}))
+
+    async def _wait_exit(self, rec: ProcessRecord, timeout: float) -> ProcState:
+        """Wait until ``rec``'s exit has been recorded (its exit event is out)."""
+        return await self._wait_state(rec, timeout, until_not=LIVE)
+
+    async def _wait_state(
+        self, rec: ProcessRecord, timeout: float, until_not: frozenset[ProcState]
+    ) -> ProcState:
+        """Wait for a state change (woken by :meth:`_wake`) until ``rec`` is outside ``until_not``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while rec.state in until_not and loop.time() < deadline:
+            fut: asyncio.Future[ProcState] = loop.create_future()
+            self._state_waiters.setdefault(rec.id, []).append(fut)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await fut
+            except TimeoutError:
+                break
+        return rec.state
 
     def _wake(self, rec: ProcessRecord) -> None:
-        for fut in self._ready_waiters.pop(rec.id, []):
+        for fut in self._state_waiters.pop(rec.id, []):
             if not fut.done():
                 fut.set_result(rec.state)
 
@@ -367,43 +375,8 @@ class Supervisor:
 
     # -- exits ---------------------------------------------------------------------------------
 
-    def _reap(self) -> None:
-        """Reap the zygote and any orphan adopted as subreaper (uvloop reserves SIGCHLD, so this
-        runs on each monitor tick and whenever a child's pidfd fires)."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            code = os.waitstatus_to_exitcode(status)
-            if pid == self.zygote.pid:
-                log.warning("zygote exited pid=%d code=%d", pid, code)
-            elif self.table.by_pid(pid) is not None or pid in self._pidfds:
-                self._exit_code(pid, code)
-
-    def _exit_code(self, pid: int, code: int) -> None:
-        """An exit code arrived (from the zygote, or our own reaper for adopted orphans)."""
-        self._exit_codes[pid] = code
-        if pid not in self._pidfds and self.table.by_pid(pid) is not None:
-            self._finish_exit(pid)  # the pidfd already fired and was waiting for this code
-
-    def _child_gone(self, pid: int) -> None:
-        fd = self._pidfds.pop(pid, None)
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
-        self._reap()  # an adopted orphan's exit code is ours to collect
-        if pid in self._exit_codes:
-            self._finish_exit(pid)
-        else:
-            # The zygote reaps and reports within milliseconds; don't make the table wait on it.
-            asyncio.get_running_loop().call_later(0.2, self._finish_exit, pid)
-
-    def _finish_exit(self, pid: int) -> None:
+    def _finish_exit(self, pid: int, code: int | None) -> None:
         rec = self.table.by_pid(pid)
-        code = self._exit_codes.pop(pid, None)
         if rec is None or rec.pid != pid:
             return
         self.table.detach_pid(rec)
@@ -523,9 +496,9 @@ class Supervisor:
         while True:
             await asyncio.sleep(self.config.supervisor.monitor_interval)
             now, wall = time.monotonic(), time.time()
-            self._reap()
+            self.exits.reap()
             for rec in self.table:
-                hung = self._overdue(rec, now, wall)
+                hung = overdue(rec, self.config.policy(rec.kind), now, wall)
                 if hung is not None and not rec.stop_requested and rec.state is not ProcState.STOPPING:
                     budget, seconds = hung
                     log.warning("hung id=%s pid=%d budget=%s seconds=%.1f", rec.id, rec.pid, budget, seconds)
@@ -534,42 +507,14 @@ class Supervisor:
                     )
                     self.table.transition(rec, ProcState.STOPPING, f"hung: {budget} budget")
                     self._spawn_task(self._kill_hung(rec), f"kill:{rec.id}")
-                elif self._forgettable(rec, now):
+                elif forgettable(rec, now):
                     self.table.remove(rec.id)
             if self.broker is not None:
                 self.broker.report_drops()
             self.notifier.status(self._summary())
 
-    @staticmethod
-    def _forgettable(rec: ProcessRecord, now: float) -> bool:
-        """An exited branch or worker that nobody will restart, old enough to drop from status."""
-        return (
-            rec.state in (ProcState.EXITED, ProcState.FAILED)
-            and rec.kind in (Kind.BRANCH, Kind.WORKER)
-            and rec.restart_handle is None
-            and now - rec.started_at > RETAIN_EXITED
-        )
-
     async def _kill_hung(self, rec: ProcessRecord) -> None:
         await kill_tree(rec.pid, grace=self.config.policy(rec.kind).grace, ident=rec.id)
-
-    def _overdue(self, rec: ProcessRecord, now: float, wall: float) -> tuple[str, float] | None:
-        policy = self.config.policy(rec.kind)
-        if rec.state is ProcState.STARTING and rec.pid:
-            age = now - rec.started_at
-            return ("ready", age) if age > policy.ready_timeout else None
-        if rec.state not in (ProcState.READY, ProcState.BUSY, ProcState.IDLE):
-            return None
-        silent = now - (rec.last_heartbeat or rec.started_at)
-        if silent > policy.heartbeat_interval * policy.heartbeat_miss_limit:
-            return ("heartbeat", silent)
-        if policy.wall_clock_limit and now - rec.started_at > policy.wall_clock_limit:
-            return ("wall_clock", now - rec.started_at)
-        if policy.progress_limit and rec.state is ProcState.BUSY and rec.progress_at is not None:
-            quiet = wall - rec.progress_at
-            if quiet > policy.progress_limit:
-                return ("progress", quiet)
-        return None
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -586,6 +531,8 @@ class Supervisor:
                 for kind in SHUTDOWN_ORDER:
                     stage = [r for r in self.table if r.kind is kind and r.pid and r.state in LIVE]
                     await asyncio.gather(*(self.kill(r, reason="shutdown") for r in stage))
+                    # The next stage starts only once this one's exits are recorded and published.
+                    await asyncio.gather(*(self._wait_exit(r, 5.0) for r in stage))
         except TimeoutError:
             log.error("shutdown timed out; killing what is left")
             await asyncio.gather(
