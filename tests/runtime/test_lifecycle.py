@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import msgspec
 import psutil
@@ -28,7 +29,7 @@ from spacebot.ipc.messages import (
     TreeNode,
     TreeRequest,
 )
-from spacebot.testing import SupervisorProcess
+from spacebot.testing import SupervisorProcess, fast_config
 
 TK = "spacebot.procs.testkit"
 
@@ -139,28 +140,6 @@ async def test_blocked_event_loop_is_killed(supervisor: SupervisorProcess) -> No
     events.close()
 
 
-async def test_busy_without_progress_is_killed(short_tmp) -> None:  # type: ignore[no-untyped-def]
-    from spacebot.testing import FAST_CONFIG
-
-    sup = SupervisorProcess(
-        short_tmp,
-        config_text=FAST_CONFIG.replace(
-            "[processes.worker]\n", '[processes.worker]\nprogress_limit = 0.5\nrestart = "never"\n'
-        ),
-    )
-    await sup.start()
-    try:
-        assert sup.ctl is not None
-        events = await sup.ctl.events("proc.worker.")
-        await sup.spawn(f"{TK}:busy_without_progress", id="worker:stuck")
-        hung = await events.wait_for(lambda e: isinstance(e.body, ProcessHung), timeout=15)
-        assert isinstance(hung.body, ProcessHung) and hung.body.budget == "progress"
-        await events.wait_for(lambda e: _state(e, "worker:stuck", ProcState.EXITED), timeout=10)
-        events.close()
-    finally:
-        await sup.stop()
-
-
 async def test_kill_ignoring_sigterm_escalates(supervisor: SupervisorProcess) -> None:
     assert supervisor.ctl is not None
     child = await supervisor.spawn(f"{TK}:ignore_sigterm", id="worker:stubborn")
@@ -259,35 +238,36 @@ async def test_graceful_shutdown_stops_everything_in_order(supervisor: Superviso
     events.close()
 
 
-@pytest.mark.parametrize("budget", ["wall_clock"])
-async def test_wall_clock_budget(short_tmp, budget: str) -> None:  # type: ignore[no-untyped-def]
-    from spacebot.testing import FAST_CONFIG
-
-    sup = SupervisorProcess(
-        short_tmp,
-        config_text=FAST_CONFIG.replace(
-            "[processes.worker]\n", '[processes.worker]\nwall_clock_limit = 0.6\nrestart = "never"\n'
-        ),
-    )
+@pytest.mark.parametrize(
+    ("budget", "override", "target", "code"),
+    [
+        ("progress", {"progress_limit": 0.5}, "busy_without_progress", None),
+        ("wall_clock", {"wall_clock_limit": 0.6}, "ignore_sigterm", -signal.SIGKILL),
+    ],
+)
+async def test_budget_kills(
+    short_tmp: Path, budget: str, override: dict[str, object], target: str, code: int | None
+) -> None:
+    sup = SupervisorProcess(short_tmp, config_text=fast_config(worker={**override, "restart": "never"}))
     await sup.start()
     try:
         assert sup.ctl is not None
         events = await sup.ctl.events("proc.worker.")
-        await sup.spawn(f"{TK}:ignore_sigterm", id="worker:long")
+        await sup.spawn(f"{TK}:{target}", id="worker:over")
         hung = await events.wait_for(lambda e: isinstance(e.body, ProcessHung), timeout=15)
         assert isinstance(hung.body, ProcessHung) and hung.body.budget == budget
         exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=10)
-        assert isinstance(exited.body, ProcessExited) and exited.body.exit_code == -signal.SIGKILL
+        assert isinstance(exited.body, ProcessExited) and exited.body.restart_in is None
+        if code is not None:
+            assert exited.body.exit_code == code
         events.close()
     finally:
         await sup.stop()
 
 
-async def test_cold_spawn_mode(short_tmp) -> None:  # type: ignore[no-untyped-def]
-    from spacebot.testing import FAST_CONFIG
-
+async def test_cold_spawn_mode(short_tmp: Path) -> None:
     sup = SupervisorProcess(
-        short_tmp, config_text=FAST_CONFIG.replace("[supervisor]\n", '[supervisor]\nspawn_mode = "cold"\n')
+        short_tmp, config_text=fast_config().replace("[supervisor]\n", '[supervisor]\nspawn_mode = "cold"\n')
     )
     await sup.start()
     try:
