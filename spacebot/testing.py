@@ -36,7 +36,7 @@ _FAST_BUDGETS: dict[str, object] = {
 }
 
 
-def fast_config(agents: tuple[str, ...] = (), **kinds: dict[str, object]) -> str:
+def fast_config(agents: tuple[str, ...] = (), max_frame: int = 65536, **kinds: dict[str, object]) -> str:
     """A config with short budgets so tests see hangs and restarts quickly.
 
     ``kinds`` override budgets per kind, e.g. ``fast_config(memory={"ready_timeout": 60.0})``.
@@ -46,7 +46,7 @@ agents = {list(agents)!r}
 
 [runtime]
 log_level = "info"
-max_frame_bytes = 65536
+max_frame_bytes = {max_frame}
 
 [supervisor]
 preload = ["msgspec", "zmq", "zmq.asyncio", "psutil"]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import zmq
 import zmq.asyncio
 
@@ -144,6 +145,13 @@ class Broker:
         payload = frames[2]
         if len(payload) > self.guard.max_frame:
             self.guard.count("oversized", f"{len(payload)} bytes from {src_raw[:64]!r}")
+            self._bounce(
+                src_raw,
+                payload,
+                ErrorCode.BAD_REQUEST,
+                f"message of {len(payload)} bytes is over the bus frame cap ({self.guard.max_frame}; "
+                "runtime.max_frame_bytes)",
+            )
             return
         if dst_raw == _SUPERVISOR_FRAME:
             self._to_supervisor(src_raw, payload)
@@ -181,8 +189,11 @@ class Broker:
         if src is None:
             self.guard.count("malformed", f"non-UTF-8 identity {src_raw[:64]!r}")
             return
-        env = self.guard.envelope((src_raw, payload), src)
-        if env is None or env.id == 0:
+        try:  # decoded only to find the request id; the frame was already counted as bad
+            env = codec.envelope_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            return
+        if env.id == 0 or env.src != src:
             return  # one-way messages get no error reply; the counter and log have it
         err = Envelope(BROKER_ID, src, 0, env.id, Err(code, message))
         try:

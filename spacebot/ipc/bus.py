@@ -93,8 +93,33 @@ class BusClient:
     # -- sending -----------------------------------------------------------------------------
 
     def _send(self, dst: str, env: Envelope) -> bool:
+        payload = codec.encode(env)
+        if len(payload) > self.guard.max_frame:
+            # The receiver would drop it as oversized and a requester would wait for nothing:
+            # refuse here, and turn an oversized reply into an error the requester can read.
+            self.guard.count(
+                "oversized", f"outgoing {type(env.body).__name__} to {dst!r}: {len(payload)} bytes"
+            )
+            if not env.reply_to:
+                raise BusError(
+                    ErrorCode.BAD_REQUEST,
+                    f"{type(env.body).__name__} to {dst!r} is {len(payload)} bytes, over the frame cap "
+                    f"({self.guard.max_frame}; runtime.max_frame_bytes)",
+                )
+            env = Envelope(
+                env.src,
+                env.dst,
+                0,
+                env.reply_to,
+                Err(
+                    ErrorCode.OVERLOADED,
+                    f"the reply from {self.ident!r} is {len(payload)} bytes, over the frame cap "
+                    f"({self.guard.max_frame}; runtime.max_frame_bytes): ask for less",
+                ),
+            )
+            payload = codec.encode(env)
         try:
-            self._sock.send_multipart((dst.encode(), codec.encode(env)), zmq.NOBLOCK)
+            self._sock.send_multipart((dst.encode(), payload), zmq.NOBLOCK)
         except zmq.Again:
             self.guard.count("shed", f"send queue to {dst!r} full")
             return False
@@ -104,7 +129,10 @@ class BusClient:
         return True
 
     def send(self, dst: str, body: Body) -> bool:
-        """Send a one-way message; returns ``False`` (counted as shed) if the send queue is full."""
+        """Send a one-way message; ``False`` (counted as shed) if the send queue is full.
+
+        Raises :class:`BusError` when the message is larger than the frame cap.
+        """
         return self._send(dst, Envelope(self.ident, dst, 0, 0, body))
 
     def offer(self, dst: str, body: Body) -> bool:
@@ -123,7 +151,12 @@ class BusClient:
     async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
         """Send ``body`` to ``dst`` and wait for its reply; return ``Ok.value`` or raise :class:`BusError`."""
         rid, fut = self._replies.open()
-        if not self._send(dst, Envelope(self.ident, dst, rid, 0, body)):
+        try:
+            sent = self._send(dst, Envelope(self.ident, dst, rid, 0, body))
+        except BusError:
+            self._replies.discard(rid)
+            raise
+        if not sent:
             self._replies.discard(rid)
             raise BusError(ErrorCode.OVERLOADED, f"send queue to {dst!r} is full")
         return await self._replies.wait(rid, fut, timeout, dst)

@@ -257,3 +257,70 @@ async def test_ingest_without_a_model_says_what_to_set(
     with pytest.raises(BusError) as err:
         await client.request(MEM, MemIngest())
     assert err.value.code is ErrorCode.CONFIG and "ANTHROPIC_API_KEY" in err.value.message
+
+
+async def test_reads_and_maintenance_are_served_during_a_long_write(short_tmp: Path) -> None:
+
+    config = fast_config(("main",), max_frame=8 * 1024 * 1024, memory={"ready_timeout": 60.0})
+    sup = SupervisorProcess(short_tmp, config_text=config)
+    await sup.start(timeout=120)
+    client = BusClient("tester", sup.endpoints.bus, max_frame=8 * 1024 * 1024)
+    client.start()
+    try:
+        await _long_write_body(client)
+    finally:
+        await client.close()
+        await sup.stop()
+
+
+async def _long_write_body(client: BusClient) -> None:
+    from spacebot.ipc.messages import MemForget, MemMaintain
+    from spacebot.memory.types import MaintenanceReport
+
+    first = msgspec.convert(
+        await client.request(MEM, MemSave([MemoryDraft(content="the wiki lives at wiki.internal")])),
+        list[Memory],
+    )
+    finished: list[str] = []
+
+    async def long_write() -> None:
+        drafts = [
+            MemoryDraft(content=f"ticket {i}: rotate the {i % 13} credentials before release")
+            for i in range(600)
+        ]
+        await client.request(MEM, MemSave(drafts), timeout=120)
+        finished.append("write")
+
+    async def read() -> None:
+        await asyncio.sleep(0.3)  # let the batch start embedding
+        hits = msgspec.convert(
+            await client.request(MEM, MemRecall("where is the wiki?", limit=1)), list[RecallHit]
+        )
+        assert hits and hits[0].memory.id == first[0].id
+        assert await client.request(MEM, Ping(b"alive")) == b"alive"
+        finished.append("read")
+
+    await asyncio.gather(long_write(), read())
+    assert finished == ["read", "write"]
+    report = msgspec.convert(await client.request(MEM, MemMaintain("decay")), MaintenanceReport)
+    assert report is not None
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemMaintain("defragment"))
+    assert err.value.code is ErrorCode.BAD_REQUEST and "defragment" in err.value.message
+    assert await client.request(MEM, MemForget([first[0].id])) == 1
+    hits = msgspec.convert(
+        await client.request(MEM, MemRecall("where is the wiki?", limit=5)), list[RecallHit]
+    )
+    assert all(h.memory.id != first[0].id for h in hits)
+
+
+async def test_an_oversized_reply_becomes_an_error(with_memory: tuple[SupervisorProcess, BusClient]) -> None:
+    _sup, client = with_memory
+    drafts = [MemoryDraft(content=f"note {i} about the quarterly planning offsite") for i in range(400)]
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemSave(drafts), timeout=60)  # 400 memories do not fit a 64 KiB frame
+    assert err.value.code is ErrorCode.OVERLOADED and "frame cap" in err.value.message
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemSave([MemoryDraft(content="x" * 40_000)] * 3))
+    assert err.value.code is ErrorCode.BAD_REQUEST and "frame cap" in err.value.message
+    assert await client.request(MEM, Ping(b"still serving")) == b"still serving"
