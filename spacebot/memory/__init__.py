@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from spacebot.memory.config import MemoryConfig
-from spacebot.memory.errors import EmbedderError, MemoryInputError, MemoryStoreError, SchemaVersionError
+from spacebot.memory.errors import (
+    EmbedderError,
+    MemoryInputError,
+    MemoryNotFound,
+    MemoryStoreError,
+    SchemaVersionError,
+)
 from spacebot.memory.types import (
     Association,
     Channel,
@@ -49,6 +55,7 @@ __all__ = [
     "MemoryDraft",
     "MemoryEngine",
     "MemoryInputError",
+    "MemoryNotFound",
     "MemoryStoreError",
     "MemoryType",
     "Message",

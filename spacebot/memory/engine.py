@@ -20,7 +20,7 @@ import numpy as np
 from spacebot.memory import graph, maintenance, recall
 from spacebot.memory.config import MemoryConfig
 from spacebot.memory.embedder import Embedder
-from spacebot.memory.errors import MemoryInputError
+from spacebot.memory.errors import MemoryInputError, MemoryNotFound
 from spacebot.memory.store import Store
 from spacebot.memory.text import Doc, TextIndex
 from spacebot.memory.transcripts import Transcripts
@@ -290,7 +290,7 @@ class MemoryEngine:
         self.apply_touches()
         found = self.store.get_memories([memory_id])
         if memory_id not in found:
-            raise MemoryInputError(f"no memory with id {memory_id!r}")
+            raise MemoryNotFound(f"no memory with id {memory_id!r}")
         return found[memory_id]
 
     def count(self, include_forgotten: bool = False) -> int:

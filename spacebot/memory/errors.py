@@ -14,6 +14,10 @@ class MemoryInputError(MemoryStoreError):
     relation, a reference to a missing id); nothing was written."""
 
 
+class MemoryNotFound(MemoryInputError):
+    """A memory, message or channel named by id does not exist."""
+
+
 class SchemaVersionError(MemoryStoreError):
     """The database file was written by a newer schema than this code knows; it is left untouched."""
 

@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 
 from spacebot.memory.config import MemoryConfig
-from spacebot.memory.errors import MemoryInputError
+from spacebot.memory.errors import MemoryInputError, MemoryNotFound
 from spacebot.memory.store import Store
 from spacebot.memory.types import Association, MemoryType, Relation
 from spacebot.memory.vectors import VectorIndex
@@ -52,7 +52,7 @@ def associate(store: Store, source: int, target: int, relation: str, weight: flo
     found = store.get_memories([source, target])
     for i in (source, target):
         if i not in found:
-            raise MemoryInputError(f"no memory with id {i!r}")
+            raise MemoryNotFound(f"no memory with id {i!r}")
     with store.transaction() as cur:
         upsert_edges(cur, [(source, target, rel, weight)])
     return Association(

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from spacebot.memory.errors import MemoryInputError
+from spacebot.memory.errors import MemoryInputError, MemoryNotFound
 from spacebot.memory.store import Store
 from spacebot.memory.text import TextIndex
 from spacebot.memory.types import Channel, Message, MessageHit, ReplyState
@@ -94,7 +94,7 @@ class Transcripts:
         """One channel by id."""
         row = self.store.cursor().execute("SELECT * FROM channels WHERE id = ?", [channel_id]).fetchone()
         if row is None:
-            raise MemoryInputError(f"no channel {channel_id!r}")
+            raise MemoryNotFound(f"no channel {channel_id!r}")
         return _channel(row)
 
     def channels(self) -> list[Channel]:
@@ -186,7 +186,7 @@ class Transcripts:
                 [state.value, time.time(), message_id],
             ).fetchone()
         if row is None:
-            raise MemoryInputError(f"no message with id {message_id!r}")
+            raise MemoryNotFound(f"no message with id {message_id!r}")
         return _message(row)
 
     def unanswered(self, channel_id: str | None = None, limit: int = 100) -> list[Message]:

@@ -95,12 +95,12 @@ HANDLERS: dict[type, Handler] = {
 
 
 def _error(exc: Exception) -> Err:
-    from spacebot.memory.errors import MemoryInputError, MemoryStoreError
+    from spacebot.memory.errors import MemoryInputError, MemoryNotFound, MemoryStoreError
 
     text = str(exc)
     if isinstance(exc, ConfigError):
         return Err(ErrorCode.CONFIG, text)
-    if isinstance(exc, KeyError | LookupError) or "no memory" in text or "not found" in text:
+    if isinstance(exc, MemoryNotFound):
         return Err(ErrorCode.NOT_FOUND, text)
     if isinstance(exc, MemoryInputError | ValueError):
         return Err(ErrorCode.BAD_REQUEST, text)
