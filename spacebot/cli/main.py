@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from spacebot import config as config_mod
 from spacebot import logs
 from spacebot.config import Config
 from spacebot.errors import ConfigError, SpacebotError
+from spacebot.llm.cli import register as register_llm_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -104,20 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", required=True)
     c = csub.add_parser("check", help="validate the configuration")
     c.set_defaults(func=cmd_config_check)
-    for register in _extensions():
-        register(sub)
+    register_llm_commands(sub)
     return parser
-
-
-def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    found: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
-    try:
-        from spacebot.llm.cli import register
-
-        found.append(register)
-    except ImportError:
-        pass
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

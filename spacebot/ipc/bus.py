@@ -92,41 +92,42 @@ class BusClient:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _send(self, dst: str, env: Envelope) -> bool:
-        payload = codec.encode(env)
-        if len(payload) > self.guard.max_frame:
-            # The receiver would drop it as oversized and a requester would wait for nothing:
-            # refuse here, and turn an oversized reply into an error the requester can read.
-            self.guard.count(
-                "oversized", f"outgoing {type(env.body).__name__} to {dst!r}: {len(payload)} bytes"
-            )
-            if not env.reply_to:
-                raise BusError(
-                    ErrorCode.BAD_REQUEST,
-                    f"{type(env.body).__name__} to {dst!r} is {len(payload)} bytes, over the frame cap "
-                    f"({self.guard.max_frame}; runtime.max_frame_bytes)",
-                )
-            env = Envelope(
-                env.src,
-                env.dst,
-                0,
-                env.reply_to,
-                Err(
-                    ErrorCode.OVERLOADED,
-                    f"the reply from {self.ident!r} is {len(payload)} bytes, over the frame cap "
-                    f"({self.guard.max_frame}; runtime.max_frame_bytes): ask for less",
-                ),
-            )
-            payload = codec.encode(env)
+    def _transmit(self, frames: tuple[bytes, ...], shed: str | None) -> bool:
+        """Send without blocking; a full queue is counted as shed when ``shed`` names why."""
         try:
-            self._sock.send_multipart((dst.encode(), payload), zmq.NOBLOCK)
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
-            self.guard.count("shed", f"send queue to {dst!r} full")
+            if shed is not None:
+                self.guard.count("shed", shed)
             return False
         finally:
             if self._pump is not None:
-                self._pump.kick()
+                self._pump.kick()  # a send may have consumed the edge that announces input
         return True
+
+    def _encode(self, dst: str, env: Envelope) -> bytes:
+        """Encode ``env``, refusing what the receiver would drop as oversized.
+
+        An oversized request or one-way message raises :class:`BusError`; an oversized reply
+        becomes an ``Err`` the requester can read instead of a wait for nothing.
+        """
+        payload = codec.encode(env)
+        if len(payload) <= self.guard.max_frame:
+            return payload
+        what = type(env.body).__name__
+        self.guard.count("oversized", f"outgoing {what} to {dst!r}: {len(payload)} bytes")
+        cap = f"over the frame cap ({self.guard.max_frame}; runtime.max_frame_bytes)"
+        if not env.reply_to:
+            raise BusError(ErrorCode.BAD_REQUEST, f"{what} to {dst!r} is {len(payload)} bytes, {cap}")
+        err = Err(
+            ErrorCode.OVERLOADED,
+            f"the reply from {self.ident!r} is {len(payload)} bytes, {cap}: ask for less",
+        )
+        return codec.encode(Envelope(env.src, env.dst, 0, env.reply_to, err))
+
+    def _send(self, dst: str, env: Envelope, *, count_shed: bool = True) -> bool:
+        shed = f"send queue to {dst!r} full" if count_shed else None
+        return self._transmit((dst.encode(), self._encode(dst, env)), shed)
 
     def send(self, dst: str, body: Body) -> bool:
         """Send a one-way message; ``False`` (counted as shed) if the send queue is full.
@@ -137,16 +138,7 @@ class BusClient:
 
     def offer(self, dst: str, body: Body) -> bool:
         """Like :meth:`send`, but a full queue is not counted as shed: the caller will retry."""
-        try:
-            self._sock.send_multipart(
-                (dst.encode(), codec.encode(Envelope(self.ident, dst, 0, 0, body))), zmq.NOBLOCK
-            )
-        except zmq.Again:
-            return False
-        finally:
-            if self._pump is not None:
-                self._pump.kick()
-        return True
+        return self._send(dst, Envelope(self.ident, dst, 0, 0, body), count_shed=False)
 
     async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
         """Send ``body`` to ``dst`` and wait for its reply; return ``Ok.value`` or raise :class:`BusError`."""
@@ -170,15 +162,9 @@ class BusClient:
     def publish(self, topic: str, body: EventBody) -> bool:
         """Publish an event on the supervisor's events socket."""
         payload = codec.encode(Event(topic, self.ident, time.time(), body))
-        try:
-            self._sock.send_multipart((PUBLISH_FRAME, topic.encode(), payload), zmq.NOBLOCK)
-        except zmq.Again:
-            self.guard.count("shed", f"publish queue full for topic {topic!r}")
-            return False
-        finally:
-            if self._pump is not None:
-                self._pump.kick()
-        return True
+        return self._transmit(
+            (PUBLISH_FRAME, topic.encode(), payload), f"publish queue full for topic {topic!r}"
+        )
 
     async def sync_events(self, nonce: str) -> None:
         """Ask the supervisor to publish ``sys.sync.<nonce>`` (see :mod:`spacebot.ipc.events`)."""

@@ -24,6 +24,7 @@ from spacebot import logs
 from spacebot.config import Config
 from spacebot.errors import ConfigError, SpacebotError
 from spacebot.ipc.broker import Broker
+from spacebot.ipc.events import SYNC_PREFIX
 from spacebot.ipc.messages import (
     ConfigReloaded,
     ControlRequest,
@@ -220,7 +221,11 @@ class Supervisor:
         return Ok(await asyncio.to_thread(inspect.tree, self))
 
     async def _sync_events(self, req: SyncEvents) -> Reply:
-        self._publish(f"sys.sync.{req.nonce}", Notice("sync"))
+        return self._publish_sync(req)
+
+    def _publish_sync(self, req: SyncEvents) -> Reply:
+        """Publish the topic a subscriber waits for to know it is connected (see ipc/events.py)."""
+        self._publish(SYNC_PREFIX + req.nonce, Notice("sync"))
         return Ok()
 
     async def _shutdown_request(self, _req: ShutdownRequest) -> Reply:
@@ -231,7 +236,7 @@ class Supervisor:
     async def _reload(self, _req: ReloadRequest) -> Reply:
         self.notifier.reloading()
         try:
-            new = config_mod.load(self.config_file)
+            new = await asyncio.to_thread(config_mod.load, self.config_file)
         except ConfigError as exc:
             self._publish("sys.reload", ConfigReloaded(False, str(exc)))
             self.notifier.ready(self._summary())
@@ -281,7 +286,8 @@ class Supervisor:
             self.table.transition(rec, ProcState.STARTING, "restart")
         rec.early_ready = 0
         if self.config.supervisor.spawn_mode == "cold":
-            pid = coldstart.spawn(rec.spec, self.config, str(self.endpoints.dir))
+            # The spawn request goes down a pipe the new interpreter reads only once it runs.
+            pid = await asyncio.to_thread(coldstart.spawn, rec.spec, self.config, str(self.endpoints.dir))
         else:
             pid = await self.zygote.spawn(rec.spec, self.config, str(self.endpoints.dir))
         self.table.attach_pid(rec, pid)
@@ -344,8 +350,7 @@ class Supervisor:
             case SpawnSpec():
                 return asyncio.ensure_future(self.spawn(body, parent=env.src))
             case SyncEvents():
-                self._publish(f"sys.sync.{body.nonce}", Notice("sync"))
-                return Ok()
+                return self._publish_sync(body)
             case Ping():
                 return Ok(body.payload)
             case _:
