@@ -102,6 +102,41 @@ class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """Longest a graceful shutdown may take before everything left is SIGKILLed."""
 
 
+class ChannelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Conversation processes (``channel:<agent>:<conversation>``)."""
+
+    idle_timeout: float = 900.0
+    """Seconds without activity after which a conversation process hibernates (exits; it is started
+    again, with its history, by the next message). 0 = never."""
+    max_turns: int = 6
+    """Most model calls for one batch of inbound messages (tool loops stop there)."""
+    history_messages: int = 60
+    """Transcript messages loaded as context when a conversation process starts."""
+    turn_timeout: float = 180.0
+    """Longest one model call may take before the person sees an error."""
+    max_reply_chars: int = 8000
+    """Longest reply delivered; longer ones are cut with a note."""
+
+
+class WebchatSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The embedded web chat gateway (see docs/webchat.md)."""
+
+    enabled: bool = True
+    """Start ``gateway:webchat`` with ``spacebot run``."""
+    host: str = "127.0.0.1"
+    """Bind address; a non-loopback address requires ``token``."""
+    port: int = 8787
+    """TCP port (0 = any free port)."""
+    token: str = ""
+    """Shared secret every WebSocket must present (``env:NAME`` reads it from the environment)."""
+    agent: str = "main"
+    """The agent that answers in the web chat."""
+    max_message_bytes: int = 16_000
+    """Largest message a person may send."""
+    history_page: int = 50
+    """Messages sent when a conversation is opened."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration. Children receive it as-is."""
 
@@ -119,6 +154,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Memory engine settings (shared by every agent's memory process)."""
     llm: LLMConfig = LLMConfig()
     """Providers, models, routing and prices; from ``[llm]``, else from the environment."""
+    channel: ChannelSection = ChannelSection()
+    """Conversation processes."""
+    webchat: WebchatSection = WebchatSection()
+    """The web chat gateway."""
     source: str = ""
     """The file this was loaded from (empty when none); set by the loader."""
 
@@ -241,11 +280,43 @@ def _check(config: Config, source: str, text: str) -> None:
         raise ConfigError(_where("runtime.max_frame_bytes", source, text) + ": must be >= 1024")
     if config.runtime.hwm < 1:
         raise ConfigError(_where("runtime.hwm", source, text) + ": must be >= 1")
+    ch = config.channel
+    if ch.idle_timeout < 0:
+        raise ConfigError(_where("channel.idle_timeout", source, text) + ": must be >= 0")
+    if ch.max_turns < 1:
+        raise ConfigError(_where("channel.max_turns", source, text) + ": must be >= 1")
+    if ch.history_messages < 1:
+        raise ConfigError(_where("channel.history_messages", source, text) + ": must be >= 1")
+    wc = config.webchat
+    if not 0 <= wc.port <= 65535:
+        raise ConfigError(_where("webchat.port", source, text) + ": must be 0-65535")
+    if wc.max_message_bytes < 1:
+        raise ConfigError(_where("webchat.max_message_bytes", source, text) + ": must be >= 1")
+    if wc.enabled and wc.agent not in config.agents:
+        raise ConfigError(
+            _where("webchat.agent", source, text) + f": {wc.agent!r} is not one of agents {config.agents}"
+        )
+    if wc.enabled and not _is_loopback(wc.host) and not wc.token:
+        raise ConfigError(
+            _where("webchat.host", source, text)
+            + f": binding to {wc.host!r} (not loopback) requires webchat.token to be set"
+        )
     for agent in config.agents:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent):
             raise ConfigError(
                 _where("agents", source, text) + f": agent id {agent!r} must be 1-64 of A-Z a-z 0-9 _ -"
             )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _PATH_RE = re.compile(r"`\$((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)`")

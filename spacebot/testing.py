@@ -36,10 +36,26 @@ _FAST_BUDGETS: dict[str, object] = {
 }
 
 
-def fast_config(agents: tuple[str, ...] = (), max_frame: int = 65536, **kinds: dict[str, object]) -> str:
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    return repr(value)
+
+
+def fast_config(
+    agents: tuple[str, ...] = (),
+    max_frame: int = 65536,
+    *,
+    sections: dict[str, dict[str, object]] | None = None,
+    **kinds: dict[str, object],
+) -> str:
     """A config with short budgets so tests see hangs and restarts quickly.
 
-    ``kinds`` override budgets per kind, e.g. ``fast_config(memory={"ready_timeout": 60.0})``.
+    ``kinds`` override budgets per kind, e.g. ``fast_config(memory={"ready_timeout": 60.0})``;
+    ``sections`` adds top-level tables (``{"webchat": {"port": 0}}``). The web chat is off unless a
+    ``webchat`` section is given.
     """
     text = f"""
 agents = {list(agents)!r}
@@ -56,7 +72,10 @@ shutdown_timeout = 10.0
     for kind in Kind:
         text += f"\n[processes.{kind.value}]\n"
         for key, value in {**_FAST_BUDGETS, **kinds.get(kind.value, {})}.items():
-            text += f"{key} = {value!r}\n" if not isinstance(value, str) else f'{key} = "{value}"\n'
+            text += f"{key} = {_toml_value(value)}\n"
+    tables: dict[str, dict[str, object]] = {"webchat": {"enabled": False}, **(sections or {})}
+    for name, table in tables.items():
+        text += f"\n[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items())
     return text
 
 

@@ -43,22 +43,36 @@ def _load(args: argparse.Namespace) -> tuple[Path, Config | None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the supervisor in the foreground (systemd's ExecStart)."""
+    from spacebot.agent.identity import ensure_files
     from spacebot.supervisor.arbiter import Supervisor
 
     path, cfg = _load(args)
     if cfg is None:
         return EXIT_USAGE
     logs.setup("supervisor", cfg.runtime.log_level)
-    supervisor = Supervisor(cfg, config_file=path)
-    try:
-        import uvloop
+    fake = None
+    if args.fake_llm:
+        from spacebot.cli.fakerun import start_fake_llm
 
-        return uvloop.run(supervisor.run())
-    except ImportError:
-        return asyncio.run(supervisor.run())
-    except SpacebotError as exc:
+        fake, cfg = start_fake_llm(cfg)
+    try:
+        for agent in cfg.agents:
+            for written in ensure_files(cfg.home, agent):
+                print(f"spacebot: wrote default {written} (edit it to shape the agent)", flush=True)
+        supervisor = Supervisor(cfg, config_file=path)
+        try:
+            import uvloop
+
+            return uvloop.run(supervisor.run())
+        except ImportError:
+            return asyncio.run(supervisor.run())
+    except (SpacebotError, OSError) as exc:
         print(f"spacebot: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if fake is not None:
+            fake.terminate()
+            fake.wait(5)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -96,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime-dir", help="socket directory")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the supervisor and its processes in the foreground")
+    p.add_argument(
+        "--fake-llm",
+        action="store_true",
+        help="answer with the bundled scripted fake model (offline smoke test; labelled in the web chat)",
+    )
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("init", help="write a commented config.toml and identity files")
     p.add_argument("--force", action="store_true", help="overwrite existing files")

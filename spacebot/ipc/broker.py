@@ -71,6 +71,11 @@ class Broker:
         self._reported_drops = 0
         self._last_drop_event = 0.0
         self.on_batch: Callable[[], None] | None = None
+        self.on_unroutable: Callable[[str], bool] | None = None
+        """Asked when a destination is not connected; returning True means "hold its messages, I am
+        starting it" (see :meth:`release`)."""
+        self._held: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._hold_cap = hwm
 
     def bind(self) -> None:
         """Bind both sockets."""
@@ -156,11 +161,16 @@ class Broker:
         if dst_raw == _SUPERVISOR_FRAME:
             self._to_supervisor(src_raw, payload)
             return
+        if self._held and dst_raw in self._held:
+            self._hold_frame(dst_raw, src_raw, payload)  # keep order behind the held ones
+            return
         try:
             self._router.send_multipart((dst_raw, src_raw, payload), zmq.NOBLOCK)
             self.routed += 1
         except zmq.ZMQError as exc:
-            if exc.errno == errno.EHOSTUNREACH:
+            if exc.errno == errno.EHOSTUNREACH and self._wants_hold(dst_raw):
+                self._hold_frame(dst_raw, src_raw, payload)
+            elif exc.errno == errno.EHOSTUNREACH:
                 self._bounce(
                     src_raw, payload, ErrorCode.NO_ROUTE, f"no process {dst_raw.decode(errors='replace')!r}"
                 )
@@ -172,6 +182,52 @@ class Broker:
                     ErrorCode.OVERLOADED,
                     f"{dst_raw.decode(errors='replace')!r} is not keeping up",
                 )
+
+    # -- holding messages for a process being started -----------------------------------------
+
+    def _wants_hold(self, dst_raw: bytes) -> bool:
+        if self.on_unroutable is None:
+            return False
+        dst = codec.decode_source(dst_raw)
+        if dst is None or not self.on_unroutable(dst):
+            return False
+        self._held.setdefault(dst_raw, [])
+        return True
+
+    def _hold_frame(self, dst_raw: bytes, src_raw: bytes, payload: bytes) -> None:
+        held = self._held[dst_raw]
+        if len(held) >= self._hold_cap:
+            self.guard.count("shed", f"held queue for {dst_raw[:64]!r} full")
+            self._bounce(
+                src_raw, payload, ErrorCode.OVERLOADED, f"{dst_raw.decode(errors='replace')!r} is starting"
+            )
+            return
+        held.append((src_raw, payload))
+
+    def holding(self, dst: str) -> bool:
+        """Whether messages for ``dst`` are being held."""
+        return dst.encode() in self._held
+
+    def release(self, dst: str) -> int:
+        """Deliver, in order, what was held for ``dst`` (now connected); returns how many."""
+        dst_raw = dst.encode()
+        held = self._held.pop(dst_raw, [])
+        for src_raw, payload in held:
+            try:
+                self._router.send_multipart((dst_raw, src_raw, payload), zmq.NOBLOCK)
+                self.routed += 1
+            except zmq.ZMQError:
+                self._bounce(src_raw, payload, ErrorCode.NO_ROUTE, f"{dst!r} went away before delivery")
+        if held and self._pump is not None:
+            self._pump.kick()
+        return len(held)
+
+    def reject_held(self, dst: str, code: ErrorCode, message: str) -> int:
+        """Answer every held request for ``dst`` with an error (it could not be started)."""
+        held = self._held.pop(dst.encode(), [])
+        for src_raw, payload in held:
+            self._bounce(src_raw, payload, code, message)
+        return len(held)
 
     def _forward_publish(self, frames: list[bytes]) -> None:
         if len(frames) != 4:

@@ -26,6 +26,7 @@ import msgspec
 
 from spacebot.llm.types import CooldownNotice, UsageReport
 from spacebot.memory.types import MemoryDraft, ReplyState
+from spacebot.memory.types import Message as StoredMessage
 
 # --------------------------------------------------------------------------------------------
 # Shared vocabulary
@@ -76,6 +77,8 @@ class ErrorCode(enum.StrEnum):
     """The configuration is invalid."""
     INTERNAL = "internal"
     """An unexpected error inside the receiver; the log has details."""
+    UNAVAILABLE = "unavailable"
+    """The receiver is hibernating or shutting down; retry shortly (it will be started again)."""
 
 
 SUPERVISOR_ID = "supervisor"
@@ -653,6 +656,11 @@ class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
     """When it was said (epoch seconds); ``None`` = now."""
     reply_state: ReplyState | None = None
     """Initial reply state (inbound user messages start ``pending``)."""
+    answers: list[int] = []
+    """Stored ids of inbound messages this message deals with: they move to ``answers_state`` in the
+    same transaction, so a reply is never recorded without its question being marked, or vice versa."""
+    answers_state: ReplyState = ReplyState.ANSWERED
+    """State given to ``answers`` (``answered``, or ``skipped`` for an error notice)."""
 
 
 class TranscriptPage(msgspec.Struct, frozen=True, tag="tr_page"):
@@ -711,6 +719,18 @@ class ChannelUpsert(msgspec.Struct, frozen=True, tag="ch_upsert"):
 class ChannelList(msgspec.Struct, frozen=True, tag="ch_list"):
     """Every known conversation with its name; replies ``list[Channel]``."""
 
+    platform: str | None = None
+    """Only conversations of this platform."""
+
+
+class TranscriptReact(msgspec.Struct, frozen=True, tag="tr_react"):
+    """Add an emoji reaction to a stored message (once per emoji); replies ``Message``."""
+
+    message_id: int
+    """The stored message id."""
+    emoji: str
+    """The reaction (one emoji or a short ``:name:``)."""
+
 
 ToMemory = (
     MemSave
@@ -728,9 +748,119 @@ ToMemory = (
     | TranscriptSearch
     | ChannelUpsert
     | ChannelList
+    | TranscriptReact
 )
 """Requests the memory process serves."""
 
 
-Body = ToSupervisor | ToChild | ToMemory | Ok | Err | Spawned
+# --------------------------------------------------------------------------------------------
+# Conversations: gateway → channel (``Inbound``) and channel → gateway (``Outbound``)
+# --------------------------------------------------------------------------------------------
+
+
+class Inbound(msgspec.Struct, frozen=True, tag="inbound"):
+    """A person's message, already persisted by the gateway, for ``channel:<agent>:<conversation>``.
+
+    The channel replies ``Ok()`` once it has queued the message (or already knew it); the gateway
+    retries on ``no_route``/``unavailable``/timeouts. Sending it to a channel that is not running
+    starts it (the supervisor holds the message until the channel is ready).
+    """
+
+    platform: str
+    """Platform name (``web``, ``discord`` ...)."""
+    conversation: str
+    """Conversation id, starting with the platform (``web:4f2a...``)."""
+    author_id: str
+    """Platform id of the person."""
+    author_name: str
+    """Display name of the person."""
+    text: str
+    """Message text."""
+    message_id: str
+    """The platform's id of the message."""
+    stored_id: int
+    """Id of the persisted transcript row (what the channel marks answered)."""
+    timestamp: float
+    """When it was said (epoch seconds)."""
+    gateway: str
+    """Bus id of the gateway that owns the conversation (where replies go)."""
+    attachments: list[dict[str, Any]] = []
+    """Attachment metadata (name, url, mime, size)."""
+    direct: bool = False
+    """A one-to-one conversation (DM) rather than a group."""
+
+
+class OutTyping(msgspec.Struct, frozen=True, tag="out_typing"):
+    """The agent started or stopped working on a conversation."""
+
+    conversation: str
+    """Conversation id."""
+    state: str
+    """``thinking``, ``working`` or ``idle``."""
+    detail: str = ""
+    """What it is doing (for ``working``)."""
+
+
+class OutDelta(msgspec.Struct, frozen=True, tag="out_delta"):
+    """The next characters of a reply being generated."""
+
+    conversation: str
+    """Conversation id."""
+    reply_id: str
+    """Id of the streamed reply (the final :class:`OutMessage` quotes it)."""
+    text: str
+    """New characters."""
+
+
+class OutAbort(msgspec.Struct, frozen=True, tag="out_abort"):
+    """A streamed reply was abandoned (model fallback, error): drop what was streamed for it."""
+
+    conversation: str
+    """Conversation id."""
+    reply_id: str
+    """The abandoned reply."""
+    reason: str = ""
+    """Why."""
+
+
+class OutMessage(msgspec.Struct, frozen=True, tag="out_message"):
+    """A stored agent message (a finished reply or a notice) to show in the conversation."""
+
+    conversation: str
+    """Conversation id."""
+    message: StoredMessage
+    """The persisted message."""
+    reply_id: str = ""
+    """The stream it completes, if it was streamed."""
+
+
+class OutReaction(msgspec.Struct, frozen=True, tag="out_reaction"):
+    """The agent reacted to a message."""
+
+    conversation: str
+    """Conversation id."""
+    message_id: int
+    """Stored id of the message reacted to."""
+    emoji: str
+    """The reaction."""
+
+
+class OutError(msgspec.Struct, frozen=True, tag="out_error"):
+    """Something went wrong answering a message; shown to the people in the conversation."""
+
+    conversation: str
+    """Conversation id."""
+    code: str
+    """``model``, ``unavailable``, ``internal`` (see docs/webchat.md)."""
+    text: str
+    """What happened, for people."""
+    message_id: int | None = None
+    """The inbound message concerned, if one."""
+
+
+Outbound = OutTyping | OutDelta | OutAbort | OutMessage | OutReaction | OutError
+"""What a channel sends to the gateway that owns its conversation (one-way messages)."""
+
+
+Body = ToSupervisor | ToChild | ToMemory | Inbound | Outbound | Ok | Err | Spawned
 """Everything an :class:`Envelope` may carry (resolved lazily by :class:`Envelope`'s decoder)."""

@@ -63,6 +63,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 done_at DOUBLE NOT NULL, PRIMARY KEY (sha256, chunk_index))""",
         ],
     ),
+    (2, ["ALTER TABLE messages ADD COLUMN reactions JSON DEFAULT '[]'"]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -22,7 +22,7 @@ from spacebot.memory.vectors import Progress
 
 _COLS = (
     "id, channel_id, platform_message_id, author_id, author_name, role, text, attachments, "
-    "created_at, reply_state, replied_at"
+    "created_at, reply_state, replied_at, reactions"
 )
 _M_COLS = ", ".join(f"m.{c}" for c in _COLS.split(", "))
 ROLES = ("user", "assistant", "system")
@@ -42,6 +42,7 @@ def _message(row: Sequence[Any]) -> Message:
         created_at=row[8],
         reply_state=ReplyState(row[9]),
         replied_at=row[10],
+        reactions=msgspec.json.decode(row[11]) if row[11] else [],
     )
 
 
@@ -97,14 +98,35 @@ class Transcripts:
             raise MemoryNotFound(f"no channel {channel_id!r}")
         return _channel(row)
 
-    def channels(self) -> list[Channel]:
-        """Every channel, most recently active first."""
+    def channels(self, platform: str | None = None) -> list[Channel]:
+        """Every channel (or those of one platform), most recently active first."""
+        where, params = ("WHERE platform = ? ", [platform]) if platform is not None else ("", [])
         rows = (
             self.store.cursor()
-            .execute("SELECT * FROM channels ORDER BY last_activity_at DESC, id")
+            .execute(f"SELECT * FROM channels {where}ORDER BY last_activity_at DESC, id", params)
             .fetchall()
         )
         return [_channel(r) for r in rows]
+
+    def react(self, message_id: int, emoji: str) -> Message:
+        """Add ``emoji`` to a message's reactions (a reaction already there is not repeated)."""
+        emoji = emoji.strip()
+        if not emoji or len(emoji) > 32:
+            raise MemoryInputError("a reaction must be 1-32 characters")
+        with self.store.transaction() as cur:
+            row = cur.execute("SELECT reactions FROM messages WHERE id = ?", [message_id]).fetchone()
+            if row is None:
+                raise MemoryNotFound(f"no message with id {message_id!r}")
+            reactions = msgspec.json.decode(row[0]) if row[0] else []
+            if emoji not in reactions:
+                reactions.append(emoji)
+                cur.execute(
+                    "UPDATE messages SET reactions = ? WHERE id = ?",
+                    [msgspec.json.encode(reactions).decode(), message_id],
+                )
+            out = cur.execute(f"SELECT {_COLS} FROM messages WHERE id = ?", [message_id]).fetchone()
+        assert out is not None
+        return _message(out)
 
     def append(
         self,
@@ -118,11 +140,15 @@ class Transcripts:
         attachments: list[dict[str, Any]] | None = None,
         created_at: float | None = None,
         reply_state: ReplyState | None = None,
+        answers: Sequence[int] = (),
+        answers_state: ReplyState = ReplyState.ANSWERED,
     ) -> Message:
         """Store a message (idempotent on ``platform_message_id`` within the channel).
 
         Inbound (``user``) messages start ``pending``; others ``none``. An unknown channel is
-        created with the platform taken from the id's first ``:`` part.
+        created with the platform taken from the id's first ``:`` part. ``answers`` are inbound
+        message ids set to ``answers_state`` in the same transaction (a reply and the fact that its
+        question was answered are recorded together, or not at all).
         """
         if role not in ROLES:
             raise MemoryInputError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
@@ -140,6 +166,8 @@ class Transcripts:
                     [channel_id, platform_message_id],
                 ).fetchone()
                 if row is not None:
+                    if answers:
+                        self._mark(cur, answers, answers_state)
                     return _message(row)
             cur.execute(
                 "INSERT INTO channels VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -147,7 +175,8 @@ class Transcripts:
                 [channel_id, channel_id.split(":", 1)[0], channel_id, at, now],
             )
             row = cur.execute(
-                f"INSERT INTO messages VALUES (nextval('message_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+                "INSERT INTO messages VALUES (nextval('message_id_seq'), "
+                f"?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]') "
                 f"RETURNING {_COLS}",
                 [
                     channel_id,
@@ -161,10 +190,20 @@ class Transcripts:
                     state.value,
                 ],
             ).fetchone()
+            if answers:
+                self._mark(cur, answers, answers_state)
         assert row is not None
         message = _message(row)
         self.index.add([(message.id, _indexed(author_name, text), None)])
         return message
+
+    @staticmethod
+    def _mark(cur: Any, ids: Sequence[int], state: ReplyState) -> None:
+        cur.execute(
+            "UPDATE messages SET reply_state = ?, replied_at = ? WHERE id IN (SELECT unnest(?)) "
+            "AND reply_state = 'pending'",
+            [ReplyState(state).value, time.time(), list(ids)],
+        )
 
     def page(self, channel_id: str, limit: int = 50, before_id: int | None = None) -> list[Message]:
         """Up to ``limit`` messages of a channel older than ``before_id`` (newest page by default),
@@ -224,6 +263,6 @@ class Transcripts:
             m = _message(r)
             if (channel_id is not None and m.channel_id != channel_id) or m.channel_id == exclude_channel:
                 continue
-            out.append(MessageHit(message=m, score=score[m.id], channel_name=r[11]))
+            out.append(MessageHit(message=m, score=score[m.id], channel_name=r[12]))
         out.sort(key=lambda h: (-h.score, h.message.id))
         return out[:limit]

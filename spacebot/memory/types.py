@@ -181,6 +181,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     """Pending/answered/skipped for inbound messages; ``none`` otherwise."""
     replied_at: float | None
     """Unix time its reply state last changed."""
+    reactions: list[str] = []
+    """Emoji reactions the agent added, in order."""
 
 
 class MessageHit(msgspec.Struct, frozen=True, kw_only=True):

@@ -35,6 +35,7 @@ from spacebot.ipc.messages import (
     TranscriptAppend,
     TranscriptMarkReply,
     TranscriptPage,
+    TranscriptReact,
     TranscriptSearch,
     TranscriptUnanswered,
 )
@@ -72,6 +73,8 @@ def _append(engine: MemoryEngine, req: TranscriptAppend) -> Any:
         attachments=req.attachments,
         created_at=req.created_at,
         reply_state=req.reply_state,
+        answers=req.answers,
+        answers_state=req.answers_state,
     )
 
 
@@ -89,7 +92,8 @@ HANDLERS: dict[type, Handler] = {
     TranscriptUnanswered: lambda e, r: e.transcripts.unanswered(r.channel, r.limit),
     TranscriptSearch: lambda e, r: e.transcripts.search(r.query, r.limit, r.channel, r.exclude_channel),
     ChannelUpsert: lambda e, r: e.transcripts.upsert_channel(r.id, r.platform, r.display_name),
-    ChannelList: lambda e, r: e.transcripts.channels(),
+    ChannelList: lambda e, r: e.transcripts.channels(r.platform),
+    TranscriptReact: lambda e, r: e.transcripts.react(r.message_id, r.emoji),
 }
 """One handler per request type; each runs in the engine's thread pool."""
 

@@ -61,6 +61,7 @@ from spacebot.supervisor.liveness import forgettable, overdue
 from spacebot.supervisor.policy import decide
 from spacebot.supervisor.sdnotify import Notifier
 from spacebot.supervisor.table import LIVE, ProcessRecord, ProcessTable
+from spacebot.supervisor.wake import Waker
 from spacebot.supervisor.zygote_link import ZygoteLink
 
 log = logging.getLogger("spacebot.supervisor")
@@ -85,13 +86,14 @@ class Supervisor:
             is_zygote=lambda pid: pid == self.zygote.pid,
         )
         self.zygote = ZygoteLink(self.exits.code_arrived, self._zygote_lost)
+        self.waker = Waker(self)
         self._context: zmq.asyncio.Context | None = None
         self.broker: Broker | None = None
         self.control: ControlServer | None = None
         self._commands: asyncio.Queue[ControlRequest] = asyncio.Queue()
         self._state_waiters: dict[str, list[asyncio.Future[ProcState]]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        self._shutting_down = False
+        self.shutting_down = False
         self._sigints = 0
         self.ready = False
 
@@ -110,6 +112,7 @@ class Supervisor:
         self.control = ControlServer(
             self._context, self.endpoints.ctl, self._handlers(), max_frame=rt.max_frame_bytes
         )
+        self.broker.on_unroutable = self.waker.unroutable
         self.broker.bind()
         self.control.start()
         self.broker.start(self._on_bus)
@@ -120,10 +123,10 @@ class Supervisor:
         if self.config.supervisor.spawn_mode == "zygote":
             hello = await self.zygote.start(self.config)
             log.info("zygote up pid=%d preload_s=%.2f", hello.pid, hello.preload_s)
-        self._spawn_task(self._monitor(), "monitor")
+        self.spawn_task(self._monitor(), "monitor")
         await self._start_core()
         if self.notifier.watchdog_interval:
-            self._spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
+            self.spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
         self.ready = True
         self.notifier.ready(self._summary())
         if announce:
@@ -132,10 +135,13 @@ class Supervisor:
                 flush=True,
             )
             print(f"  try: spacebotctl --runtime-dir {self.endpoints.dir} status", flush=True)
+            wc = self.config.webchat
+            if wc.enabled:
+                print(f"  web chat: http://{wc.host}:{wc.port}/ (agent {wc.agent})", flush=True)
         log.info(
             "ready ctl=%s bus=%s events=%s", self.endpoints.ctl, self.endpoints.bus, self.endpoints.events
         )
-        while not self._shutting_down:
+        while not self.shutting_down:
             request = await self._commands.get()
             assert self.control is not None
             result = await self.control.dispatch(request)
@@ -146,7 +152,7 @@ class Supervisor:
 
     async def _start_core(self) -> None:
         """The processes every agent needs before the service counts as ready."""
-        specs = [
+        memory = [
             SpawnSpec(
                 kind=Kind.MEMORY,
                 target="spacebot.procs.memory:serve",
@@ -156,10 +162,22 @@ class Supervisor:
             )
             for agent in self.config.agents
         ]
-        results = await asyncio.gather(*(self.spawn(spec, parent="supervisor") for spec in specs))
-        for spec, result in zip(specs, results, strict=True):
-            if isinstance(result, Err):
-                log.error("core process failed to start id=%s error=%s", spec.id, result.message)
+        gateways = []
+        if self.config.webchat.enabled:
+            gateways.append(
+                SpawnSpec(
+                    kind=Kind.GATEWAY,
+                    target="spacebot.procs.gateway:serve",
+                    id="gateway:webchat",
+                    args={"adapter": "webchat"},
+                    task="web chat",
+                )
+            )
+        for stage in (memory, gateways):  # gateways take messages that need memory
+            results = await asyncio.gather(*(self.spawn(spec, parent="supervisor") for spec in stage))
+            for spec, result in zip(stage, results, strict=True):
+                if isinstance(result, Err):
+                    log.error("core process failed to start id=%s error=%s", spec.id, result.message)
 
     def _claim_sockets(self) -> None:
         """Refuse to start beside a live supervisor; remove sockets a dead one left behind."""
@@ -184,7 +202,7 @@ class Supervisor:
             os._exit(130)
         self._commands.put_nowait(ShutdownRequest())
 
-    def _spawn_task(self, coro: object, name: str) -> asyncio.Task[object]:
+    def spawn_task(self, coro: object, name: str) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -229,7 +247,7 @@ class Supervisor:
         return Ok()
 
     async def _shutdown_request(self, _req: ShutdownRequest) -> Reply:
-        self._shutting_down = True
+        self.shutting_down = True
         self._commands.put_nowait(ShutdownRequest())  # wake the command loop if a client asked
         return Ok()
 
@@ -254,7 +272,7 @@ class Supervisor:
 
     async def spawn(self, spec: SpawnSpec, *, parent: str) -> Reply:
         """Start a process (from ``spacebotctl``, a child, or the supervisor's own core list)."""
-        if self._shutting_down:
+        if self.shutting_down:
             return Err(ErrorCode.OVERLOADED, "supervisor is shutting down")
         if ":" not in spec.target:
             return Err(ErrorCode.BAD_REQUEST, f"target {spec.target!r} must be 'package.module:function'")
@@ -302,7 +320,7 @@ class Supervisor:
         """Wait until ``rec`` leaves ``starting``; returns the state it reached."""
         return await self._wait_state(rec, timeout, until_not=frozenset({ProcState.STARTING}))
 
-    async def _wait_exit(self, rec: ProcessRecord, timeout: float) -> ProcState:
+    async def wait_exit(self, rec: ProcessRecord, timeout: float) -> ProcState:
         """Wait until ``rec``'s exit has been recorded (its exit event is out)."""
         return await self._wait_state(rec, timeout, until_not=LIVE)
 
@@ -368,6 +386,8 @@ class Supervisor:
         if rec.state is ProcState.STARTING:
             self.table.transition(rec, ProcState.READY, "ready")
             self._wake(rec)
+        if self.broker is not None and self.broker.holding(rec.id):
+            self.broker.release(rec.id)  # messages that woke it, in order, before any newer one
 
     def _heartbeat(self, rec: ProcessRecord, hb: Heartbeat) -> None:
         rec.last_heartbeat = time.monotonic()
@@ -389,7 +409,7 @@ class Supervisor:
         policy = self.config.policy(rec.kind)
         if rec.spec.restart:
             policy = msgspec.structs.replace(policy, restart=rec.spec.restart)
-        if rec.stop_requested or self._shutting_down:
+        if rec.stop_requested or self.shutting_down:
             self.table.transition(rec, ProcState.EXITED, f"stopped (exit code {code})")
             self._publish(f"proc.{rec.kind.value}.{rec.id}.exit", ProcessExited(rec.id, pid, code, None))
             self._wake(rec)
@@ -409,7 +429,7 @@ class Supervisor:
 
     def _restart(self, rec: ProcessRecord) -> None:
         rec.restart_handle = None
-        if self._shutting_down or rec.state is not ProcState.EXITED or self.table.get(rec.id) is not rec:
+        if self.shutting_down or rec.state is not ProcState.EXITED or self.table.get(rec.id) is not rec:
             return
         rec.restarts += 1
         rec.restart_times.append(time.monotonic())
@@ -423,10 +443,10 @@ class Supervisor:
             except SpacebotError as exc:
                 self.table.transition(rec, ProcState.FAILED, f"restart failed: {exc}")
 
-        self._spawn_task(go(), f"restart:{rec.id}")
+        self.spawn_task(go(), f"restart:{rec.id}")
 
     def _zygote_lost(self) -> None:
-        if self._shutting_down:
+        if self.shutting_down:
             return
         log.error("zygote lost; children keep running; starting a new zygote")
 
@@ -438,7 +458,7 @@ class Supervisor:
                 log.error("zygote restart failed: %s", exc)
                 self._zygote_lost()
 
-        self._spawn_task(again(), "zygote-restart")
+        self.spawn_task(again(), "zygote-restart")
 
     # -- kills ---------------------------------------------------------------------------------
 
@@ -456,9 +476,7 @@ class Supervisor:
         names = {r.pid: r.id for r in self.table if r.pid}
         for target in targets:
             target.stop_requested = not (restart and target is rec)
-            if target.restart_handle is not None:
-                target.restart_handle.cancel()  # type: ignore[attr-defined]
-                target.restart_handle = None
+            target.cancel_restart()
             if target.state in LIVE and target.state is not ProcState.STOPPING and target.stop_requested:
                 self.table.transition(target, ProcState.STOPPING, reason or "kill")
         reports = await asyncio.gather(
@@ -511,7 +529,7 @@ class Supervisor:
                         f"proc.{rec.kind.value}.{rec.id}.hung", ProcessHung(rec.id, budget, seconds)
                     )
                     self.table.transition(rec, ProcState.STOPPING, f"hung: {budget} budget")
-                    self._spawn_task(self._kill_hung(rec), f"kill:{rec.id}")
+                    self.spawn_task(self._kill_hung(rec), f"kill:{rec.id}")
                 elif forgettable(rec, now):
                     self.table.remove(rec.id)
             if self.broker is not None:
@@ -537,7 +555,7 @@ class Supervisor:
                     stage = [r for r in self.table if r.kind is kind and r.pid and r.state in LIVE]
                     await asyncio.gather(*(self.kill(r, reason="shutdown") for r in stage))
                     # The next stage starts only once this one's exits are recorded and published.
-                    await asyncio.gather(*(self._wait_exit(r, 5.0) for r in stage))
+                    await asyncio.gather(*(self.wait_exit(r, 5.0) for r in stage))
         except TimeoutError:
             log.error("shutdown timed out; killing what is left")
             await asyncio.gather(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -59,8 +60,15 @@ class ProcessRecord:
     """Pid named by a ``Ready`` that arrived before the zygote reported the fork."""
     stop_requested: bool = False
     """Set when the supervisor or an operator asked it to stop: no restart follows."""
-    restart_handle: object | None = None
+    restart_handle: asyncio.TimerHandle | None = None
+    """A scheduled restart, if one is pending."""
     proc: psutil.Process | None = None
+
+    def cancel_restart(self) -> None:
+        """Drop a pending scheduled restart."""
+        if self.restart_handle is not None:
+            self.restart_handle.cancel()
+            self.restart_handle = None
 
     @property
     def id(self) -> str:

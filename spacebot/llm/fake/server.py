@@ -235,7 +235,7 @@ class FakeLLM:
         text = rule.text.replace("{last_user}", conv.last_user)
         prefix = "toolu" if protocol == "anthropic" else "call"
         calls: list[tuple[str, FakeToolCall]] = [
-            (c.id or f"{prefix}_{next(self._ids)}", c) for c in rule.tool_calls
+            (c.id or f"{prefix}_{next(self._ids)}", _fill(c, conv.last_user)) for c in rule.tool_calls
         ]
         if self.ttft:
             await asyncio.sleep(self.ttft)
@@ -299,3 +299,20 @@ class FakeLLM:
         if protocol == "openai":
             return web.json_response(wire.openai_body(conv, text, calls, rule.stop_reason))
         return web.json_response(wire.anthropic_body(conv, text, calls, rule.stop_reason))
+
+
+def _fill(call: FakeToolCall, last_user: str) -> FakeToolCall:
+    """``{last_user}`` in a call's string arguments becomes the last user message."""
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{last_user}", last_user)
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: sub(v) for k, v in value.items()}
+        return value
+
+    if call.raw_arguments is not None or "{last_user}" not in json.dumps(call.arguments):
+        return call
+    return msgspec.structs.replace(call, arguments=sub(call.arguments))

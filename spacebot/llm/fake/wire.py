@@ -22,12 +22,12 @@ def arguments_of(call: FakeToolCall) -> str:
     return call.raw_arguments if call.raw_arguments is not None else json.dumps(call.arguments)
 
 
-def split_args(args: str, parts: int = 3) -> list[str]:
-    """Split argument JSON in a few fragments, as real providers stream it."""
+def split_args(args: str, size: int = 12) -> list[str]:
+    """Split argument JSON into token-sized fragments, as real providers stream it (an escape
+    sequence may well be cut in two, as it is by real providers)."""
     if not args:
         return [""]
-    step = max(1, len(args) // parts)
-    return [args[i : i + step] for i in range(0, len(args), step)]
+    return [args[i : i + size] for i in range(0, len(args), size)]
 
 
 def error_kind(fault: Fault) -> str:

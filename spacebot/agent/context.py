@@ -1,0 +1,72 @@
+"""What a conversation process shows its model: the system prompt and the transcript as messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from spacebot.agent.identity import Identity
+from spacebot.llm.types import AssistantMessage, Message, SystemMessage, UserMessage
+from spacebot.memory.types import Message as StoredMessage
+
+HOW_TO_TALK = """\
+## How you talk here
+You are in a conversation on {platform} called "{title}". Several people may talk at once; each
+message they send is shown as `[#id] Name: text`. Messages you have not dealt with yet are marked
+`(new)`; look at all of them together and answer them in one go.
+
+- To say something, call the `reply` tool. Text you write outside a tool call is delivered only
+  when you call no tool at all, so never put the same answer in both.
+- Call `react` to add an emoji to a message (a quick acknowledgement or an answer to a yes/no).
+- Call `skip` when the new messages need nothing from you.
+- Be brief: this is a chat. The time now is {now}.
+"""
+
+
+def system_prompt(identity: Identity, *, platform: str, title: str, now: float | None = None) -> str:
+    """The channel's system prompt: soul, identity, role, then how to behave in this conversation."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now if now is not None else time.time()))
+    parts = [p for p in (identity.soul, identity.identity, identity.role) if p]
+    parts.append(HOW_TO_TALK.format(platform=platform, title=title, now=stamp))
+    return "\n\n".join(parts)
+
+
+def render(message: StoredMessage, *, new: bool) -> str:
+    """One transcript line as the model sees it."""
+    mark = " (new)" if new else ""
+    return f"[#{message.id}]{mark} {message.author_name}: {message.text}"
+
+
+def transcript(history: Iterable[StoredMessage], new_ids: set[int]) -> list[Message]:
+    """Transcript rows → model messages; consecutive lines of people become one user message.
+
+    The new messages always come last (one that arrived while an earlier answer was being written
+    is stored before that answer, but it is still what the model must answer now).
+    """
+    out: list[Message] = []
+    lines: list[str] = []
+    rows = list(history)
+    rows = [m for m in rows if m.id not in new_ids] + [m for m in rows if m.id in new_ids]
+
+    def flush() -> None:
+        if lines:
+            out.append(UserMessage("\n".join(lines)))
+            lines.clear()
+
+    for m in rows:
+        if m.role == "assistant":
+            flush()
+            out.append(AssistantMessage(m.text))
+        elif m.role == "system":
+            lines.append(f"(notice) {m.text}")
+        else:
+            lines.append(render(m, new=m.id in new_ids))
+    flush()
+    if not out or not isinstance(out[0], UserMessage):
+        out.insert(0, UserMessage("(conversation start)"))
+    return out
+
+
+def build(system: str, history: Iterable[StoredMessage], new_ids: set[int]) -> list[Message]:
+    """The full message list of one model call (before this turn's tool calls)."""
+    return [SystemMessage(system), *transcript(history, new_ids)]

@@ -1,0 +1,501 @@
+"""The web chat gateway (``gateway:webchat``): an aiohttp server with the chat page and a WebSocket.
+
+People's messages are stored through ``memory:<agent>`` (``pending``) before anything else, then
+sent to ``channel:<agent>:<conversation>`` as ``Inbound`` — which starts that process if it is not
+running. What the channel sends back (``Out*``) is fanned out to every socket that has the
+conversation open. The protocol is in docs/webchat.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from importlib import resources
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from spacebot.ipc.messages import (
+    ChannelList,
+    ChannelUpsert,
+    Envelope,
+    Err,
+    ErrorCode,
+    Inbound,
+    Notice,
+    OutAbort,
+    OutDelta,
+    OutError,
+    OutMessage,
+    OutReaction,
+    OutTyping,
+    ProcessExited,
+    TranscriptAppend,
+    TranscriptPage,
+)
+from spacebot.ipc.replies import BusError, Reply
+from spacebot.memory.types import Channel
+from spacebot.memory.types import Message as StoredMessage
+from spacebot.messaging import webchat_frames as frames
+from spacebot.messaging.webchat_frames import FrameError
+from spacebot.supervisor.child import ChildContext
+from spacebot.supervisor.wake import channel_id
+
+log = logging.getLogger("spacebot.webchat")
+
+GATEWAY_ID = "gateway:webchat"
+PLATFORM = "web"
+RATE_WINDOW, RATE_MAX = 10.0, 20
+DELIVERY_DEADLINE = 120.0
+_RETRY = {ErrorCode.NO_ROUTE, ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED}
+
+
+class Client:
+    """One WebSocket: one person in one browser tab."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.person = ""
+        self.name = ""
+        self.open: set[str] = set()
+        self.sent: collections.deque[float] = collections.deque()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if self.ws.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_str(msgspec.json.encode(frame).decode())
+
+    def rate_limited(self, now: float) -> bool:
+        while self.sent and now - self.sent[0] > RATE_WINDOW:
+            self.sent.popleft()
+        if len(self.sent) >= RATE_MAX:
+            return True
+        self.sent.append(now)
+        return False
+
+
+class _Reply:
+    """A reply being streamed, kept so a socket that opens the conversation now sees it too."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+
+
+class WebChat:
+    """Sockets, conversations, and the bus side of the web chat."""
+
+    def __init__(self, ctx: ChildContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.config.webchat
+        self.agent = self.settings.agent
+        self.memory = f"memory:{self.agent}"
+        self.token = _resolve_token(self.settings.token)
+        self.clients: set[Client] = set()
+        self.watchers: dict[str, set[Client]] = collections.defaultdict(set)
+        self.conversations: dict[str, Channel] = {}
+        self.streams: dict[str, dict[str, _Reply]] = collections.defaultdict(dict)
+        self.typing: dict[str, dict[str, Any]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.model = _model_info(ctx)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=max(1 << 20, self.settings.max_message_bytes * 8))
+        app.router.add_get("/", self.index)
+        app.router.add_get("/static/{name}", self.static)
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_get("/healthz", self.health)
+        return app
+
+    async def index(self, _request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=_asset("index.html"), content_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        types = {"app.js": "application/javascript", "style.css": "text/css"}
+        if name not in types:
+            raise web.HTTPNotFound(text=f"no static file {name!r}")
+        return web.Response(
+            body=_asset(name), content_type=types[name], headers={"Cache-Control": "no-cache"}
+        )
+
+    async def health(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response({"ok": True, "agent": self.agent, "connections": len(self.clients)})
+
+    # -- WebSocket -----------------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        if not self._origin_ok(request):
+            raise web.HTTPForbidden(text="cross-origin WebSocket refused (set webchat.token to allow it)")
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=self.settings.max_message_bytes * 4 + 4096)
+        await ws.prepare(request)
+        client = Client(ws)
+        url_token = request.query.get("token", "")
+        if self.token and url_token and not hmac.compare_digest(url_token, self.token):
+            await self._refuse(client)
+            return ws
+        self.clients.add(client)
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._frame(client, msg.data, url_token)
+                elif msg.type == WSMsgType.ERROR:
+                    log.info("socket error person=%s error=%s", client.person, ws.exception())
+        finally:
+            self.clients.discard(client)
+            for conv in client.open:
+                self.watchers[conv].discard(client)
+        return ws
+
+    def _origin_ok(self, request: web.Request) -> bool:
+        """Without a token, only the page's own origin (or a non-browser client) may connect."""
+        origin = request.headers.get("Origin")
+        if self.token or origin is None:
+            return True
+        host = origin.split("://", 1)[-1].rstrip("/")
+        return host == request.host
+
+    async def _refuse(self, client: Client) -> None:
+        await client.send(
+            frames.error("unauthorized", "wrong or missing token (open the page with ?token=…)")
+        )
+        await client.ws.close(code=4401, message=b"unauthorized")
+
+    async def _frame(self, client: Client, raw: str | bytes, url_token: str) -> None:
+        try:
+            frame = frames.parse(raw)
+            if isinstance(frame, frames.Hello):
+                token = frame.token or url_token
+                if self.token and not hmac.compare_digest(token.encode(), self.token.encode()):
+                    await self._refuse(client)
+                    return
+                await self._hello(client, frame)
+            elif not client.person:
+                raise FrameError("hello_first", "send a hello frame first", getattr(frame, "ref", None))
+            elif isinstance(frame, frames.ListConversations):
+                await client.send({"type": "conversations", "items": await self._list(), "ref": frame.ref})
+            elif isinstance(frame, frames.Create):
+                await self._create(client, frame)
+            elif isinstance(frame, frames.Open):
+                await self._open(client, frame)
+            elif isinstance(frame, frames.Close):
+                client.open.discard(frame.conversation)
+                self.watchers[frame.conversation].discard(client)
+            elif isinstance(frame, frames.Send):
+                await self._send(client, frame)
+        except FrameError as exc:
+            extra = exc.base if isinstance(exc, _SendError) else {}
+            await client.send(
+                frames.error(
+                    exc.code,
+                    str(exc),
+                    ref=exc.ref,
+                    conversation=extra.get("conversation"),
+                    client_id=extra.get("client_id"),
+                )
+            )
+        except BusError as exc:
+            log.warning("memory request failed person=%s error=%s", client.person, exc)
+            await client.send(frames.error("unavailable", f"the agent's memory is not reachable: {exc}"))
+        except Exception:
+            log.exception("frame failed person=%s", client.person)
+            await client.send(frames.error("internal", "internal error; the gateway keeps serving"))
+
+    async def _hello(self, client: Client, frame: frames.Hello) -> None:
+        client.person, client.name = frame.person, frame.name.strip()
+        await client.send(
+            {
+                "type": "welcome",
+                "agent": self.agent,
+                "person": client.person,
+                "name": client.name,
+                "model": self.model,
+                "limits": {"max_message_bytes": self.settings.max_message_bytes},
+                "conversations": await self._list(),
+                "ref": frame.ref,
+            }
+        )
+
+    async def _list(self) -> list[dict[str, Any]]:
+        rows = msgspec.convert(await self._mem(ChannelList(PLATFORM)), list[Channel])
+        self.conversations = {c.id: c for c in rows}
+        return [frames.conversation(c) for c in rows]
+
+    async def _create(self, client: Client, frame: frames.Create) -> None:
+        ident = f"{PLATFORM}:{secrets.token_hex(8)}"
+        title = frame.title.strip() or time.strftime("Conversation %b %d %H:%M", time.gmtime())
+        channel = msgspec.convert(await self._mem(ChannelUpsert(ident, PLATFORM, title)), Channel)
+        self.conversations[ident] = channel
+        await client.send({"type": "created", "conversation": frames.conversation(channel), "ref": frame.ref})
+        items = await self._list()
+        await self._broadcast(self.clients, {"type": "conversations", "items": items})
+
+    async def _known(self, conversation: str, ref: str | None) -> None:
+        if conversation not in self.conversations:
+            await self._list()
+        if conversation not in self.conversations:
+            raise FrameError("unknown_conversation", f"no web chat conversation {conversation!r}", ref)
+
+    async def _open(self, client: Client, frame: frames.Open) -> None:
+        await self._known(frame.conversation, frame.ref)
+        limit = self.settings.history_page
+        rows = msgspec.convert(
+            await self._mem(TranscriptPage(frame.conversation, limit=limit + 1, before_id=frame.before)),
+            list[StoredMessage],
+        )
+        more = len(rows) > limit
+        rows = rows[-limit:]
+        client.open.add(frame.conversation)
+        self.watchers[frame.conversation].add(client)
+        streams = self.streams.get(frame.conversation, {})
+        await client.send(
+            {
+                "type": "history",
+                "conversation": frame.conversation,
+                "messages": [frames.message(m) for m in rows],
+                "more": more,
+                "pending": bool(streams) or frame.conversation in self.typing,
+                "ref": frame.ref,
+            }
+        )
+        if frame.before is None:
+            if frame.conversation in self.typing:
+                await client.send(self.typing[frame.conversation])
+            for reply_id, reply in streams.items():  # a reply in progress: what was streamed so far
+                text = "".join(reply.text)
+                await client.send(
+                    {"type": "delta", "conversation": frame.conversation, "reply_id": reply_id, "text": text}
+                )
+
+    async def _send(self, client: Client, frame: frames.Send) -> None:
+        base = {"conversation": frame.conversation, "client_id": frame.client_id, "ref": frame.ref}
+        size = len(frame.text.encode())
+        if size > self.settings.max_message_bytes:
+            raise _SendError(
+                "too_large", f"message is {size} bytes; the limit is {self.settings.max_message_bytes}", base
+            )
+        if not frame.text.strip():
+            raise _SendError("empty", "message is empty", base)
+        if client.rate_limited(time.monotonic()):
+            raise _SendError("rate_limited", f"more than {RATE_MAX} messages in {RATE_WINDOW:.0f} s", base)
+        try:
+            await self._known(frame.conversation, frame.ref)
+            stored = msgspec.convert(
+                await self._mem(
+                    TranscriptAppend(
+                        frame.conversation,
+                        frame.text,
+                        author_id=f"web:{client.person}",
+                        author_name=client.name,
+                        platform_message_id=f"{client.person}:{frame.client_id}",
+                    )
+                ),
+                StoredMessage,
+            )
+        except FrameError as exc:
+            raise _SendError(exc.code, str(exc), base) from None
+        except BusError as exc:
+            raise _SendError(
+                "unavailable", f"the message could not be stored ({exc}); send it again", base
+            ) from None
+        await client.send(
+            {"type": "ack", "client_id": frame.client_id, "message": frames.message(stored), **base}
+        )
+        await self._broadcast(
+            self.watchers[frame.conversation],
+            {"type": "message", "conversation": frame.conversation, "message": frames.message(stored)},
+        )
+        if stored.reply_state.value == "pending":
+            self._spawn(self._deliver(stored, client.person))
+
+    async def _deliver(self, stored: StoredMessage, person: str) -> None:
+        """Hand a stored message to its channel, retrying while the channel (re)starts."""
+        conv = stored.channel_id
+        inbound = Inbound(
+            platform=PLATFORM,
+            conversation=conv,
+            author_id=stored.author_id,
+            author_name=stored.author_name,
+            text=stored.text,
+            message_id=stored.platform_message_id or str(stored.id),
+            stored_id=stored.id,
+            timestamp=stored.created_at,
+            gateway=GATEWAY_ID,
+        )
+        target = channel_id(self.agent, conv)
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        delay = 0.05
+        while True:
+            try:
+                await self.ctx.request(target, inbound, timeout=15.0)
+                return
+            except BusError as exc:
+                if exc.code not in _RETRY or time.monotonic() > deadline:
+                    log.error("delivery failed conversation=%s message=%d error=%s", conv, stored.id, exc)
+                    await self._broadcast(
+                        self.watchers[conv],
+                        frames.error(
+                            "unavailable",
+                            "the agent cannot be reached right now; your message is saved and will be "
+                            f"answered when it is back ({exc.message})",
+                            conversation=conv,
+                        ),
+                    )
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # -- from channels -------------------------------------------------------------------------
+
+    def on_message(self, env: Envelope) -> Reply | None:
+        body = env.body
+        conv = getattr(body, "conversation", None)
+        if conv is None:
+            return Err(ErrorCode.UNSUPPORTED, f"{GATEWAY_ID} does not handle {type(body).__name__}")
+        frame: dict[str, Any]
+        if isinstance(body, OutDelta):
+            self.streams[conv].setdefault(body.reply_id, _Reply()).text.append(body.text)
+            frame = {"type": "delta", "conversation": conv, "reply_id": body.reply_id, "text": body.text}
+        elif isinstance(body, OutMessage):
+            self.streams[conv].pop(body.reply_id, None)
+            frame = {
+                "type": "message",
+                "conversation": conv,
+                "message": frames.message(body.message, body.reply_id),
+            }
+        elif isinstance(body, OutAbort):
+            self.streams[conv].pop(body.reply_id, None)
+            frame = {"type": "abort", "conversation": conv, "reply_id": body.reply_id, "reason": body.reason}
+        elif isinstance(body, OutTyping):
+            frame = {"type": "typing", "conversation": conv, "state": body.state, "detail": body.detail}
+            if body.state == "idle":
+                self.typing.pop(conv, None)
+            else:
+                self.typing[conv] = frame
+        elif isinstance(body, OutReaction):
+            frame = {
+                "type": "reaction",
+                "conversation": conv,
+                "message_id": body.message_id,
+                "emoji": body.emoji,
+            }
+        elif isinstance(body, OutError):
+            frame = frames.error(body.code, body.text, conversation=conv)
+        else:
+            return Err(ErrorCode.UNSUPPORTED, f"{GATEWAY_ID} does not handle {type(body).__name__}")
+        self._spawn(self._broadcast(self.watchers.get(conv, set()), frame))
+        return None
+
+    async def watch_channels(self) -> None:
+        """When a conversation's process dies mid-reply, drop its half-streamed replies."""
+        events = await self.ctx.events("proc.channel.")
+        prefix = f"channel:{self.agent}:"
+        async for event in events:
+            body = event.body
+            if not isinstance(body, ProcessExited) or not body.id.startswith(prefix):
+                continue
+            conv = body.id[len(prefix) :]
+            streams = self.streams.pop(conv, {})
+            watchers = self.watchers.get(conv, set())
+            for reply_id in streams:
+                frame = {"type": "abort", "conversation": conv, "reply_id": reply_id, "reason": "restarting"}
+                await self._broadcast(watchers, frame)
+            if self.typing.pop(conv, None) is not None:
+                await self._broadcast(watchers, {"type": "typing", "conversation": conv, "state": "idle"})
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _broadcast(self, clients: set[Client], frame: dict[str, Any]) -> None:
+        payload = msgspec.json.encode(frame).decode()
+        for client in list(clients):
+            if not client.ws.closed:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await client.ws.send_str(payload)
+
+    async def _mem(self, body: Any) -> Any:
+        return await self.ctx.request(self.memory, body, timeout=10.0)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class _SendError(FrameError):
+    def __init__(self, code: str, message: str, base: dict[str, Any]) -> None:
+        super().__init__(code, message, base.get("ref"))
+        self.base = base
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("spacebot.messaging").joinpath("webchat_static", name).read_bytes()
+
+
+def _resolve_token(value: str) -> str:
+    if value.startswith("env:"):
+        token = os.environ.get(value[4:], "")
+        if not token:
+            raise ValueError(f"webchat.token names environment variable {value[4:]!r}, which is not set")
+        return token
+    return value
+
+
+def _model_info(ctx: ChildContext) -> dict[str, Any]:
+    llm = ctx.config.llm
+    fake = os.environ.get("SPACEBOT_FAKE_LLM") == "1"
+    if not llm.providers:
+        return {
+            "configured": False,
+            "fake": fake,
+            "description": "no model configured",
+            "hint": (
+                "No language model is configured. Set ANTHROPIC_API_KEY, or OPENAI_API_KEY, or "
+                "SPACEBOT_LLM_BASE_URL and SPACEBOT_LLM_MODEL (Ollama, llama.cpp server, vLLM, "
+                "OpenRouter), or an [llm] section in config.toml; then restart Spacebot. "
+                "`spacebot run --fake-llm` starts a scripted fake model for a smoke test."
+            ),
+        }
+    from spacebot.llm.routing import Router
+    from spacebot.llm.types import Request, UserMessage
+
+    try:
+        chain = Router(llm).decide(Request([UserMessage("hi")]), process="channel").chain
+        description = chain[0] if chain else "configured"
+    except Exception as exc:  # a routing problem shows up on the first message too
+        description = f"configured ({exc})"
+    return {"configured": True, "fake": fake, "description": description, "hint": ""}
+
+
+async def run(ctx: ChildContext) -> None:
+    """Serve the web chat until stopped."""
+    chat = WebChat(ctx)
+    ctx.on_message(chat.on_message)
+    runner = web.AppRunner(chat.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, chat.settings.host, chat.settings.port, reuse_address=True)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else chat.settings.port
+    url = f"http://{chat.settings.host}:{port}/"
+    log.info("web chat listening url=%s agent=%s", url, chat.agent)
+    ctx.publish(f"gateway.{GATEWAY_ID}.listening", Notice("listening", {"url": url, "port": port}))
+    watcher = asyncio.get_running_loop().create_task(chat.watch_channels())
+    ctx.ready()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        watcher.cancel()
+        for client in list(chat.clients):
+            with contextlib.suppress(Exception):
+                await client.ws.close(code=1012, message=b"restarting")
+        await runner.cleanup()

@@ -1,0 +1,443 @@
+"""``channel:<agent>:<conversation>``: the process that talks in one conversation.
+
+It is started by the first message addressed to it (see ``supervisor/wake.py``), loads the
+conversation's history and anything still unanswered from ``memory:<agent>``, and answers in
+turns: every message that arrived since the last turn is answered together. It streams replies to
+the gateway that owns the conversation while the model writes them, and hibernates (exits) after
+``channel.idle_timeout`` seconds without messages.
+
+Exactly-once: the gateway persists each inbound message (``pending``) before sending it here. A
+reply is stored together with the ``answered`` state of the messages it answers, in one memory
+transaction (``TranscriptAppend.answers``). A channel killed mid-turn is restarted, finds the
+messages still ``pending``, and answers them; one whose reply was already stored is not pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+import msgspec
+
+from spacebot.agent import context, identity
+from spacebot.ipc.messages import (
+    ChannelList,
+    Envelope,
+    Err,
+    ErrorCode,
+    Inbound,
+    Notice,
+    Ok,
+    OutAbort,
+    Outbound,
+    OutDelta,
+    OutError,
+    OutMessage,
+    OutReaction,
+    OutTyping,
+    TranscriptAppend,
+    TranscriptMarkReply,
+    TranscriptPage,
+    TranscriptReact,
+    TranscriptUnanswered,
+)
+from spacebot.ipc.replies import BusError, Reply
+from spacebot.llm.partial import StreamedField
+from spacebot.llm.types import (
+    AssistantMessage,
+    Fallback,
+    Message,
+    Request,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallDone,
+    ToolMessage,
+    UsageEvent,
+)
+from spacebot.memory.types import Channel as ChannelInfo
+from spacebot.memory.types import Message as StoredMessage
+from spacebot.memory.types import ReplyState
+from spacebot.supervisor.child import ChildContext
+from spacebot.tools.conversation import CONVERSATION_TOOLS
+from spacebot.tools.schema import ToolArgumentError, check
+
+log = logging.getLogger("spacebot.channel")
+
+GATEWAYS = {"web": "gateway:webchat"}
+"""Platform → bus id of the gateway that owns its conversations."""
+
+NO_MODEL = (
+    "No language model is configured, so I cannot answer yet. The operator can set ANTHROPIC_API_KEY, "
+    "or OPENAI_API_KEY, or SPACEBOT_LLM_BASE_URL and SPACEBOT_LLM_MODEL (an OpenAI-compatible server "
+    "such as Ollama or vLLM), or an [llm] section in config.toml, then restart Spacebot."
+)
+
+_TRANSIENT = {ErrorCode.NO_ROUTE, ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED}
+
+
+def gateway_of(conversation: str) -> str:
+    """Bus id of the gateway that owns ``conversation``."""
+    platform = conversation.partition(":")[0]
+    return GATEWAYS.get(platform, f"gateway:{platform}")
+
+
+def display_name(ident: identity.Identity) -> str:
+    """The agent's name as people see it (``Your name is X`` in IDENTITY.md, else the agent id)."""
+    match = re.search(r"[Yy]our name is ([^.\n]{1,40})", ident.identity)
+    return match.group(1).strip() if match else ident.agent
+
+
+class _Stream:
+    """One tool call (or the plain text) being streamed in the current model call."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.call_id = ""
+        self.reply_id = secrets.token_hex(6)
+        self.field = StreamedField("content")
+        self.shown = False
+
+
+class Channel:
+    """The conversation's state and its turn loop."""
+
+    def __init__(self, ctx: ChildContext, agent: str, conversation: str) -> None:
+        self.ctx = ctx
+        self.agent = agent
+        self.conversation = conversation
+        self.platform = conversation.partition(":")[0]
+        self.memory = f"memory:{agent}"
+        self.gateway = gateway_of(conversation)
+        self.settings = ctx.config.channel
+        self.identity = identity.load(ctx.config.home, agent)
+        self.name = display_name(self.identity)
+        self.title = conversation
+        self.history: list[StoredMessage] = []
+        self.pending: dict[int, StoredMessage] = {}
+        self.known: set[int] = set()
+        self.wake = asyncio.Event()
+        self.closing = False
+        self.llm: Any = None
+        self.turns = 0
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def on_message(self, env: Envelope) -> Reply | None:
+        body = env.body
+        if not isinstance(body, Inbound):
+            return Err(ErrorCode.UNSUPPORTED, f"{self.ctx.id} does not handle {type(body).__name__}")
+        if self.closing:
+            return Err(ErrorCode.UNAVAILABLE, f"{self.ctx.id} is hibernating; send again")
+        if body.conversation != self.conversation:
+            return Err(ErrorCode.BAD_REQUEST, f"message for {body.conversation!r} sent to {self.ctx.id}")
+        self.gateway = body.gateway or self.gateway
+        if body.stored_id not in self.known:
+            self._take(
+                StoredMessage(
+                    id=body.stored_id,
+                    channel_id=self.conversation,
+                    platform_message_id=body.message_id,
+                    author_id=body.author_id,
+                    author_name=body.author_name,
+                    role="user",
+                    text=body.text,
+                    attachments=body.attachments,
+                    created_at=body.timestamp,
+                    reply_state=ReplyState.PENDING,
+                    replied_at=None,
+                )
+            )
+        return Ok()
+
+    def _take(self, message: StoredMessage) -> None:
+        self.known.add(message.id)
+        self.history.append(message)
+        self.history.sort(key=lambda m: m.id)
+        if message.reply_state is ReplyState.PENDING:
+            self.pending[message.id] = message
+            self.wake.set()
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Load, then answer until idle for ``idle_timeout`` (hibernate) or stopped."""
+        if self.ctx.config.llm.providers:
+            from spacebot.procs.llm_link import connect_llm
+
+            self.llm = await connect_llm(self.ctx)
+        try:
+            await self._load()
+            while True:
+                if self.pending:
+                    await self._turn()
+                    continue
+                idle = self.settings.idle_timeout
+                try:
+                    async with asyncio.timeout(idle if idle > 0 else None):
+                        await self.wake.wait()
+                except TimeoutError:
+                    if not self.pending:
+                        self._hibernate()
+                        return
+                self.wake.clear()
+        finally:
+            if self.llm is not None:
+                await self.llm.aclose()
+
+    def _hibernate(self) -> None:
+        self.closing = True
+        log.info("hibernating conversation=%s idle_s=%.0f", self.conversation, self.settings.idle_timeout)
+        self.ctx.publish(
+            f"channel.{self.ctx.id}.hibernate",
+            Notice("hibernate", {"idle_timeout": self.settings.idle_timeout}),
+        )
+
+    async def _load(self) -> None:
+        page = await self._mem(TranscriptPage(self.conversation, limit=self.settings.history_messages))
+        for row in msgspec.convert(page, list[StoredMessage]):
+            self.known.add(row.id)
+            self.history.append(row)
+        unanswered = await self._mem(TranscriptUnanswered(self.conversation, limit=500))
+        for row in msgspec.convert(unanswered, list[StoredMessage]):
+            if row.id in self.known:
+                self.pending[row.id] = row
+            else:
+                self._take(row)
+        for row in self.history:
+            if row.reply_state is ReplyState.PENDING:
+                self.pending.setdefault(row.id, row)
+        channels = msgspec.convert(await self._mem(ChannelList(self.platform)), list[ChannelInfo])
+        self.title = next((c.display_name for c in channels if c.id == self.conversation), self.conversation)
+        if self.pending:
+            log.info("resuming conversation=%s unanswered=%d", self.conversation, len(self.pending))
+            self.wake.set()
+
+    async def _mem(self, body: Any, attempts: int = 20) -> Any:
+        """A memory request, retried while the memory process is restarting."""
+        delay = 0.1
+        for attempt in range(attempts):
+            try:
+                return await self.ctx.request(self.memory, body, timeout=10.0)
+            except BusError as exc:
+                if exc.code not in _TRANSIENT or attempt == attempts - 1:
+                    raise
+                log.warning("memory unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def _out(self, body: Outbound) -> None:
+        try:
+            self.ctx.bus.send(self.gateway, body)
+        except BusError as exc:  # oversized: never for our sizes, but never fatal either
+            log.error("cannot send to gateway=%s error=%s", self.gateway, exc)
+
+    # -- one turn ------------------------------------------------------------------------------
+
+    async def _turn(self) -> None:
+        batch = sorted(self.pending)
+        self.turns += 1
+        self.ctx.set_busy(True, f"answering {len(batch)} message(s)")
+        self._out(OutTyping(self.conversation, "thinking"))
+        try:
+            if self.llm is None:
+                await self._notice(batch, "model", NO_MODEL)
+            else:
+                await self._answer(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("turn failed conversation=%s", self.conversation)
+            await self._notice(batch, "model", f"Something went wrong while answering: {_describe(exc)}")
+        finally:
+            self._out(OutTyping(self.conversation, "idle"))
+            self.ctx.set_busy(False, "idle")
+
+    async def _answer(self, batch: list[int]) -> None:
+        system = context.system_prompt(self.identity, platform=self.platform, title=self.title)
+        messages: list[Message] = context.build(system, self.history, set(batch))
+        replies = 0
+        for _ in range(self.settings.max_turns):
+            text, calls, reply_ids = await self._call(messages)
+            if not calls:
+                if text.strip():
+                    await self._deliver(text.strip(), batch, replies, reply_ids.get("", ""))
+                else:
+                    log.info("empty answer conversation=%s; nothing sent", self.conversation)
+                    await self._settle(batch, ReplyState.SKIPPED)
+                return
+            results, done, replies = await self._run_tools(calls, batch, replies, reply_ids)
+            if done:
+                return
+            messages += [AssistantMessage(text, calls), *results]
+        await self._notice(
+            batch,
+            "model",
+            f"I used {self.settings.max_turns} steps without finishing an answer; please ask again.",
+        )
+
+    async def _call(self, messages: list[Message]) -> tuple[str, list[ToolCall], dict[str, str]]:
+        """One streamed model call: returns text, tool calls and the reply id streamed per call id."""
+        request = Request(messages, tools=CONVERSATION_TOOLS, max_tokens=2048)
+        text = _Stream()
+        streams: dict[int, _Stream] = {}
+        parts: list[str] = []
+        calls: list[ToolCall] = []
+        async with asyncio.timeout(self.settings.turn_timeout):
+            async for ev in self.llm.llm.stream(request, process="channel"):
+                self.ctx.progress()
+                if isinstance(ev, TextDelta):
+                    parts.append(ev.text)
+                    if not streams:  # text streams provisionally while no tool is being called
+                        self._show(text, ev.text)
+                elif isinstance(ev, ToolCallDelta):
+                    stream = streams.setdefault(ev.index, _Stream(ev.name))
+                    if text.shown:  # a tool call follows: the text will not be delivered
+                        self._out(OutAbort(self.conversation, text.reply_id, "the model called a tool"))
+                        text = _Stream()
+                    stream.name = ev.name or stream.name
+                    stream.call_id = ev.id or stream.call_id
+                    if stream.name == "reply":
+                        self._show(stream, stream.field.feed(ev.arguments))
+                elif isinstance(ev, ToolCallDone):
+                    calls.append(ev.call)
+                elif isinstance(ev, Fallback):
+                    for s in [text, *streams.values()]:
+                        if s.shown:
+                            self._out(OutAbort(self.conversation, s.reply_id, f"retrying: {ev.error}"))
+                    text, streams, parts, calls = _Stream(), {}, [], []
+                elif isinstance(ev, UsageEvent):
+                    self.ctx.progress()
+        reply_ids = {s.call_id: s.reply_id for s in streams.values() if s.shown}
+        if text.shown:
+            reply_ids[""] = text.reply_id
+        return "".join(parts), calls, reply_ids
+
+    def _show(self, stream: _Stream, chunk: str) -> None:
+        if chunk:
+            stream.shown = True
+            self._out(OutDelta(self.conversation, stream.reply_id, chunk))
+
+    async def _run_tools(
+        self, calls: list[ToolCall], batch: list[int], replies: int, reply_ids: dict[str, str]
+    ) -> tuple[list[Message], bool, int]:
+        """Run the conversation tools in order; returns (results, turn finished, replies sent)."""
+        tools = {t.name: t for t in CONVERSATION_TOOLS}
+        results: list[Message] = []
+        done = False
+        for call in calls:
+            spec = tools.get(call.name)
+            try:
+                if spec is None:
+                    raise ToolArgumentError(f"unknown tool {call.name!r} (tools: {', '.join(tools)})")
+                args = check(spec, call)
+                if call.name == "reply":
+                    await self._deliver(args["content"], batch, replies, reply_ids.get(call.id, ""))
+                    replies += 1
+                    done = True
+                    content = "sent"
+                elif call.name == "react":
+                    content = await self._react(args["emoji"], args.get("message_id", batch[-1]))
+                else:
+                    await self._settle(batch, ReplyState.SKIPPED)
+                    log.info("skipped conversation=%s reason=%r", self.conversation, args.get("reason", ""))
+                    done = True
+                    content = "skipped"
+                results.append(ToolMessage(call.id, content, name=call.name))
+            except ToolArgumentError as exc:
+                results.append(ToolMessage(call.id, str(exc), is_error=True, name=call.name))
+                if reply_ids.get(call.id):
+                    self._out(OutAbort(self.conversation, reply_ids[call.id], "invalid reply"))
+        return results, done, replies
+
+    async def _deliver(self, content: str, batch: list[int], index: int, reply_id: str) -> StoredMessage:
+        """Store a reply (marking ``batch`` answered in the same transaction), then show it."""
+        limit = self.settings.max_reply_chars
+        if len(content) > limit:
+            content = content[:limit] + "\n\n(cut: the reply was longer than the limit)"
+        stored = await self._mem(
+            TranscriptAppend(
+                self.conversation,
+                content,
+                author_id=f"agent:{self.agent}",
+                author_name=self.name,
+                role="assistant",
+                platform_message_id=f"reply:{batch[0]}:{index}",
+                answers=batch,
+            )
+        )
+        message = msgspec.convert(stored, StoredMessage)
+        self._settled(batch, ReplyState.ANSWERED)
+        if message.id not in self.known:
+            self._take(message)
+        self._out(OutMessage(self.conversation, message, reply_id))
+        return message
+
+    async def _react(self, emoji: str, message_id: int) -> str:
+        if message_id not in self.known:
+            raise ToolArgumentError(f"react: no message [#{message_id}] in this conversation")
+        stored = msgspec.convert(await self._mem(TranscriptReact(message_id, emoji)), StoredMessage)
+        self.history = [stored if m.id == message_id else m for m in self.history]
+        self._out(OutReaction(self.conversation, message_id, emoji))
+        return f"reacted {emoji} to [#{message_id}]"
+
+    async def _settle(self, batch: list[int], state: ReplyState) -> None:
+        """Mark ``batch`` answered/skipped without sending anything."""
+        for mid in batch:
+            if mid in self.pending:
+                await self._mem(TranscriptMarkReply(mid, state))
+        self._settled(batch, state)
+
+    def _settled(self, batch: list[int], state: ReplyState) -> None:
+        for mid in batch:
+            msg = self.pending.pop(mid, None)
+            if msg is not None:
+                self.history = [
+                    msgspec.structs.replace(m, reply_state=state) if m.id == mid else m for m in self.history
+                ]
+
+    async def _notice(self, batch: list[int], code: str, text: str) -> None:
+        """Tell the conversation something went wrong; the messages stay in the history, skipped."""
+        self._out(OutError(self.conversation, code, text, batch[-1] if batch else None))
+        with contextlib.suppress(BusError):
+            stored = await self._mem(
+                TranscriptAppend(
+                    self.conversation,
+                    text,
+                    author_id=f"agent:{self.agent}",
+                    author_name=self.name,
+                    role="system",
+                    platform_message_id=f"notice:{batch[0]}:{int(time.time())}" if batch else None,
+                    answers=batch,
+                    answers_state=ReplyState.SKIPPED,
+                ),
+                attempts=3,
+            )
+            message = msgspec.convert(stored, StoredMessage)
+            self._take(message)
+            self._out(OutMessage(self.conversation, message))
+        self._settled(batch, ReplyState.SKIPPED)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "the model did not answer in time"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "…"
+
+
+async def serve(ctx: ChildContext, agent: str, conversation: str) -> None:
+    """Entry point of ``channel:<agent>:<conversation>``."""
+    channel = Channel(ctx, agent, conversation)
+    ctx.on_message(channel.on_message)
+    ctx.ready()  # only now: the messages that woke us are released the moment we are ready
+    await channel.run()
+
+
+serve.manual_ready = True  # type: ignore[attr-defined]

@@ -1,0 +1,21 @@
+"""``gateway:<adapter>``: one messaging platform on one side, the bus on the other."""
+
+from __future__ import annotations
+
+from spacebot.supervisor.child import ChildContext
+
+ADAPTERS = {"webchat": "spacebot.messaging.webchat:run"}
+"""Adapter name → ``module:function`` taking the child context."""
+
+
+async def serve(ctx: ChildContext, adapter: str) -> None:
+    """Entry point: run the named adapter until stopped."""
+    from spacebot.supervisor.child import resolve
+
+    target = ADAPTERS.get(adapter)
+    if target is None:
+        raise ValueError(f"unknown gateway adapter {adapter!r} (known: {', '.join(ADAPTERS)})")
+    await resolve(target)(ctx)
+
+
+serve.manual_ready = True  # type: ignore[attr-defined]  # ready once the adapter is listening

@@ -1,0 +1,100 @@
+"""Conversation processes start on their first message and may hibernate when idle.
+
+Nobody spawns a ``channel:<agent>:<conversation>`` process explicitly: a message addressed to
+one that is not connected makes the broker ask :meth:`Waker.unroutable`, which starts it through
+the zygote while the broker holds every message for it; the held messages are delivered, in
+order, the moment the process says ``Ready``. A channel that hibernated (exited after its idle
+timeout), crashed, or was killed is started again the same way and reloads its history.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from spacebot.ipc.messages import Err, ErrorCode, Kind, Ok, ProcState, SpawnSpec
+from spacebot.ipc.replies import Reply
+
+if TYPE_CHECKING:
+    from spacebot.supervisor.arbiter import Supervisor
+
+log = logging.getLogger("spacebot.supervisor")
+
+CHANNEL_TARGET = "spacebot.procs.channel:serve"
+"""Entry point of conversation processes."""
+
+
+def channel_id(agent: str, conversation: str) -> str:
+    """Bus id of the process of ``conversation`` for ``agent``."""
+    return f"channel:{agent}:{conversation}"
+
+
+def channel_spec(ident: str, agents: list[str]) -> SpawnSpec | None:
+    """The spawn spec for bus id ``ident`` if it names a conversation of a configured agent."""
+    kind, _, rest = ident.partition(":")
+    agent, _, conversation = rest.partition(":")
+    if kind != Kind.CHANNEL.value or agent not in agents or ":" not in conversation:
+        return None
+    platform, _, local = conversation.partition(":")
+    if not platform or not local:
+        return None
+    return SpawnSpec(
+        kind=Kind.CHANNEL,
+        target=CHANNEL_TARGET,
+        id=ident,
+        args={"agent": agent, "conversation": conversation},
+        task=f"conversation {conversation}",
+    )
+
+
+class Waker:
+    """Starts conversation processes on demand for the broker."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        self.waking: set[str] = set()
+
+    def unroutable(self, dst: str) -> bool:
+        """Broker hook: True when ``dst`` is a conversation we are (now) starting."""
+        if self.sup.shutting_down:
+            return False
+        spec = channel_spec(dst, self.sup.config.agents)
+        if spec is None:
+            return False
+        if dst not in self.waking:
+            self.waking.add(dst)
+            self.sup.spawn_task(self._wake(spec), f"wake:{dst}")
+        return True
+
+    async def _wake(self, spec: SpawnSpec) -> None:
+        try:
+            result = await self._start(spec)
+        finally:
+            self.waking.discard(spec.id)
+        broker = self.sup.broker
+        if broker is None:
+            return
+        if isinstance(result, Err):
+            n = broker.reject_held(spec.id, result.code, result.message)
+            log.error("wake failed id=%s held=%d error=%s", spec.id, n, result.message)
+        else:
+            broker.release(spec.id)  # normally already released on Ready; this catches the rest
+
+    async def _start(self, spec: SpawnSpec) -> Reply:
+        sup = self.sup
+        timeout = sup.config.policy(Kind.CHANNEL).ready_timeout + 1.0
+        for _ in range(3):
+            rec = sup.table.get(spec.id)
+            if rec is None or rec.state in (ProcState.EXITED, ProcState.FAILED):
+                if rec is not None:
+                    rec.cancel_restart()  # a pending crash restart: start it now instead
+                log.info("waking id=%s", spec.id)
+                return await sup.spawn(spec, parent="supervisor")
+            if rec.state is ProcState.STARTING:
+                state = await sup.wait_ready(rec, timeout)
+                if state in (ProcState.READY, ProcState.BUSY, ProcState.IDLE):
+                    return Ok()
+                return Err(ErrorCode.SPAWN_FAILED, f"{spec.id!r} did not start (state {state.value})")
+            # Alive in the table but not connected: it is on its way out (hibernating, crashing).
+            await sup.wait_exit(rec, sup.config.policy(Kind.CHANNEL).grace + 5.0)
+        return Err(ErrorCode.SPAWN_FAILED, f"{spec.id!r} could not be started")
