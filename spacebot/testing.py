@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -201,3 +202,93 @@ class SupervisorProcess:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
         return code
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def llm_table(openai_url: str) -> str:
+    """An ``[llm]`` section sending every tier to one OpenAI-compatible server (the fake)."""
+    return f"""
+[llm]
+profile = "balanced"
+[llm.providers.fake]
+kind = "openai_compatible"
+base_url = {msgspec.json.encode(openai_url).decode()}
+api_key = "k"
+[llm.profiles.balanced]
+light = "fake/main"
+standard = "fake/main"
+strong = "fake/main"
+[llm.retry]
+attempts_per_model = 1
+base_delay = 0.0
+max_delay = 0.1
+"""
+
+
+class ChatSystem:
+    """A whole Spacebot (supervisor, memory, web chat) answering from a :class:`FakeLLM`.
+
+    ``async with ChatSystem(root, fake) as system: chat = await system.client("Ana")``.
+    ``channel`` overrides ``[channel]`` settings; ``model=False`` starts it with no model.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        fake: Any = None,
+        *,
+        channel: dict[str, object] | None = None,
+        webchat: dict[str, object] | None = None,
+        model: bool = True,
+        **kinds: dict[str, object],
+    ) -> None:
+        self.fake = fake
+        self.port = free_port()
+        web = {"port": self.port, **(webchat or {})}
+        kinds.setdefault("memory", {"ready_timeout": 60.0})
+        text = fast_config(
+            ("main",), 4 * 1024 * 1024, sections={"webchat": web, "channel": channel or {}}, **kinds
+        )
+        if model:
+            text += llm_table(fake.openai_url)
+        self.sup = SupervisorProcess(
+            root,
+            config_text=text,
+            env={"SPACEBOT_LLM_BASE_URL": "", "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""},
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.clients: list[Any] = []
+
+    async def __aenter__(self) -> ChatSystem:
+        await self.sup.start()
+        return self
+
+    async def __aexit__(self, exc_type: object, *_exc: object) -> None:
+        for client in self.clients:
+            await client.close()
+        await self.sup.stop()
+        if exc_type is not None:  # what the processes said, for the test report
+            print(self.sup.log_tail(120))
+
+    async def client(self, name: str, **kw: Any) -> Any:
+        """A connected :class:`~spacebot.messaging.webchat_client.ChatClient`."""
+        from spacebot.messaging.webchat_client import ChatClient
+
+        client = ChatClient(self.url, name=name, **kw)
+        self.clients.append(client)
+        await client.connect()
+        return client
+
+    async def channel_pid(self, conversation: str, agent: str = "main") -> int:
+        """Pid of the conversation's process (0 when it is not running)."""
+        try:
+            return (await self.sup.info(f"channel:{agent}:{conversation}")).pid
+        except KeyError:
+            return 0

@@ -495,7 +495,12 @@ async def run(ctx: ChildContext) -> None:
         await asyncio.Event().wait()
     finally:
         watcher.cancel()
-        for client in list(chat.clients):
+        await site.stop()  # no new connections while the open ones are told to come back later
+
+        async def bye(client: Client) -> None:
             with contextlib.suppress(Exception):
-                await client.ws.close(code=1012, message=b"restarting")
+                async with asyncio.timeout(1.0):
+                    await client.ws.close(code=1012, message=b"restarting")
+
+        await asyncio.gather(*(bye(c) for c in list(chat.clients)))
         await runner.cleanup()

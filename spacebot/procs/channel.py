@@ -24,6 +24,11 @@ from typing import Any
 
 import msgspec
 
+# Imported here, not on first use: the zygote imports this module before forking conversation
+# processes, so the model SDKs are shared (copy-on-write) instead of imported by each process.
+import spacebot.llm.client
+import spacebot.llm.providers.anthropic
+import spacebot.llm.providers.openai  # noqa: F401
 from spacebot.agent import context, identity
 from spacebot.ipc.messages import (
     ChannelList,
@@ -63,6 +68,7 @@ from spacebot.llm.types import (
 from spacebot.memory.types import Channel as ChannelInfo
 from spacebot.memory.types import Message as StoredMessage
 from spacebot.memory.types import ReplyState
+from spacebot.procs.llm_link import connect_llm
 from spacebot.supervisor.child import ChildContext
 from spacebot.tools.conversation import CONVERSATION_TOOLS
 from spacebot.tools.schema import ToolArgumentError, check
@@ -168,8 +174,6 @@ class Channel:
     async def run(self) -> None:
         """Load, then answer until idle for ``idle_timeout`` (hibernate) or stopped."""
         if self.ctx.config.llm.providers:
-            from spacebot.procs.llm_link import connect_llm
-
             self.llm = await connect_llm(self.ctx)
         try:
             await self._load()
