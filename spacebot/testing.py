@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import psutil
 
+from spacebot.config import SupervisorSection
 from spacebot.ipc.control_client import ControlClient
 from spacebot.ipc.messages import Kind, ProcessInfo, Spawned, SpawnSpec, StatusReply, StatusRequest
 from spacebot.paths import Endpoints
@@ -37,6 +38,10 @@ _FAST_BUDGETS: dict[str, object] = {
 }
 
 
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(_toml_value(i) for i in items) + "]"
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -50,6 +55,7 @@ def fast_config(
     max_frame: int = 65536,
     *,
     sections: dict[str, dict[str, object]] | None = None,
+    preload: list[str] | None = None,
     **kinds: dict[str, object],
 ) -> str:
     """A config with short budgets so tests see hangs and restarts quickly.
@@ -66,7 +72,7 @@ log_level = "info"
 max_frame_bytes = {max_frame}
 
 [supervisor]
-preload = ["msgspec", "zmq", "zmq.asyncio", "psutil"]
+preload = {_toml_list(preload or ["msgspec", "zmq", "zmq.asyncio", "psutil"])}
 monitor_interval = 0.1
 shutdown_timeout = 10.0
 """
@@ -254,7 +260,11 @@ class ChatSystem:
         web = {"port": self.port, **(webchat or {})}
         kinds.setdefault("memory", {"ready_timeout": 60.0})
         text = fast_config(
-            ("main",), 4 * 1024 * 1024, sections={"webchat": web, "channel": channel or {}}, **kinds
+            ("main",),
+            4 * 1024 * 1024,
+            sections={"webchat": web, "channel": channel or {}},
+            preload=SupervisorSection().preload,  # the model SDKs, as in production
+            **kinds,
         )
         if model:
             text += llm_table(fake.openai_url)

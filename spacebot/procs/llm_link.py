@@ -50,9 +50,10 @@ async def connect_llm(ctx: ChildContext, config: LLMConfig | None = None) -> Lin
         on_usage=lambda report: ctx.publish(USAGE_TOPIC + ctx.id, report),
         publish_cooldown=lambda notice: ctx.publish(COOLDOWN_TOPIC, notice),
     )
-    stream = await ctx.bus.subscribe(COOLDOWN_TOPIC)
 
     async def listen() -> None:
+        # Subscribing waits for a confirmation round trip; the process does not wait for it to start.
+        stream = await ctx.bus.subscribe(COOLDOWN_TOPIC)
         try:
             async for event in stream:
                 if event.src != ctx.id and isinstance(event.body, CooldownNotice):

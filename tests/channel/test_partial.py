@@ -32,8 +32,8 @@ def test_plain_field_streams_as_it_arrives() -> None:
 def test_escapes_split_across_fragments() -> None:
     field = StreamedField("content")
     out = field.feed('{"content": "a\\')
-    out += field.feed('nb \\u00')
-    out += field.feed('e9 \\ud83d')
+    out += field.feed("nb \\u00")
+    out += field.feed("e9 \\ud83d")
     out += field.feed('\\ude00 \\"q\\""}')
     assert out == 'a\nb é 😀 "q"'
 

@@ -24,7 +24,11 @@ async def _answered(chat, conv: str, n: int = 1, timeout: float = 20.0) -> list[
 
     def nth(frame: dict) -> bool:
         nonlocal count
-        if frame["type"] == "message" and frame["conversation"] == conv and frame["message"]["role"] == "assistant":
+        if (
+            frame["type"] == "message"
+            and frame["conversation"] == conv
+            and frame["message"]["role"] == "assistant"
+        ):
             count += 1
         return count >= n
 
@@ -45,7 +49,9 @@ async def test_message_streams_a_reply_with_a_reaction_and_history_survives(shor
             assert (await ana.open(conv))["messages"] == []
             ack = await ana.send(conv, "thanks for the help")
             assert ack["type"] == "ack" and ack["message"]["author_name"] == "Ana"
-            final = await ana.wait_for(lambda f: f["type"] == "message" and f["message"]["role"] == "assistant")
+            final = await ana.wait_for(
+                lambda f: f["type"] == "message" and f["message"]["role"] == "assistant"
+            )
             deltas = [f for f in ana.frames if f["type"] == "delta"]
             assert deltas and all(d["reply_id"] == final["message"]["reply_id"] for d in deltas)
             assert "".join(d["text"] for d in deltas) == final["message"]["text"]
@@ -70,7 +76,9 @@ async def test_two_people_share_a_conversation(short_tmp: Path) -> None:
         async with ChatSystem(short_tmp, fake) as system:
             ana, bob = await system.client("Ana"), await system.client("Bob")
             conv = await ana.create()
-            await bob.wait_for(lambda f: f["type"] == "conversations" and any(c["id"] == conv for c in f["items"]))
+            await bob.wait_for(
+                lambda f: f["type"] == "conversations" and any(c["id"] == conv for c in f["items"])
+            )
             await ana.open(conv)
             await bob.open(conv)
             await ana.send(conv, "hi from ana")
@@ -79,9 +87,11 @@ async def test_two_people_share_a_conversation(short_tmp: Path) -> None:
             await ana.wait_for(lambda f: f["type"] == "message" and f["message"]["text"] == "hi from bob")
             for chat in (ana, bob):  # both see the answer that came after Bob's message
                 await chat.wait_for(
-                    lambda f: f["type"] == "message"
-                    and f["message"]["role"] == "assistant"
-                    and f["message"]["id"] > last
+                    lambda f: (
+                        f["type"] == "message"
+                        and f["message"]["role"] == "assistant"
+                        and f["message"]["id"] > last
+                    )
                 )
             history = await ana.open(conv)
             people = [m["author_name"] for m in history["messages"] if m["role"] == "user"]
@@ -183,10 +193,12 @@ async def test_twenty_conversations_three_clients_each(short_tmp: Path) -> None:
             for i, chat in enumerate(clients):
                 conv = convs[i % 20]
                 await chat.wait_for(
-                    lambda f, q=f"question {i}", c=conv: f["type"] == "message"
-                    and f["conversation"] == c
-                    and f["message"]["role"] == "assistant"
-                    and q in f["message"]["text"],
+                    lambda f, q=f"question {i}", c=conv: (
+                        f["type"] == "message"
+                        and f["conversation"] == c
+                        and f["message"]["role"] == "assistant"
+                        and q in f["message"]["text"]
+                    ),
                     timeout=60,
                 )
             # Every question answered exactly once in the stored transcripts.
@@ -211,7 +223,9 @@ async def test_channel_killed_mid_reply_answers_exactly_once(short_tmp: Path) ->
             pid = await system.channel_pid(conv)
             assert pid
             os.kill(pid, signal.SIGKILL)
-            aborted = await ana.wait_for(lambda f: f["type"] == "abort" and f["reply_id"] == first["reply_id"])
+            aborted = await ana.wait_for(
+                lambda f: f["type"] == "abort" and f["reply_id"] == first["reply_id"]
+            )
             assert aborted["reason"] == "restarting"
             replies = await _answered(ana, conv, 1, timeout=30)
             assert await system.channel_pid(conv) not in (0, pid)

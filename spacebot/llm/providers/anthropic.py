@@ -10,7 +10,14 @@ import anthropic
 
 from spacebot.llm.config import Timeouts
 from spacebot.llm.errors import LLMError
-from spacebot.llm.providers.base import next_within, sdk_timeout, stream_cut, translate
+from spacebot.llm.providers.base import (
+    http_client,
+    next_within,
+    preimport,
+    sdk_timeout,
+    stream_cut,
+    translate,
+)
 from spacebot.llm.toolcall import ToolCallAssembler
 from spacebot.llm.types import (
     AssistantMessage,
@@ -83,13 +90,26 @@ def to_anthropic(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
     return "\n\n".join(system), out
 
 
+preimport(
+    "anthropic.resources.messages",
+    "anthropic.lib.streaming",
+    "opentelemetry.propagate",
+    "opentelemetry.baggage.propagation",
+    "opentelemetry.trace.propagation.tracecontext",
+)
+
+
 class AnthropicProvider:
     """Streams Messages API calls through ``anthropic.AsyncAnthropic``."""
 
     def __init__(self, name: str, api_key: str, base_url: str | None, timeouts: Timeouts) -> None:
         self.name = name
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key or "none", base_url=base_url, max_retries=0, timeout=sdk_timeout(timeouts)
+            api_key=api_key or "none",
+            base_url=base_url,
+            max_retries=0,
+            timeout=sdk_timeout(timeouts),
+            http_client=http_client(timeouts, anthropic.DefaultAsyncHttpxClient),
         )
 
     async def close(self) -> None:

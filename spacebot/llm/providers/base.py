@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -35,6 +38,58 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Release the HTTP client."""
         ...
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The system's trust store (certifi's bundle where the system has none)."""
+    context = ssl.create_default_context()
+    if not context.cert_store_stats().get("x509_ca"):
+        try:
+            import certifi
+
+            context.load_verify_locations(certifi.where())
+        except ImportError:
+            pass
+    return context
+
+
+TLS_CONTEXT = _tls_context()
+"""One TLS context for every SDK client of the process. Built at import, i.e. in the zygote before it
+forks: loading the CA store once there saves each process ~30 ms and a few MB of its own memory."""
+
+
+def preimport(*names: str) -> None:
+    """Import modules an SDK would import lazily on its first request.
+
+    Provider modules are imported by the zygote; whatever they import is shared by every process
+    it forks. A module imported on first use instead is loaded (and kept) by each process on its
+    own — measured: 27 such modules cost a conversation process ~14 MB of private memory.
+    Names that do not exist in the installed SDK version are skipped.
+    """
+    for name in names:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+# Building one client imports the SDKs' HTTP transport stack (also only once, in the zygote).
+httpx2.AsyncClient(verify=TLS_CONTEXT)
+preimport(
+    "anyio._backends._asyncio",
+    "anyio._core._sockets",
+    "anyio._core._streams",
+    "anyio.abc._eventloop",
+    "anyio.abc._sockets",
+    "anyio.abc._subprocesses",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "concurrent.futures.thread",
+    "queue",
+)
+
+
+def http_client(t: Timeouts, factory: Any) -> Any:
+    """An SDK's default async HTTP client sharing :data:`TLS_CONTEXT`."""
+    return factory(verify=TLS_CONTEXT, timeout=sdk_timeout(t))
 
 
 def sdk_timeout(t: Timeouts) -> httpx2.Timeout:

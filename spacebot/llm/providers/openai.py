@@ -11,7 +11,14 @@ import openai
 
 from spacebot.llm.config import Timeouts
 from spacebot.llm.errors import LLMError
-from spacebot.llm.providers.base import next_within, sdk_timeout, stream_cut, translate
+from spacebot.llm.providers.base import (
+    http_client,
+    next_within,
+    preimport,
+    sdk_timeout,
+    stream_cut,
+    translate,
+)
 from spacebot.llm.toolcall import ToolCallAssembler
 from spacebot.llm.types import (
     AssistantMessage,
@@ -67,13 +74,25 @@ def to_openai(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+preimport(
+    "openai.resources.chat.completions",
+    "openai.lib.streaming.chat",
+    "openai.pagination",
+    "openai.types.chat.completions",
+)
+
+
 class OpenAIProvider:
     """Streams Chat Completions calls through ``openai.AsyncOpenAI``."""
 
     def __init__(self, name: str, api_key: str, base_url: str | None, timeouts: Timeouts) -> None:
         self.name = name
         self.client = openai.AsyncOpenAI(
-            api_key=api_key or "none", base_url=base_url, max_retries=0, timeout=sdk_timeout(timeouts)
+            api_key=api_key or "none",
+            base_url=base_url,
+            max_retries=0,
+            timeout=sdk_timeout(timeouts),
+            http_client=http_client(timeouts, openai.DefaultAsyncHttpxClient),
         )
 
     async def close(self) -> None:
