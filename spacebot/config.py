@@ -116,6 +116,48 @@ class ChannelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Longest one model call may take before the person sees an error."""
     max_reply_chars: int = 8000
     """Longest reply delivered; longer ones are cut with a note."""
+    max_branches: int = 3
+    """Branches one conversation may run at once."""
+    max_workers: int = 5
+    """Workers one conversation may run at once."""
+    retrigger_window: float = 0.5
+    """Seconds to gather finished branches/workers into one turn."""
+    retrigger_cap: int = 3
+    """Turns started by finished work per message from a person (stops cascades)."""
+    coalesce_debounce: float = 1.5
+    """In group conversations, a burst of messages closer than this (seconds) is answered as one turn."""
+    coalesce_max_wait: float = 5.0
+    """Longest a burst is waited for before answering."""
+    coalesce_min_messages: int = 2
+    """Messages that make a burst (a lone message is answered at once)."""
+    context_window: int = 0
+    """Tokens of context the compactor manages; 0 = the model's ``context_window`` from ``[llm.models]``
+    (128000 when unknown)."""
+
+
+class DelegateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Branches and workers."""
+
+    branch_max_turns: int = 8
+    """Model calls a branch may make before it must conclude."""
+    branch_timeout: float = 120.0
+    """Seconds a branch may think before it returns "could not conclude"."""
+    worker_max_turns: int = 40
+    """Model calls a worker may make."""
+    worker_timeout: float = 1800.0
+    """Seconds a worker may run (then: ``timed_out`` with what it had)."""
+    shell_timeout: float = 60.0
+    """Default seconds for one shell/exec command."""
+    output_bytes: int = 64_000
+    """Output kept per stream of a command; more kills it."""
+    cpu_seconds: int = 600
+    """RLIMIT_CPU of a command."""
+    address_space_mb: int = 4096
+    """RLIMIT_AS of a command, MiB."""
+    open_files: int = 256
+    """RLIMIT_NOFILE of a command."""
+    processes: int = 512
+    """RLIMIT_NPROC of a command."""
 
 
 class WebchatSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -158,6 +200,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Conversation processes."""
     webchat: WebchatSection = WebchatSection()
     """The web chat gateway."""
+    delegates: DelegateSection = DelegateSection()
+    """Branches and workers: turn caps, time limits, command limits."""
     source: str = ""
     """The file this was loaded from (empty when none); set by the loader."""
 

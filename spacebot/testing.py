@@ -302,3 +302,10 @@ class ChatSystem:
             return (await self.sup.info(f"channel:{agent}:{conversation}")).pid
         except KeyError:
             return 0
+
+
+async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
+    """Poll a cheap in-process condition (something a fake records) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls state owned by another task, no event to wait on
+            await asyncio.sleep(interval)

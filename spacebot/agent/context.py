@@ -58,7 +58,9 @@ def transcript(history: Iterable[StoredMessage], new_ids: set[int]) -> list[Mess
             flush()
             out.append(AssistantMessage(m.text))
         elif m.role == "system":
-            lines.append(f"(notice) {m.text}")
+            mark = " (new)" if m.id in new_ids else ""
+            who = "notice" if m.author_id.startswith("agent:") else m.author_name
+            lines.append(f"[{who}]{mark} {m.text}")
         else:
             lines.append(render(m, new=m.id in new_ids))
     flush()

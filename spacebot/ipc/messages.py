@@ -218,7 +218,7 @@ class Stop(msgspec.Struct, frozen=True, tag="stop"):
 
 
 ToSupervisor = Ready | Heartbeat | SpawnSpec | SyncEvents | Ping
-"""Messages a child sends to the supervisor."""
+"""Messages a child sends to the supervisor (and ``KillRequest`` for a process it started)."""
 
 ToChild = Stop | Ping | Echo
 """Messages the supervisor or other processes send to a child."""
@@ -862,5 +862,54 @@ Outbound = OutTyping | OutDelta | OutAbort | OutMessage | OutReaction | OutError
 """What a channel sends to the gateway that owns its conversation (one-way messages)."""
 
 
-Body = ToSupervisor | ToChild | ToMemory | Inbound | Outbound | Ok | Err | Spawned
+# --------------------------------------------------------------------------------------------
+# Delegation: channel ⇄ branch / worker
+# --------------------------------------------------------------------------------------------
+
+
+class DelegateResult(msgspec.Struct, frozen=True, tag="delegate_result"):
+    """A branch's conclusion or a worker's result, sent to the channel that started it (request)."""
+
+    id: str
+    """Bus id of the branch or worker."""
+    outcome: str
+    """``success``, ``partial``, ``cancelled``, ``timed_out`` or ``failed``."""
+    text: str
+    """The conclusion / result / failure description, for the channel's model."""
+    data: dict[str, Any] = {}
+    """Structured extras (a compaction's summary and memory count, files written...)."""
+
+
+class DelegateStatus(msgspec.Struct, frozen=True, tag="delegate_status"):
+    """A worker's progress line, or that it waits for input (one-way, to its channel)."""
+
+    id: str
+    """Bus id of the worker."""
+    text: str
+    """The status line."""
+    kind: str = "progress"
+    """``progress``, ``outcome`` (what it has achieved so far) or ``waiting`` (needs input via ``route``)."""
+
+
+class DelegateInput(msgspec.Struct, frozen=True, tag="delegate_input"):
+    """Follow-up input for an interactive worker (the channel's ``route`` tool); replies ``Ok``."""
+
+    text: str
+    """What the person (through the channel) says to the worker."""
+
+
+Body = (
+    ToSupervisor
+    | KillRequest
+    | ToChild
+    | ToMemory
+    | Inbound
+    | Outbound
+    | DelegateResult
+    | DelegateStatus
+    | DelegateInput
+    | Ok
+    | Err
+    | Spawned
+)
 """Everything an :class:`Envelope` may carry (resolved lazily by :class:`Envelope`'s decoder)."""

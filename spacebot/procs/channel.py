@@ -32,6 +32,8 @@ import spacebot.llm.providers.openai  # noqa: F401
 from spacebot.agent import context, identity
 from spacebot.ipc.messages import (
     ChannelList,
+    DelegateResult,
+    DelegateStatus,
     Envelope,
     Err,
     ErrorCode,
@@ -68,9 +70,11 @@ from spacebot.llm.types import (
 from spacebot.memory.types import Channel as ChannelInfo
 from spacebot.memory.types import Message as StoredMessage
 from spacebot.memory.types import ReplyState
+from spacebot.procs.channel_work import ChannelWork
+from spacebot.procs.compactor import Compactor
 from spacebot.procs.llm_link import connect_llm
 from spacebot.supervisor.child import ChildContext
-from spacebot.tools.conversation import CONVERSATION_TOOLS
+from spacebot.tools.conversation import CONVERSATION_TOOLS, DELEGATION_TOOLS
 from spacebot.tools.schema import ToolArgumentError, check
 
 log = logging.getLogger("spacebot.channel")
@@ -131,11 +135,28 @@ class Channel:
         self.closing = False
         self.llm: Any = None
         self.turns = 0
+        self.work = ChannelWork(self)
+        self.compactor = Compactor(self)
+        self.retriggers = 0
+        self.hold_until = 0.0
+        self.burst_start = 0.0
+        self.last_inbound = 0.0
+        self.fresh: set[int] = set()
+        self.burst_held = False
 
     # -- intake --------------------------------------------------------------------------------
 
     def on_message(self, env: Envelope) -> Reply | None:
         body = env.body
+        if isinstance(body, DelegateResult):
+            if self.compactor.owns(body):
+                self.compactor.on_result(body)
+            else:
+                self.work.on_result(body)
+            return Ok()
+        if isinstance(body, DelegateStatus):
+            self.work.on_status(body)
+            return None
         if not isinstance(body, Inbound):
             return Err(ErrorCode.UNSUPPORTED, f"{self.ctx.id} does not handle {type(body).__name__}")
         if self.closing:
@@ -144,6 +165,7 @@ class Channel:
             return Err(ErrorCode.BAD_REQUEST, f"message for {body.conversation!r} sent to {self.ctx.id}")
         self.gateway = body.gateway or self.gateway
         if body.stored_id not in self.known:
+            self._coalesce(body)
             self._take(
                 StoredMessage(
                     id=body.stored_id,
@@ -164,10 +186,33 @@ class Channel:
     def _take(self, message: StoredMessage) -> None:
         self.known.add(message.id)
         self.history.append(message)
-        self.history.sort(key=lambda m: m.id)
+        self.history.sort(key=lambda m: (m.created_at, m.id))
         if message.reply_state is ReplyState.PENDING:
             self.pending[message.id] = message
             self.wake.set()
+
+    def add_event(self, event: StoredMessage) -> None:
+        """A result or status of a branch/worker, shown to the model like a line of the transcript."""
+        self.history.append(event)
+
+    def _coalesce(self, inbound: Inbound) -> None:
+        """In a group conversation, a burst of messages is answered in one turn (see ``[channel]``).
+
+        A conversation counts as a group when it is not a DM and more than one person spoke in the
+        recent history; ``/commands`` are never held back.
+        """
+        now = time.monotonic()
+        s = self.settings
+        recent = {m.author_id for m in self.history[-20:] if m.role == "user"} | {inbound.author_id}
+        group = not inbound.direct and len(recent) >= 2 and not inbound.text.startswith("/")
+        if group and s.coalesce_debounce > 0:
+            if not self.pending or not self.burst_start:
+                self.burst_start = now
+            self.hold_until = min(self.burst_start + s.coalesce_max_wait, now + s.coalesce_debounce)
+        else:
+            self.hold_until = 0.0
+            self.burst_start = 0.0
+        self.last_inbound = now
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -177,22 +222,44 @@ class Channel:
             self.llm = await connect_llm(self.ctx)
         try:
             await self._load()
-            while True:
-                if self.pending:
-                    await self._turn()
-                    continue
-                idle = self.settings.idle_timeout
-                try:
-                    async with asyncio.timeout(idle if idle > 0 else None):
-                        await self.wake.wait()
-                except TimeoutError:
-                    if not self.pending:
-                        self._hibernate()
-                        return
-                self.wake.clear()
+            watcher = asyncio.get_running_loop().create_task(self.work.watch(), name="delegate-events")
+            try:
+                await self._serve()
+            finally:
+                watcher.cancel()
         finally:
             if self.llm is not None:
                 await self.llm.aclose()
+
+    def _due(self) -> float | None:
+        """When the next turn should start (monotonic time), or ``None`` when nothing waits."""
+        if self.pending:
+            return self.hold_until  # 0.0 = now; a group burst is held until it goes quiet
+        if self.work.unseen and self.retriggers < self.settings.retrigger_cap:
+            return self.work.due
+        return None
+
+    async def _serve(self) -> None:
+        while True:
+            due = self._due()
+            now = time.monotonic()
+            if due is not None and due <= now:
+                await self._turn()
+                continue
+            if due is not None:
+                timeout: float | None = due - now
+            else:
+                idle = self.settings.idle_timeout
+                busy = bool(self.work.delegates.running) or self.compactor.running
+                timeout = idle if idle > 0 and not busy else None
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+                self.wake.clear()
+            except TimeoutError:
+                if due is None and not self.pending and not self.work.delegates.running:
+                    self._hibernate()
+                    return
 
     def _hibernate(self) -> None:
         self.closing = True
@@ -236,6 +303,31 @@ class Channel:
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
 
+    async def mem(self, body: Any) -> Any:
+        """A memory request (retried while the memory process restarts)."""
+        return await self._mem(body)
+
+    def out(self, body: Outbound) -> None:
+        """Send something to the conversation's gateway."""
+        self._out(body)
+
+    async def post(self, text: str, attachments: list[dict[str, Any]] | None = None) -> StoredMessage:
+        """Store and show an agent message that answers nothing in particular (a shared file...)."""
+        stored = await self._mem(
+            TranscriptAppend(
+                self.conversation,
+                text,
+                author_id=f"agent:{self.agent}",
+                author_name=self.name,
+                role="assistant",
+                attachments=attachments,
+            )
+        )
+        message = msgspec.convert(stored, StoredMessage)
+        self._take(message)
+        self._out(OutMessage(self.conversation, message))
+        return message
+
     def _out(self, body: Outbound) -> None:
         try:
             self.ctx.bus.send(self.gateway, body)
@@ -246,6 +338,20 @@ class Channel:
 
     async def _turn(self) -> None:
         batch = sorted(self.pending)
+        self.burst_held = bool(self.hold_until)
+        self.hold_until = self.burst_start = 0.0
+        if batch:
+            self.retriggers = 0
+        else:
+            self.retriggers += 1  # started by finished work, not by a person
+        self.fresh = set(batch) | set(self.work.take_unseen())
+        if self.burst_held and len(batch) >= self.settings.coalesce_min_messages:
+            people = len({self.pending[m].author_id for m in batch})
+            self.ctx.publish(
+                f"channel.{self.ctx.id}.coalesced",
+                Notice("coalesced", {"messages": len(batch), "people": people}),
+            )
+        self.burst_held = False
         self.turns += 1
         self.ctx.set_busy(True, f"answering {len(batch)} message(s)")
         self._out(OutTyping(self.conversation, "thinking"))
@@ -260,19 +366,30 @@ class Channel:
             log.exception("turn failed conversation=%s", self.conversation)
             await self._notice(batch, "model", f"Something went wrong while answering: {_describe(exc)}")
         finally:
-            self._out(OutTyping(self.conversation, "idle"))
-            self.ctx.set_busy(False, "idle")
+            running = self.work.delegates.running
+            self._out(OutTyping(self.conversation, "working" if running else "idle", _working(running)))
+            self.ctx.set_busy(bool(running), "idle" if not running else f"{len(running)} delegate(s) running")
+            self.compactor.check()
+
+    def system_prompt(self) -> str:
+        """Identity, how to talk here, and the live status block of running work."""
+        base = context.system_prompt(self.identity, platform=self.platform, title=self.title)
+        block = self.work.delegates.block()
+        return f"{base}\n{block}" if block else base
+
+    def transcript_text(self, limit: int = 40) -> str:
+        """The recent transcript as plain lines (what a branch is given)."""
+        return "\n".join(f"{m.author_name}: {m.text}" for m in self.history[-limit:])
 
     async def _answer(self, batch: list[int]) -> None:
-        system = context.system_prompt(self.identity, platform=self.platform, title=self.title)
-        messages: list[Message] = context.build(system, self.history, set(batch))
+        messages: list[Message] = context.build(self.system_prompt(), self.history, self.fresh)
         replies = 0
         for _ in range(self.settings.max_turns):
             text, calls, reply_ids = await self._call(messages)
             if not calls:
                 if text.strip():
                     await self._deliver(text.strip(), batch, replies, reply_ids.get("", ""))
-                else:
+                elif batch:
                     log.info("empty answer conversation=%s; nothing sent", self.conversation)
                     await self._settle(batch, ReplyState.SKIPPED)
                 return
@@ -288,7 +405,7 @@ class Channel:
 
     async def _call(self, messages: list[Message]) -> tuple[str, list[ToolCall], dict[str, str]]:
         """One streamed model call: returns text, tool calls and the reply id streamed per call id."""
-        request = Request(messages, tools=CONVERSATION_TOOLS, max_tokens=2048)
+        request = Request(messages, tools=CONVERSATION_TOOLS + DELEGATION_TOOLS, max_tokens=2048)
         text = _Stream()
         streams: dict[int, _Stream] = {}
         parts: list[str] = []
@@ -318,6 +435,7 @@ class Channel:
                     text, streams, parts, calls = _Stream(), {}, [], []
                 elif isinstance(ev, UsageEvent):
                     self.ctx.progress()
+                    self.compactor.observe(ev.usage, messages)
         reply_ids = {s.call_id: s.reply_id for s in streams.values() if s.shown}
         if text.shown:
             reply_ids[""] = text.reply_id
@@ -332,7 +450,7 @@ class Channel:
         self, calls: list[ToolCall], batch: list[int], replies: int, reply_ids: dict[str, str]
     ) -> tuple[list[Message], bool, int]:
         """Run the conversation tools in order; returns (results, turn finished, replies sent)."""
-        tools = {t.name: t for t in CONVERSATION_TOOLS}
+        tools = {t.name: t for t in CONVERSATION_TOOLS + DELEGATION_TOOLS}
         results: list[Message] = []
         done = False
         for call in calls:
@@ -347,7 +465,13 @@ class Channel:
                     done = True
                     content = "sent"
                 elif call.name == "react":
-                    content = await self._react(args["emoji"], args.get("message_id", batch[-1]))
+                    if not batch and "message_id" not in args:
+                        raise ToolArgumentError("react: give message_id (no new message to react to)")
+                    content = await self._react(
+                        args["emoji"], args.get("message_id", batch[-1] if batch else 0)
+                    )
+                elif call.name != "skip":
+                    content = await self.work.call(call.name, args)
                 else:
                     await self._settle(batch, ReplyState.SKIPPED)
                     log.info("skipped conversation=%s reason=%r", self.conversation, args.get("reason", ""))
@@ -372,7 +496,7 @@ class Channel:
                 author_id=f"agent:{self.agent}",
                 author_name=self.name,
                 role="assistant",
-                platform_message_id=f"reply:{batch[0]}:{index}",
+                platform_message_id=f"reply:{batch[0]}:{index}" if batch else None,
                 answers=batch,
             )
         )
@@ -427,6 +551,14 @@ class Channel:
             self._take(message)
             self._out(OutMessage(self.conversation, message))
         self._settled(batch, ReplyState.SKIPPED)
+
+
+def _working(running: dict[str, Any]) -> str:
+    if not running:
+        return ""
+    first = next(iter(running.values()))
+    more = f" (+{len(running) - 1} more)" if len(running) > 1 else ""
+    return f"{first.kind}: {first.task[:60]}{more}"
 
 
 def _describe(exc: BaseException) -> str:

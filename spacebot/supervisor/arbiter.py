@@ -367,6 +367,8 @@ class Supervisor:
                 return None
             case SpawnSpec():
                 return asyncio.ensure_future(self.spawn(body, parent=env.src))
+            case KillRequest():
+                return asyncio.ensure_future(self._kill_descendant(env.src, body))
             case SyncEvents():
                 return self._publish_sync(body)
             case Ping():
@@ -498,6 +500,14 @@ class Supervisor:
         self._publish(f"proc.{rec.kind.value}.{rec.id}.killed", ProcessKilled(report))
         log.info("killed id=%s procs=%d survivors=%d reason=%r", rec.id, len(killed), len(survivors), reason)
         return report
+
+    async def _kill_descendant(self, src: str, req: KillRequest) -> Reply:
+        """A process may kill what it started (a channel cancelling its worker), nothing else."""
+        if not any(r.id == req.id for r in self.table.descendants_of(src)):
+            return Err(
+                ErrorCode.BAD_REQUEST, f"{src!r} may only stop processes it started ({req.id!r} is not one)"
+            )
+        return await self._kill_request(req)
 
     async def _kill_request(self, req: KillRequest) -> Reply:
         rec = self.table.get(req.id)

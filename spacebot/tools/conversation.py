@@ -28,3 +28,64 @@ SKIP = spec(
 
 CONVERSATION_TOOLS = [REPLY, REACT, SKIP]
 """Offered on every turn of a conversation."""
+
+BRANCH = spec(
+    "branch",
+    "Think something through in the background (look things up in memory, other conversations) "
+    "without making people wait; its conclusion comes back to you as a new event.",
+    {"description": {"type": "string", "description": "The question to work out."}},
+    ["description"],
+)
+SPAWN_WORKER = spec(
+    "spawn_worker",
+    "Start a worker for a task that takes real work (run commands, write files); you keep talking "
+    "while it runs and its result comes back to you as a new event.",
+    {
+        "task": {
+            "type": "string",
+            "description": "Everything the worker needs to know; it cannot see this chat.",
+        },
+        "task_type": {"type": "string", "description": "e.g. coding, research, ops (chooses the model)."},
+        "interactive": {
+            "type": "boolean",
+            "description": "It will need follow-up input (send it with route).",
+        },
+    },
+    ["task"],
+)
+ROUTE = spec(
+    "route",
+    "Send follow-up input to an interactive worker that is waiting for it.",
+    {
+        "worker_id": {"type": "string", "description": "Optional when exactly one worker is waiting."},
+        "message": {"type": "string"},
+    },
+    ["message"],
+)
+CANCEL = spec(
+    "cancel",
+    "Stop a branch or worker you started (and everything it runs).",
+    {"process_id": {"type": "string"}, "reason": {"type": "string"}},
+    ["process_id"],
+)
+SEND_MESSAGE = spec(
+    "send_message",
+    "Post a message in another conversation of this agent.",
+    {
+        "target_channel": {"type": "string", "description": "Conversation id, e.g. web:4f2a…"},
+        "text": {"type": "string"},
+    },
+    ["target_channel", "text"],
+)
+SEND_FILE = spec(
+    "send_file",
+    "Share a file from the workspace in this conversation.",
+    {
+        "path": {"type": "string", "description": "Path relative to the workspace."},
+        "caption": {"type": "string"},
+    },
+    ["path"],
+)
+
+DELEGATION_TOOLS = [BRANCH, SPAWN_WORKER, ROUTE, CANCEL, SEND_MESSAGE, SEND_FILE]
+"""Offered on every turn as well: the channel never does the work itself."""

@@ -75,13 +75,16 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True):
     times: int | None = None
     """Maximum uses; None = unlimited."""
     text: str = ""
-    """Text to answer; ``{last_user}`` is replaced by the last user message."""
+    """Text to answer; ``{last_user}`` is replaced by the last user message and ``{user_group}`` by
+    the first group captured by the ``user`` regex (also inside tool call arguments)."""
     tool_calls: list[FakeToolCall] = []
     """Tool calls to make (several = parallel calls)."""
     fault: Fault | None = None
     """Fail instead of answering (``cut``/``hang``/``garbage`` apply after ``after_events``)."""
     stop_reason: str | None = None
     """Override of the stop reason (e.g. ``max_tokens``)."""
+    delay: float = 0.0
+    """Seconds this rule waits before answering (on top of the server's ``ttft``)."""
     used: int = 0
     """Times this rule answered so far (runtime state)."""
 

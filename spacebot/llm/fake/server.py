@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import socket
 from collections.abc import Iterable
 from types import TracebackType
@@ -232,13 +233,17 @@ class FakeLLM:
             return web.json_response(
                 wire.error_body(protocol, fault, conv.model), status=fault.status, headers=hdrs
             )
-        text = rule.text.replace("{last_user}", conv.last_user)
+        group = ""
+        if rule.user is not None:
+            found = re.search(rule.user, conv.last_user)
+            group = (found.group(1) or "") if found is not None and found.groups() else ""
+        text = rule.text.replace("{last_user}", conv.last_user).replace("{user_group}", group)
         prefix = "toolu" if protocol == "anthropic" else "call"
         calls: list[tuple[str, FakeToolCall]] = [
-            (c.id or f"{prefix}_{next(self._ids)}", _fill(c, conv.last_user)) for c in rule.tool_calls
+            (c.id or f"{prefix}_{next(self._ids)}", _fill(c, conv.last_user, group)) for c in rule.tool_calls
         ]
-        if self.ttft:
-            await asyncio.sleep(self.ttft)
+        if self.ttft or rule.delay:
+            await asyncio.sleep(self.ttft + rule.delay)
         if not conv.stream:
             return await self._unstreamed(request, protocol, conv, rule, text, calls)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -301,18 +306,18 @@ class FakeLLM:
         return web.json_response(wire.anthropic_body(conv, text, calls, rule.stop_reason))
 
 
-def _fill(call: FakeToolCall, last_user: str) -> FakeToolCall:
-    """``{last_user}`` in a call's string arguments becomes the last user message."""
+def _fill(call: FakeToolCall, last_user: str, group: str = "") -> FakeToolCall:
+    """``{last_user}`` / ``{user_group}`` in a call's string arguments (see :class:`Rule`)."""
 
     def sub(value: Any) -> Any:
         if isinstance(value, str):
-            return value.replace("{last_user}", last_user)
+            return value.replace("{last_user}", last_user).replace("{user_group}", group)
         if isinstance(value, list):
             return [sub(v) for v in value]
         if isinstance(value, dict):
             return {k: sub(v) for k, v in value.items()}
         return value
 
-    if call.raw_arguments is not None or "{last_user}" not in json.dumps(call.arguments):
+    if call.raw_arguments is not None or "{" not in json.dumps(call.arguments):
         return call
     return msgspec.structs.replace(call, arguments=sub(call.arguments))

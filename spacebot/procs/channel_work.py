@@ -1,0 +1,272 @@
+"""The delegation side of a conversation process: branches and workers it starts, their status lines
+and results, and the tools that manage them (branch, spawn_worker, route, cancel, send_message,
+send_file).
+
+A result arrives as a :class:`DelegateResult` request from the branch or worker; if the process
+dies without sending one (killed, crashed, hung past its budget), its exit event produces a
+``failed`` (or ``timed_out``) outcome instead, so nothing stays "running" forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import mimetypes
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from spacebot.agent.identity import agent_dir
+from spacebot.ipc.messages import (
+    DelegateInput,
+    DelegateResult,
+    DelegateStatus,
+    KillRequest,
+    Kind,
+    Notice,
+    OutMessage,
+    OutTyping,
+    ProcessExited,
+    ProcessHung,
+    SpawnSpec,
+    TranscriptAppend,
+)
+from spacebot.ipc.replies import BusError
+from spacebot.memory.types import Message as StoredMessage
+from spacebot.memory.types import ReplyState
+from spacebot.procs.delegates import Delegate, Delegates
+from spacebot.tools.schema import ToolArgumentError
+from spacebot.tools.workspace import ToolError, Workspace
+
+if TYPE_CHECKING:
+    from spacebot.procs.channel import Channel
+
+log = logging.getLogger("spacebot.channel")
+
+MAX_FILE_BYTES = 256_000
+_event_ids = itertools.count(-1, -1)
+
+
+class ChannelWork:
+    """Branches and workers of one channel."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.ch = channel
+        s = channel.settings
+        self.delegates = Delegates(s.max_branches, s.max_workers)
+        self.unseen: list[int] = []  # ids of result events no turn has seen yet
+        self.due = 0.0  # when gathered results should start a turn
+        self.hung: set[str] = set()
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    async def call(self, name: str, args: dict[str, Any]) -> str:
+        """Run one delegation tool; raises ToolArgumentError with a message for the model."""
+        if name == "branch":
+            return await self._start("branch", args["description"])
+        if name == "spawn_worker":
+            return await self._start(
+                "worker", args["task"], args.get("task_type", ""), bool(args.get("interactive", False))
+            )
+        if name == "route":
+            return await self._route(args.get("worker_id", ""), args["message"])
+        if name == "cancel":
+            return await self._cancel(args["process_id"], args.get("reason", ""))
+        if name == "send_message":
+            return await self._send_message(args["target_channel"], args["text"])
+        return await self._send_file(args["path"], args.get("caption", ""))
+
+    async def _start(self, kind: str, task: str, task_type: str = "", interactive: bool = False) -> str:
+        ch = self.ch
+        task = task.strip()
+        if not task:
+            raise ToolArgumentError(f"{kind}: the task/description is empty")
+        refusal = self.delegates.refuse(kind, task)
+        if refusal:
+            return refusal
+        if kind == "branch":
+            args: dict[str, Any] = {
+                "agent": ch.agent,
+                "report_to": ch.ctx.id,
+                "conversation": ch.conversation,
+                "description": task,
+                "system": ch.system_prompt(),
+                "transcript": ch.transcript_text(),
+            }
+            spec = SpawnSpec(
+                Kind.BRANCH, "spacebot.procs.branch:serve", args=args, task=task[:120], wait_ready=False
+            )
+        else:
+            args = {
+                "agent": ch.agent,
+                "report_to": ch.ctx.id,
+                "task": task,
+                "task_type": task_type,
+                "interactive": interactive,
+            }
+            spec = SpawnSpec(
+                Kind.WORKER, "spacebot.procs.worker:serve", args=args, task=task[:120], wait_ready=False
+            )
+        try:
+            spawned = await ch.ctx.spawn(spec, timeout=30.0)
+        except BusError as exc:
+            return f"could not start the {kind}: {exc.message}"
+        self.delegates.add(Delegate(spawned.id, kind, task, task_type, interactive))
+        ch.ctx.publish(f"channel.{ch.ctx.id}.delegate", Notice("started", {"id": spawned.id, "kind": kind}))
+        ch.out(OutTyping(ch.conversation, "working", task[:80]))
+        return f"started {spawned.id}; its result will come to you when it finishes"
+
+    async def _route(self, worker_id: str, message: str) -> str:
+        if not worker_id:
+            waiting = [d.id for d in self.delegates.running.values() if d.waiting]
+            if len(waiting) != 1:
+                names = ", ".join(waiting) or "none"
+                raise ToolArgumentError(
+                    f"route: give worker_id ({len(waiting)} workers wait for input: {names})"
+                )
+            worker_id = waiting[0]
+        d = self.delegates.running.get(worker_id)
+        if d is None or d.kind != "worker":
+            raise ToolArgumentError(f"route: no running worker {worker_id!r} (see the status block)")
+        if not d.interactive:
+            raise ToolArgumentError(f"route: {worker_id} is not interactive; it takes no input")
+        try:
+            await self.ch.ctx.request(worker_id, DelegateInput(message), timeout=10.0)
+        except BusError as exc:
+            return f"route failed: {exc.message}"
+        d.waiting = False
+        return f"sent to {worker_id}"
+
+    async def _cancel(self, ident: str, reason: str) -> str:
+        d = self.delegates.running.get(ident)
+        if d is None:
+            raise ToolArgumentError(
+                f"cancel: {ident!r} is not a running branch or worker of this conversation"
+            )
+        try:
+            await self.ch.ctx.request("supervisor", KillRequest(ident), timeout=30.0)
+        except BusError as exc:
+            return f"cancel failed: {exc.message}"
+        log.info("cancelled id=%s reason=%r", ident, reason)
+        return f"cancelled {ident}" + (f" ({reason})" if reason else "")
+
+    async def _send_message(self, target: str, text: str) -> str:
+        ch = self.ch
+        if ":" not in target or target == ch.conversation:
+            raise ToolArgumentError(
+                "send_message: target_channel must be another conversation id (platform:id)"
+            )
+        stored = await ch.mem(
+            TranscriptAppend(
+                target, text, author_id=f"agent:{ch.agent}", author_name=ch.name, role="assistant"
+            )
+        )
+        message = msgspec.convert(stored, StoredMessage)
+        from spacebot.procs.channel import gateway_of
+
+        try:
+            ch.ctx.bus.send(gateway_of(target), OutMessage(target, message))
+        except BusError as exc:
+            log.warning("send_message to %s not shown live: %s", target, exc)
+        return f"posted in {target}"
+
+    async def _send_file(self, path: str, caption: str) -> str:
+        ch = self.ch
+        ws = Workspace(agent_dir(ch.ctx.config.home, ch.agent) / "workspace")
+        try:
+            target = ws.resolve(path)
+        except ToolError as exc:
+            raise ToolArgumentError(f"send_file: {exc}") from None
+        if not target.is_file():
+            raise ToolArgumentError(f"send_file: {path!r} is not a file in the workspace")
+        size = target.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ToolArgumentError(f"send_file: {path!r} is {size} bytes; the limit is {MAX_FILE_BYTES}")
+        data = await asyncio.to_thread(target.read_bytes)
+        mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        attachment: dict[str, Any] = {"name": target.name, "size": size, "mime": mime}
+        text = caption or f"📎 {target.name}"
+        try:
+            body = data.decode()
+            if "\0" not in body:
+                attachment["text"] = body
+                text += (
+                    f"\n\n```\n{body[:4000]}\n```"
+                    if len(body) <= 4000
+                    else f"\n\n({size} bytes of text attached)"
+                )
+        except UnicodeDecodeError:
+            text += f" ({size} bytes, {mime})"
+        await ch.post(text, attachments=[attachment])
+        return f"shared {ws.relative(target)}"
+
+    # -- from branches and workers -------------------------------------------------------------
+
+    def on_result(self, result: DelegateResult) -> None:
+        outcome = result.outcome
+        if result.id in self.hung and outcome == "cancelled":
+            outcome = "timed_out"  # it was stopped for going past its budget, not by anyone's choice
+        d = self.delegates.finish(result.id, outcome, result.text)
+        if d is not None:
+            self._event(d)
+
+    def on_status(self, status: DelegateStatus) -> None:
+        d = self.delegates.set_status(status.id, status.text, status.kind)
+        if d is not None and status.kind == "waiting":
+            self._event(d, waiting=status.text)
+
+    def on_proc_event(self, body: object) -> None:
+        """Exit/hung events of our children: an exit without a result is an outcome too."""
+        if isinstance(body, ProcessHung) and body.id in self.delegates.running:
+            self.hung.add(body.id)
+        elif isinstance(body, ProcessExited) and body.id == self.ch.compactor.worker_id:
+            self.ch.compactor.on_exit(body.id)
+        elif isinstance(body, ProcessExited) and body.id in self.delegates.running:
+            outcome = "timed_out" if body.id in self.hung else "failed"
+            if outcome == "timed_out":
+                text = "killed: it went past its time or progress budget"
+            else:
+                text = f"the process ended without a result (exit code {body.exit_code})"
+            d = self.delegates.finish(body.id, outcome, text)
+            if d is not None:
+                self._event(d)
+
+    def _event(self, d: Delegate, waiting: str = "") -> None:
+        ch = self.ch
+        text = f"is waiting for input: {waiting}" if waiting else f"finished ({d.outcome}): {d.result}"
+        event = StoredMessage(
+            id=next(_event_ids),
+            channel_id=ch.conversation,
+            platform_message_id=None,
+            author_id=d.id,
+            author_name=f"{d.kind} {d.id} — {d.task[:60]}",
+            role="system",
+            text=text,
+            attachments=[],
+            created_at=time.time(),
+            reply_state=ReplyState.NONE,
+            replied_at=None,
+        )
+        ch.add_event(event)
+        self.unseen.append(event.id)
+        if not self.due:
+            self.due = time.monotonic() + ch.settings.retrigger_window
+        ch.ctx.publish(
+            f"channel.{ch.ctx.id}.delegate",
+            Notice("finished" if not waiting else "waiting", {"id": d.id, "outcome": d.outcome}),
+        )
+        if not self.delegates.running:
+            ch.out(OutTyping(ch.conversation, "idle"))
+        ch.wake.set()
+
+    def take_unseen(self) -> list[int]:
+        seen, self.unseen, self.due = self.unseen, [], 0.0
+        return seen
+
+    async def watch(self) -> None:
+        """Follow exit and hung events of the processes this channel starts."""
+        events = await self.ch.ctx.events("proc.branch.", "proc.worker.")
+        async for event in events:
+            self.on_proc_event(event.body)

@@ -1,0 +1,141 @@
+"""``worker:<id>``: one task, a focused prompt, task tools; no soul, never talks to people.
+
+Fire-and-forget workers report one result. Interactive workers, after answering, say they wait for
+input (``DelegateStatus(kind="waiting")``) and resume when the channel routes a follow-up to them
+(``DelegateInput``); they finish when the model calls ``finish``. Every way out reports an outcome
+— success, partial, cancelled, timed_out or failed — so a worker is never left "running".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
+from spacebot.agent.identity import agent_dir
+from spacebot.ipc.messages import DelegateInput, DelegateResult, Envelope, Err, ErrorCode, Ok
+from spacebot.ipc.replies import Reply
+from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
+from spacebot.procs.delegate import TurnCapReached, model_loop, report, status
+from spacebot.procs.llm_link import connect_llm
+from spacebot.supervisor.child import ChildContext
+from spacebot.tools.sandbox import Limits
+from spacebot.tools.schema import check, spec
+from spacebot.tools.task_tools import TASK_TOOLS, TaskTools
+
+log = logging.getLogger("spacebot.worker")
+
+WORKER_PROMPT = """\
+You are a worker: you carry out one task and report the result. You work in a private workspace
+directory (your tools' paths are relative to it) and run commands with the shell and exec tools.
+Use set_status to say what you are doing during long steps. When the task is done, answer with the
+result: what you did and what came out, briefly and precisely (people will read it).
+{interactive}
+Task type: {task_type}
+"""
+
+INTERACTIVE = """\
+This task is interactive: after you answer, the person may send follow-up instructions, which
+arrive as new messages. Call `finish` with the final result when the whole task is complete.
+"""
+
+FINISH = spec(
+    "finish",
+    "End the task and report its result (interactive tasks).",
+    {"result": {"type": "string"}, "outcome": {"type": "string", "enum": ["success", "partial", "failed"]}},
+    ["result"],
+)
+
+
+class _Finished(Exception):
+    def __init__(self, result: str, outcome: str) -> None:
+        super().__init__(result)
+        self.result = result
+        self.outcome = outcome
+
+
+async def serve(
+    ctx: ChildContext, agent: str, report_to: str, task: str, task_type: str = "", interactive: bool = False
+) -> None:
+    """Do ``task`` and report its outcome to ``report_to``."""
+    settings = ctx.config.delegates
+    inputs: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_message(env: Envelope) -> Reply:
+        if isinstance(env.body, DelegateInput):
+            if not interactive:
+                return Err(ErrorCode.BAD_REQUEST, f"{ctx.id} is not interactive")
+            inputs.put_nowait(env.body.text)
+            return Ok()
+        return Err(ErrorCode.UNSUPPORTED, f"{ctx.id} does not handle {type(env.body).__name__}")
+
+    ctx.on_message(on_message)
+    ctx.set_busy(True, f"worker: {task[:80]}")
+    workspace = agent_dir(ctx.config.home, agent) / "workspace"
+    limits = Limits(
+        timeout=settings.shell_timeout,
+        output_bytes=settings.output_bytes,
+        cpu_seconds=settings.cpu_seconds,
+        address_space_mb=settings.address_space_mb,
+        open_files=settings.open_files,
+        processes=settings.processes,
+    )
+    tools = TaskTools(Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind))
+
+    async def run_tool(call: ToolCall) -> tuple[str, bool]:
+        if call.name == "finish":
+            args = check(FINISH, call)
+            raise _Finished(args["result"], args.get("outcome", "success"))
+        return await tools.call(call)
+
+    async def wait_for_input(answer: str) -> str | None:
+        if not interactive:
+            return None
+        status(ctx, report_to, answer or "waiting for input", "waiting")
+        ctx.set_busy(False, "waiting for input")
+        text = await inputs.get()
+        ctx.set_busy(True, f"worker: {task[:80]}")
+        return text
+
+    specs = [*TASK_TOOLS, FINISH] if interactive else TASK_TOOLS
+    messages: list[Message] = [
+        SystemMessage(
+            WORKER_PROMPT.format(
+                interactive=INTERACTIVE if interactive else "", task_type=task_type or "general"
+            )
+        ),
+        UserMessage(task),
+    ]
+    outcome, text = "failed", "the worker could not start"
+    llm = None
+    try:
+        llm = await connect_llm(ctx)
+        async with asyncio.timeout(settings.worker_timeout):
+            text = await model_loop(
+                ctx,
+                llm,
+                messages,
+                specs,
+                run_tool,
+                max_turns=settings.worker_max_turns,
+                process="worker",
+                task=task_type or None,
+                on_text=wait_for_input,
+            )
+        outcome = "success"
+    except _Finished as done:
+        outcome, text = done.outcome, done.result
+    except TurnCapReached as exc:
+        outcome, text = "partial", f"stopped after {settings.worker_max_turns} steps. {exc.last_text}"
+    except TimeoutError:
+        outcome, text = "timed_out", f"stopped at the {settings.worker_timeout:.0f} s limit"
+    except asyncio.CancelledError:
+        outcome, text = "cancelled", f"cancelled ({ctx.stop_reason or 'stopped'})"
+    except Exception as exc:
+        log.exception("worker failed")
+        outcome, text = "failed", f"the worker failed: {exc}"
+    finally:
+        if llm is not None:
+            await llm.aclose()
+        await report(ctx, report_to, DelegateResult(ctx.id, outcome, text.strip() or "(no result text)"))

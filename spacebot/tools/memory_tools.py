@@ -1,0 +1,141 @@
+"""The tools a branch offers its model: recall, save and delete memories, read other conversations.
+
+Every call is a request to ``memory:<agent>``; errors come back as text the model can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from spacebot.ipc.messages import MemAssociate, MemForget, MemRecall, MemSave, TranscriptSearch
+from spacebot.ipc.replies import BusError
+from spacebot.llm.types import ToolCall
+from spacebot.memory.types import MemoryDraft, MemoryType, MessageHit, RecallHit, Relation
+from spacebot.tools.schema import ToolArgumentError, check, spec
+
+TYPES = [t.value for t in MemoryType]
+RELATIONS = [r.value for r in Relation]
+
+MEMORY_RECALL = spec(
+    "memory_recall",
+    "Search the agent's long-term memory.",
+    {
+        "query": {"type": "string", "description": "What to look for (hybrid and typed modes)."},
+        "mode": {"type": "string", "enum": ["hybrid", "recent", "important", "typed"]},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+        "types": {"type": "array", "items": {"type": "string", "enum": TYPES}},
+    },
+    [],
+)
+MEMORY_SAVE = spec(
+    "memory_save",
+    "Save something worth remembering beyond this conversation.",
+    {
+        "content": {"type": "string"},
+        "type": {"type": "string", "enum": TYPES},
+        "importance": {"type": "number", "minimum": 0, "maximum": 1},
+        "associations": {
+            "type": "array",
+            "description": "Links to existing memories: [{id, relation}]; relation: " + ", ".join(RELATIONS),
+            "items": {"type": "object"},
+        },
+    },
+    ["content"],
+)
+MEMORY_DELETE = spec(
+    "memory_delete",
+    "Forget memories that are wrong or obsolete.",
+    {"ids": {"type": "array", "items": {"type": "integer"}}},
+    ["ids"],
+)
+CHANNEL_RECALL = spec(
+    "channel_recall",
+    "Search what was said in other conversations (full text).",
+    {
+        "query": {"type": "string"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+        "conversation": {"type": "string", "description": "Only this conversation id."},
+    },
+    ["query"],
+)
+
+MEMORY_TOOLS = [MEMORY_RECALL, MEMORY_SAVE, MEMORY_DELETE, CHANNEL_RECALL]
+
+Request = Callable[[Any], Awaitable[Any]]
+
+
+class MemoryTools:
+    """Runs memory tools through ``request`` (a bus request to the memory process)."""
+
+    def __init__(self, request: Request, *, conversation: str, source: str) -> None:
+        self.request = request
+        self.conversation = conversation
+        self.source = source
+        self.specs = {t.name: t for t in MEMORY_TOOLS}
+
+    async def call(self, call: ToolCall) -> tuple[str, bool]:
+        """Run one call; returns (text for the model, is_error)."""
+        spec_ = self.specs.get(call.name)
+        try:
+            if spec_ is None:
+                raise ToolArgumentError(f"unknown tool {call.name!r}")
+            return await self._run(call.name, check(spec_, call)), False
+        except ToolArgumentError as exc:
+            return str(exc), True
+        except BusError as exc:
+            return f"{call.name} failed: {exc.message}", True
+
+    async def _run(self, name: str, args: dict[str, Any]) -> str:
+        if name == "memory_recall":
+            hits = msgspec.convert(
+                await self.request(
+                    MemRecall(
+                        query=args.get("query", ""),
+                        mode=args.get("mode", "hybrid"),
+                        limit=args.get("limit", 10),
+                        types=args.get("types"),
+                    )
+                ),
+                list[RecallHit],
+            )
+            if not hits:
+                return "no memories found"
+            return "\n".join(f"[{h.memory.id}] ({h.memory.type}) {h.memory.content}" for h in hits)
+        if name == "memory_save":
+            draft = MemoryDraft(
+                content=args["content"],
+                type=MemoryType(args.get("type", "fact")),
+                importance=args.get("importance"),
+                source=self.source,
+                channel=self.conversation,
+            )
+            saved = await self.request(MemSave([draft]))
+            new_id = int(saved[0]["id"] if isinstance(saved[0], dict) else saved[0].id)
+            for link in args.get("associations") or []:
+                if not isinstance(link, dict) or not isinstance(link.get("id"), int):
+                    raise ToolArgumentError("memory_save: each association needs an integer 'id'")
+                relation = link.get("relation", "related_to")
+                if relation not in RELATIONS:
+                    raise ToolArgumentError(f"memory_save: relation must be one of {', '.join(RELATIONS)}")
+                await self.request(MemAssociate(new_id, link["id"], relation))
+            return f"saved memory [{new_id}]"
+        if name == "memory_delete":
+            await self.request(MemForget([int(i) for i in args["ids"]]))
+            return f"forgot {len(args['ids'])} memories"
+        hits_ = msgspec.convert(
+            await self.request(
+                TranscriptSearch(
+                    query=args["query"],
+                    limit=args.get("limit", 10),
+                    channel=args.get("conversation"),
+                    exclude_channel=None if args.get("conversation") else self.conversation,
+                )
+            ),
+            list[MessageHit],
+        )
+        if not hits_:
+            return "nothing found in other conversations"
+        return "\n".join(f"[{h.channel_name}] {h.message.author_name}: {h.message.text}" for h in hits_)
