@@ -144,6 +144,10 @@ def _print_status(reply: StatusReply) -> None:
         f"\nbroker: routed={reply.routed} malformed={b.malformed} oversized={b.oversized} "
         f"unknown={b.unknown} shed={b.shed}  runtime_dir={reply.runtime_dir}"
     )
+    sb = reply.sandbox
+    if sb:
+        landlock = f"landlock ABI {sb.get('landlock_abi')}" if sb.get("landlock") else "no landlock"
+        print(f"tool sandbox: {sb.get('mode')} ({landlock})")
 
 
 def _print_tree(node: TreeNode, prefix: str = "", last: bool = True, top: bool = True) -> None:

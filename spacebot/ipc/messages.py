@@ -349,6 +349,8 @@ class StatusReply(msgspec.Struct, frozen=True, tag="status_reply"):
     """The broker's own frame counters."""
     routed: int
     """Frames routed since start."""
+    sandbox: dict[str, Any] = {}
+    """How tools run programs: ``mode`` (native/python), ``landlock_abi``, ``landlock`` (applied)."""
 
 
 class TreeNode(msgspec.Struct, frozen=True, tag="tree_node"):

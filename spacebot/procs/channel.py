@@ -353,6 +353,7 @@ class Channel:
             )
         self.burst_held = False
         self.turns += 1
+        self.compactor.check()  # before the call: an emergency must not reach the model
         self.ctx.set_busy(True, f"answering {len(batch)} message(s)")
         self._out(OutTyping(self.conversation, "thinking"))
         try:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from spacebot.ipc.messages import ProcessInfo, ProcState, StatusReply, TreeNode
+from spacebot.tools import sandbox
 
 if TYPE_CHECKING:
     from spacebot.supervisor.arbiter import Supervisor
@@ -114,6 +115,7 @@ def _collect(sup: Supervisor) -> StatusReply:
         sup.ready,
         broker.guard.snapshot(),
         broker.routed,
+        sandbox.describe(),
     )
 
 

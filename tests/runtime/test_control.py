@@ -71,6 +71,7 @@ async def test_ctl_commands_against_a_daemon(supervisor: SupervisorProcess) -> N
     header = out.splitlines()[0].split()
     assert header[:4] == ["ID", "KIND", "PID", "STATE"] and "USS_MB" in header and "HB_AGE" in header
     assert "channel:a" in out and "zygote" in out
+    assert "tool sandbox: native (landlock ABI" in out or "tool sandbox: python" in out
     code, out, _ = await _ctl("--runtime-dir", rt, "tree")
     assert code == 0 and "worker:g" in out and "sleep 1000" in out
     code, out, _ = await _ctl("--runtime-dir", rt, "kill", "worker:g", "--grace", "2")
