@@ -38,15 +38,17 @@ from spacebot.testing import ChatSystem, short_tempdir
 class _Fake:
     """The fake model server in its own process (so its work does not share our event loop)."""
 
-    def __init__(self, latency: float, root: Path) -> None:
+    def __init__(self, latency: float, root: Path, rules: list[dict[str, Any]] | None = None) -> None:
         self.latency = latency
         self.script = root / "chat_bench_script.json"
+        self.rules = rules or []
         self.proc: asyncio.subprocess.Process | None = None
         self.openai_url = ""
 
     async def start(self) -> None:
         reply = {"name": "reply", "arguments": {"content": "answer: {last_user}"}}
-        self.script.write_text(json.dumps({"default": {"name": "bench", "tool_calls": [reply]}}))
+        script = {"rules": self.rules, "default": {"name": "bench", "tool_calls": [reply]}}
+        self.script.write_text(json.dumps(script))
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -98,16 +100,16 @@ async def _ask(chat: Any, conv: str, marker: str) -> float | None:
 
 
 async def _conversation(
-    i: int, chats: list[Any], conv: str, rounds: int, think: float, rng: random.Random
+    i: int, chats: list[Any], conv: str, rounds: int, think: float, rng: random.Random, prefix: str = ""
 ) -> tuple[float | None, list[float | None]]:
     """One conversation's people taking turns: the first message (cold start), then ``rounds - 1`` more,
     each after a random pause, so conversations run independently of each other."""
     await asyncio.sleep(rng.uniform(0, think))
-    cold = await _ask(chats[0], conv, f"r0c{i}")
+    cold = await _ask(chats[0], conv, f"{prefix}r0c{i}.")
     warm = []
     for rnd in range(1, rounds):
         await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
-        warm.append(await _ask(chats[rnd % len(chats)], conv, f"r{rnd}c{i}"))
+        warm.append(await _ask(chats[rnd % len(chats)], conv, f"{prefix}r{rnd}c{i}."))
     return cold, warm
 
 
@@ -150,7 +152,7 @@ async def run(
                 history = await owner.open(conv)
                 for rnd in range(rounds):
                     for i in range(conversations):
-                        marker = f"r{rnd}c{i}"
+                        marker = f"r{rnd}c{i}."
                         hits = sum(
                             1
                             for m in history["messages"]
