@@ -101,7 +101,8 @@ async def run(
             chats = [await system.client(f"P{i}") for i in range(conversations)]
             for chat, conv in zip(chats, convs, strict=True):
                 await chat.open(conv)
-            # Idle phase (its first message per conversation starts the process: not counted).
+            # Start every conversation's process first (not measured), then measure them idle.
+            warmup = await _phase(chats, convs, 0, think, "warm")
             idle_all = await _phase(chats, convs, rounds, think, "idle")
             idle = [x for i, x in enumerate(idle_all) if i % (rounds + 1) != 0]
 
@@ -155,11 +156,11 @@ async def run(
         "idle": idle_s,
         "busy": {**busy_s, "workers": busy_workers, "compactions": compactions},
         "ratio_p99": round(busy_s["overhead_p99_ms"] / idle_s["overhead_p99_ms"], 2),
-        "lost": sum(1 for x in [*idle_all, *busy_all] if x is None),
+        "lost": sum(1 for x in [*warmup, *idle_all, *busy_all] if x is None),
         "doubled": doubled,
         "conversations": conversations,
         "llm_latency_ms": latency_ms,
-        "messages": len(idle_all) + len(busy_all),
+        "messages": len(warmup) + len(idle_all) + len(busy_all),
         "machine": machine(),
     }
 

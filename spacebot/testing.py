@@ -253,6 +253,7 @@ class ChatSystem:
         channel: dict[str, object] | None = None,
         webchat: dict[str, object] | None = None,
         model: bool = True,
+        sections_extra: dict[str, dict[str, object]] | None = None,
         **kinds: dict[str, object],
     ) -> None:
         self.fake = fake
@@ -262,7 +263,7 @@ class ChatSystem:
         text = fast_config(
             ("main",),
             4 * 1024 * 1024,
-            sections={"webchat": web, "channel": channel or {}},
+            sections={"webchat": web, "channel": channel or {}, **(sections_extra or {})},
             preload=SupervisorSection().preload,  # the model SDKs, as in production
             **kinds,
         )

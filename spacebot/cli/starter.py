@@ -36,6 +36,33 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # flap_window = 60.0
 # backoff_initial = 1.0       # doubled each step
 # backoff_max_steps = 4       # then the process is marked failed
+
+[webchat]                     # the web chat (docs/webchat.md)
+# enabled = true
+# host = "127.0.0.1"          # anything but loopback requires token
+# port = 8787
+# token = ""                  # or "env:SPACEBOT_WEBCHAT_TOKEN"
+# agent = "main"
+# max_message_bytes = 16000
+
+[channel]                     # conversation processes (docs/delegation.md)
+# idle_timeout = 900.0        # seconds idle before a conversation hibernates (0 = never)
+# max_turns = 6               # model calls per batch of messages
+# max_branches = 3            # at once, per conversation
+# max_workers = 5
+# retrigger_window = 0.5      # finished work gathered into one turn
+# retrigger_cap = 3           # turns started by finished work per message from a person
+# coalesce_debounce = 1.5     # group bursts answered as one turn
+# coalesce_max_wait = 5.0
+# context_window = 0          # 0 = the model's window (compaction at 80/85/95 %)
+
+[delegates]                   # branches, workers and the programs they run
+# branch_timeout = 120.0
+# worker_timeout = 1800.0
+# shell_timeout = 60.0
+# output_bytes = 64000
+# cpu_seconds = 600
+# address_space_mb = 4096
 """
 
 SOUL_MD = """\

@@ -364,3 +364,44 @@ def _recall(query: str) -> Any:
     from spacebot.ipc.messages import MemRecall
 
     return MemRecall(query=query, limit=5)
+
+
+async def test_a_branch_that_runs_out_of_time_could_not_conclude(short_tmp: Path) -> None:
+    async with FakeLLM() as fake:
+        fake.add(
+            user=r"\(new\) Ana: ponder",
+            tool_calls=[_call("branch", description="ponder"), _reply("thinking")],
+        )
+        fake.add(system=BRANCH, text="too late", delay=3.0)
+        fake.add(
+            user=r"finished \(timed_out\): could not conclude",
+            tool_calls=[_reply("I could not work it out.")],
+        )
+        async with ChatSystem(
+            short_tmp, fake, sections_extra={"delegates": {"branch_timeout": 1.0}}
+        ) as system:
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "ponder this")
+            await _reply_with(ana, conv, "I could not work it out.")
+
+
+async def test_a_killed_worker_reports_failed(short_tmp: Path) -> None:
+    async with FakeLLM() as fake:
+        fake.add(user=r"\(new\) Ana: work", tool_calls=[_call("spawn_worker", task="long job"), _reply("ok")])
+        fake.add(system=WORKER, tool_calls=[_call("shell", command="sleep 1000", timeout=3600)])
+        fake.add(
+            user=r"finished \(failed\): the process ended without a result",
+            tool_calls=[_reply("It crashed.")],
+        )
+        async with ChatSystem(short_tmp, fake) as system:
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "work")
+            await eventually(lambda: any(WORKER in r.conversation.system for r in fake.requests))
+            worker = (await _worker_ids(system))[0]
+            pid = (await system.sup.info(worker)).pid
+            psutil.Process(pid).kill()
+            await _reply_with(ana, conv, "It crashed.")
