@@ -313,7 +313,7 @@ async def test_compactor_summarises_in_the_background_and_keeps_memories(short_t
         }
     ).decode()
     async with FakeLLM() as fake:
-        fake.add(system="You compact a chat transcript", text=summary, delay=2.0)
+        fake.add(system="You compact a chat transcript", text=summary, delay=4.0)
         fake.add(user=r"\(new\) Ana: quick", tool_calls=[_reply("quick answer")])
         fake.add(user=r"\(new\) Ana: message (\d+)", tool_calls=[_reply("noted {user_group} " + "x" * 40)])
         fake.add(tool_calls=[_reply("noted")])
@@ -333,9 +333,9 @@ async def test_compactor_summarises_in_the_background_and_keeps_memories(short_t
                         break
                 started = next(e for e in seen if _notice(e, "started"))
                 assert started.body.fields["level"] in ("background", "aggressive")
-                # The channel answers while the compaction runs (its model call takes 2 s).
+                # The channel answers while the compaction runs (its model call takes 4 s).
                 await ana.send(conv, "quick question")
-                await _reply_with(ana, conv, "quick answer", timeout=1.9)
+                await _reply_with(ana, conv, "quick answer", timeout=3.5)
                 await eventually(lambda: any(_notice(e, "done") for e in seen))
                 done = next(e for e in seen if _notice(e, "done"))
                 assert done.body.fields["memories"] == 1
