@@ -11,12 +11,24 @@ import asyncio
 import logging
 
 import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
-from spacebot.ipc.messages import DelegateResult
-from spacebot.llm.types import Message, SystemMessage, UserMessage
+from spacebot.ipc.messages import (
+    DelegateResult,
+    DelegateStatus,
+    Envelope,
+    Err,
+    ErrorCode,
+    Kind,
+    Ok,
+    SpawnSpec,
+)
+from spacebot.ipc.replies import Reply
+from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.procs.delegate import TurnCapReached, model_loop, report
 from spacebot.procs.llm_link import connect_llm
 from spacebot.supervisor.child import ChildContext
+from spacebot.tools.conversation import SPAWN_WORKER
 from spacebot.tools.memory_tools import MEMORY_TOOLS, MemoryTools
+from spacebot.tools.schema import ToolArgumentError, check
 
 log = logging.getLogger("spacebot.branch")
 
@@ -28,9 +40,10 @@ the conversation as your conclusion.
 Your question: {description}
 
 Use the memory tools to look things up (memory_recall; channel_recall for other conversations) and
-to keep what is worth keeping (memory_save; memory_delete for what is wrong). When you know enough,
-answer with your conclusion in a few sentences, without calling a tool. If you cannot find out,
-say so plainly.
+to keep what is worth keeping (memory_save; memory_delete for what is wrong). If finding out needs
+real work (running a command, reading files), spawn_worker does it and gives you its result. When
+you know enough, answer with your conclusion in a few sentences, without calling a tool. If you
+cannot find out, say so plainly.
 
 --- The agent and the conversation you branched from ---
 {system}
@@ -53,11 +66,55 @@ async def serve(
     llm = None
     try:
         llm = await connect_llm(ctx)
-        tools = MemoryTools(
+        memory = MemoryTools(
             lambda body: ctx.request(f"memory:{agent}", body, timeout=30.0),
             conversation=conversation,
             source=f"branch:{conversation}",
         )
+        results: dict[str, asyncio.Future[DelegateResult]] = {}
+
+        def on_message(env: Envelope) -> Reply | None:
+            body = env.body
+            if isinstance(body, DelegateResult) and body.id in results:
+                if not results[body.id].done():
+                    results[body.id].set_result(body)
+                return Ok()
+            if isinstance(body, DelegateStatus):
+                ctx.progress(f"worker: {body.text[:80]}")
+                return None
+            return Err(ErrorCode.UNSUPPORTED, f"{ctx.id} does not handle {type(body).__name__}")
+
+        ctx.on_message(on_message)
+
+        async def run_tool(call: ToolCall) -> tuple[str, bool]:
+            if call.name != "spawn_worker":
+                return await memory.call(call)
+            try:
+                args = check(SPAWN_WORKER, call)
+            except ToolArgumentError as exc:
+                return str(exc), True
+            if results:
+                return "a branch may run one worker; use the result you have", True
+            spec = SpawnSpec(
+                Kind.WORKER,
+                "spacebot.procs.worker:serve",
+                args={
+                    "agent": agent,
+                    "report_to": ctx.id,
+                    "task": args["task"],
+                    "task_type": args.get("task_type", ""),
+                },
+                task=args["task"][:120],
+            )
+            spawned = await ctx.spawn(spec, timeout=30.0)
+            future: asyncio.Future[DelegateResult] = asyncio.get_running_loop().create_future()
+            results[spawned.id] = future
+            result = await future  # bounded by the branch's own time limit
+            return (
+                f"worker {spawned.id} finished ({result.outcome}): {result.text}",
+                result.outcome != "success",
+            )
+
         messages: list[Message] = [
             SystemMessage(BRANCH_PROMPT.format(description=description, system=system)),
             UserMessage(f"The conversation so far:\n{transcript}\n\nNow work out: {description}"),
@@ -67,8 +124,8 @@ async def serve(
                 ctx,
                 llm,
                 messages,
-                MEMORY_TOOLS,
-                tools.call,
+                [*MEMORY_TOOLS, SPAWN_WORKER],
+                run_tool,
                 max_turns=settings.branch_max_turns,
                 process="branch",
             )

@@ -14,6 +14,8 @@ from spacebot.ipc.messages import Kind, ProcState, SpawnSpec, StateChanged
 
 log = logging.getLogger("spacebot.supervisor")
 
+_ROUTINE = frozenset({ProcState.READY, ProcState.BUSY, ProcState.IDLE})
+
 S = ProcState
 TRANSITIONS: dict[ProcState, frozenset[ProcState]] = {
     S.STARTING: frozenset({S.READY, S.STOPPING, S.EXITED, S.FAILED}),
@@ -144,7 +146,11 @@ class ProcessTable:
         if new not in TRANSITIONS[old]:
             raise IllegalTransition(f"{record.id!r}: {old.value} → {new.value} is not allowed ({reason})")
         record.state = new
-        log.info("state id=%s pid=%d %s→%s reason=%r", record.id, record.pid, old.value, new.value, reason)
+        # busy ⇄ idle happens on every turn of every conversation: an event, but only a debug line.
+        routine = {old, new} <= _ROUTINE
+        (log.debug if routine else log.info)(
+            "state id=%s pid=%d %s→%s reason=%r", record.id, record.pid, old.value, new.value, reason
+        )
         self._publish(
             f"proc.{record.kind.value}.{record.id}.state",
             StateChanged(record.id, record.kind.value, record.pid, old, new, reason),

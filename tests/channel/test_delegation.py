@@ -405,3 +405,27 @@ async def test_a_killed_worker_reports_failed(short_tmp: Path) -> None:
             pid = (await system.sup.info(worker)).pid
             psutil.Process(pid).kill()
             await _reply_with(ana, conv, "It crashed.")
+
+
+async def test_a_branch_can_put_a_worker_to_work(short_tmp: Path) -> None:
+    async with FakeLLM() as fake:
+        fake.add(
+            system=BRANCH,
+            tool_result="spawn_worker",
+            tool_result_content="WORKER-42",
+            text="the answer is 42",
+        )
+        fake.add(system=BRANCH, tool_calls=[_call("spawn_worker", task="print the number")])
+        fake.add(system=WORKER, tool_result="shell", text="{last_user} -> WORKER-42")
+        fake.add(system=WORKER, tool_calls=[_call("shell", command="echo WORKER-$((40 + 2))")])
+        fake.add(user=r"finished \(success\): the answer is 42", tool_calls=[_reply("It is 42.")])
+        fake.add(
+            user=r"\(new\) Ana: number",
+            tool_calls=[_call("branch", description="find the number"), _reply("…")],
+        )
+        async with ChatSystem(short_tmp, fake) as system:
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "number?")
+            await _reply_with(ana, conv, "It is 42.")
