@@ -267,7 +267,7 @@ async def test_wrong_tool_arguments_come_back_as_readable_errors(short_tmp: Path
 async def test_burst_from_three_people_is_one_turn(short_tmp: Path) -> None:
     async with FakeLLM() as fake:
         fake.add(tool_calls=[_reply("ok")])
-        settings = {"coalesce_debounce": 1.0, "coalesce_max_wait": 4.0}
+        settings = {"coalesce_debounce": 2.0, "coalesce_max_wait": 6.0}
         async with ChatSystem(short_tmp, fake, channel=settings) as system:
             bus = await _bus(system)
             try:
@@ -280,6 +280,10 @@ async def test_burst_from_three_people_is_one_turn(short_tmp: Path) -> None:
                 for person, text in ((people[0], "morning"), (people[1], "morning Ana")):
                     ack = await person.send(conv, text)
                     await _answer_after(person, conv, ack["message"]["id"])
+                # A message on its own is answered at once...
+                ack = await people[2].send(conv, "a lone question")
+                await _answer_after(people[2], conv, ack["message"]["id"], timeout=1.8)
+                # ...the burst that follows it (three people within the debounce) is one turn.
                 before = len(fake.requests)
                 await asyncio.gather(*(p.send(conv, f"burst from {p.name}") for p in people))
                 event = await events.wait_for(
