@@ -140,7 +140,6 @@ class Channel:
         self.retriggers = 0
         self.hold_until = 0.0
         self.burst_start = 0.0
-        self.recent_inbound: list[float] = []
         self.fresh: set[int] = set()
         self.burst_held = False
 
@@ -198,24 +197,23 @@ class Channel:
     def _coalesce(self, inbound: Inbound) -> None:
         """In a group conversation, a burst of messages is answered in one turn (see ``[channel]``).
 
-        A burst is ``coalesce_min_messages`` messages within ``coalesce_debounce`` of each other; from
-        then on the turn waits until the burst goes quiet for ``coalesce_debounce`` (at most
-        ``coalesce_max_wait`` after it began). A message alone is answered at once, and so are DMs,
+        A burst is a message that arrives while ``coalesce_min_messages - 1`` others are still
+        unanswered (waiting, or being answered right now). From then on the next turn waits until
+        nobody has written for ``coalesce_debounce`` (at most ``coalesce_max_wait`` after the burst
+        began). A message that finds nothing unanswered is answered at once, and so are DMs,
         conversations with one person, and ``/commands``.
         """
         now = time.monotonic()
         s = self.settings
-        self.recent_inbound = [t for t in self.recent_inbound if now - t < s.coalesce_debounce]
         recent = {m.author_id for m in self.history[-20:] if m.role == "user"} | {inbound.author_id}
         group = not inbound.direct and len(recent) >= 2 and not inbound.text.startswith("/")
-        if group and s.coalesce_debounce > 0 and len(self.recent_inbound) + 1 >= s.coalesce_min_messages:
+        if group and s.coalesce_debounce > 0 and len(self.pending) + 1 >= s.coalesce_min_messages:
             if not self.burst_start:
-                self.burst_start = self.recent_inbound[0] if self.recent_inbound else now
+                self.burst_start = now
             self.hold_until = min(self.burst_start + s.coalesce_max_wait, now + s.coalesce_debounce)
         elif not group:
             self.hold_until = 0.0
             self.burst_start = 0.0
-        self.recent_inbound.append(now)
 
     # -- life ----------------------------------------------------------------------------------
 

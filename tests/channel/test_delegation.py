@@ -266,8 +266,9 @@ async def test_wrong_tool_arguments_come_back_as_readable_errors(short_tmp: Path
 
 async def test_burst_from_three_people_is_one_turn(short_tmp: Path) -> None:
     async with FakeLLM() as fake:
+        fake.add(user=r"\(new\) Cy: a lone question", tool_calls=[_reply("ok")], delay=1.0)
         fake.add(tool_calls=[_reply("ok")])
-        settings = {"coalesce_debounce": 2.0, "coalesce_max_wait": 6.0}
+        settings = {"coalesce_debounce": 1.0, "coalesce_max_wait": 6.0}
         async with ChatSystem(short_tmp, fake, channel=settings) as system:
             bus = await _bus(system)
             try:
@@ -280,12 +281,15 @@ async def test_burst_from_three_people_is_one_turn(short_tmp: Path) -> None:
                 for person, text in ((people[0], "morning"), (people[1], "morning Ana")):
                     ack = await person.send(conv, text)
                     await _answer_after(person, conv, ack["message"]["id"])
-                # A message on its own is answered at once...
+                # A message that finds nothing unanswered is answered at once (its model call takes
+                # 1 s)... and the three that arrive while it is being answered are one turn.
                 ack = await people[2].send(conv, "a lone question")
-                await _answer_after(people[2], conv, ack["message"]["id"], timeout=1.8)
-                # ...the burst that follows it (three people within the debounce) is one turn.
-                before = len(fake.requests)
+                before = len(fake.requests) + 1
                 await asyncio.gather(*(p.send(conv, f"burst from {p.name}") for p in people))
+                lone = await _answer_after(people[2], conv, ack["message"]["id"])
+                assert (
+                    lone["text"] == "ok" and "burst" not in fake.requests[before - 1].conversation.last_user
+                )
                 event = await events.wait_for(
                     lambda e: isinstance(e.body, Notice) and e.body.text == "coalesced", timeout=15
                 )
