@@ -32,15 +32,12 @@ from spacebot.ipc.messages import (
     Err,
     ErrorCode,
     Heartbeat,
-    KillReport,
     KillRequest,
     Kind,
     Notice,
     Ok,
     Ping,
     ProcessExited,
-    ProcessHung,
-    ProcessKilled,
     ProcState,
     Ready,
     ReloadRequest,
@@ -55,9 +52,9 @@ from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
 from spacebot.supervisor import coldstart, inspect, linux
 from spacebot.supervisor.control import ControlHandler, ControlServer
+from spacebot.supervisor.enforce import Enforcement
 from spacebot.supervisor.exits import ExitWatcher
 from spacebot.supervisor.kill import kill_tree
-from spacebot.supervisor.liveness import forgettable, overdue
 from spacebot.supervisor.policy import decide
 from spacebot.supervisor.sdnotify import Notifier
 from spacebot.supervisor.table import LIVE, ProcessRecord, ProcessTable
@@ -70,7 +67,7 @@ SHUTDOWN_ORDER = (Kind.GATEWAY, Kind.CHANNEL, Kind.BRANCH, Kind.WORKER, Kind.COR
 """Stop intake first, storage last."""
 
 
-class Supervisor:
+class Supervisor(Enforcement):
     """One per host; the systemd main process."""
 
     def __init__(self, config: Config, *, config_file: Path | None = None) -> None:
@@ -461,93 +458,6 @@ class Supervisor:
                 self._zygote_lost()
 
         self.spawn_task(again(), "zygote-restart")
-
-    # -- kills ---------------------------------------------------------------------------------
-
-    async def kill(
-        self,
-        rec: ProcessRecord,
-        *,
-        sig: int = signal.SIGTERM,
-        grace: float | None = None,
-        restart: bool = False,
-        reason: str = "",
-    ) -> KillReport:
-        """Kill ``rec``'s logical subtree and every OS descendant; report what died."""
-        targets = [*self.table.descendants_of(rec.id), rec]
-        names = {r.pid: r.id for r in self.table if r.pid}
-        for target in targets:
-            target.stop_requested = not (restart and target is rec)
-            target.cancel_restart()
-            if target.state in LIVE and target.state is not ProcState.STOPPING and target.stop_requested:
-                self.table.transition(target, ProcState.STOPPING, reason or "kill")
-        reports = await asyncio.gather(
-            *(
-                kill_tree(
-                    t.pid,
-                    sig=sig,
-                    grace=self.config.policy(t.kind).grace if grace is None else grace,
-                    names=names,
-                    ident=t.id,
-                )
-                for t in targets
-                if t.pid
-            )
-        )
-        killed = [k for report in reports for k in report.killed]
-        survivors = [p for report in reports for p in report.survivors]
-        report = KillReport(rec.id, killed, survivors)
-        self._publish(f"proc.{rec.kind.value}.{rec.id}.killed", ProcessKilled(report))
-        log.info("killed id=%s procs=%d survivors=%d reason=%r", rec.id, len(killed), len(survivors), reason)
-        return report
-
-    async def _kill_descendant(self, src: str, req: KillRequest) -> Reply:
-        """A process may kill what it started (a channel cancelling its worker), nothing else."""
-        if not any(r.id == req.id for r in self.table.descendants_of(src)):
-            return Err(
-                ErrorCode.BAD_REQUEST, f"{src!r} may only stop processes it started ({req.id!r} is not one)"
-            )
-        return await self._kill_request(req)
-
-    async def _kill_request(self, req: KillRequest) -> Reply:
-        rec = self.table.get(req.id)
-        if rec is None:
-            return Err(ErrorCode.NOT_FOUND, f"no process {req.id!r} (see spacebotctl status)")
-        try:
-            sig = signal.Signals[
-                req.signal.upper() if req.signal.upper().startswith("SIG") else f"SIG{req.signal.upper()}"
-            ]
-        except KeyError:
-            return Err(ErrorCode.BAD_REQUEST, f"unknown signal {req.signal!r}")
-        if not rec.pid:
-            return Err(ErrorCode.BAD_REQUEST, f"process {req.id!r} is not running (state {rec.state.value})")
-        return Ok(await self.kill(rec, sig=sig, grace=req.grace, restart=req.restart, reason="operator kill"))
-
-    # -- liveness ------------------------------------------------------------------------------
-
-    async def _monitor(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.supervisor.monitor_interval)
-            now, wall = time.monotonic(), time.time()
-            self.exits.reap()
-            for rec in self.table:
-                hung = overdue(rec, self.config.policy(rec.kind), now, wall)
-                if hung is not None and not rec.stop_requested and rec.state is not ProcState.STOPPING:
-                    budget, seconds = hung
-                    log.warning("hung id=%s pid=%d budget=%s seconds=%.1f", rec.id, rec.pid, budget, seconds)
-                    self._publish(
-                        f"proc.{rec.kind.value}.{rec.id}.hung", ProcessHung(rec.id, budget, seconds)
-                    )
-                    self.table.transition(rec, ProcState.STOPPING, f"hung: {budget} budget")
-                    self.spawn_task(self._kill_hung(rec), f"kill:{rec.id}")
-                elif forgettable(rec, now):
-                    self.table.remove(rec.id)
-            if self.broker is not None:
-                self.broker.report_drops()
-            self.notifier.status(self._summary())
-
-    async def _kill_hung(self, rec: ProcessRecord) -> None:
-        await kill_tree(rec.pid, grace=self.config.policy(rec.kind).grace, ident=rec.id)
 
     async def _watchdog(self, interval: float) -> None:
         while True:
