@@ -105,8 +105,10 @@ class SupervisorProcess:
         config_text: str = FAST_CONFIG,
         env: dict[str, str] | None = None,
         capture: bool = True,
+        run_args: tuple[str, ...] = (),
     ) -> None:
         self.root = root
+        self.run_args = run_args
         self.home = root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.endpoints = Endpoints(root / "rt")
@@ -135,7 +137,7 @@ class SupervisorProcess:
         """Start it and wait until the control socket answers."""
         out = self.log_file.open("wb") if self.capture else None
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns once forked
-            [sys.executable, "-m", "spacebot.cli.main", "run"],
+            [sys.executable, "-m", "spacebot.cli.main", "run", *self.run_args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -254,6 +256,7 @@ class ChatSystem:
         webchat: dict[str, object] | None = None,
         model: bool = True,
         sections_extra: dict[str, dict[str, object]] | None = None,
+        run_args: tuple[str, ...] = (),
         **kinds: dict[str, object],
     ) -> None:
         self.fake = fake
@@ -267,12 +270,13 @@ class ChatSystem:
             preload=SupervisorSection().preload,  # the model SDKs, as in production
             **kinds,
         )
-        if model:
+        if model and fake is not None:
             text += llm_table(fake.openai_url)
         self.sup = SupervisorProcess(
             root,
             config_text=text,
             env={"SPACEBOT_LLM_BASE_URL": "", "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""},
+            run_args=run_args,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.clients: list[Any] = []

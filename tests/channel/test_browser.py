@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
@@ -119,3 +123,65 @@ async def test_page_shows_what_to_configure_without_a_model(short_tmp: Path) -> 
         await page.wait_for("!document.getElementById('error').hidden")
         assert "OPENAI_API_KEY" in await page.evaluate("document.getElementById('error').textContent")
         assert page.errors == []
+
+
+async def _proxy(target: str, prefix: str) -> tuple[Any, str]:
+    """A minimal reverse proxy serving ``target`` under ``prefix`` (HTTP and WebSocket)."""
+    session = aiohttp.ClientSession()
+    sockets: list[Any] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path[len(prefix) - 1 :]
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            client = web.WebSocketResponse()
+            await client.prepare(request)
+            sockets.append(client)
+            upstream = await session.ws_connect(
+                target + path + (f"?{request.query_string}" if request.query_string else "")
+            )
+
+            async def pump(src: Any, dst: Any) -> None:
+                async for msg in src:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await dst.send_str(msg.data)
+                await dst.close()
+
+            await asyncio.gather(pump(client, upstream), pump(upstream, client), return_exceptions=True)
+            return client
+        async with session.get(target + path) as resp:
+            return web.Response(body=await resp.read(), status=resp.status, content_type=resp.content_type)
+
+    app = web.Application()
+    app.router.add_route("GET", prefix + "{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def close() -> None:
+        for ws in sockets:
+            await ws.close()
+        await runner.cleanup()
+        await session.close()
+
+    return close, f"http://127.0.0.1:{port}{prefix}"
+
+
+async def test_page_works_behind_a_reverse_proxy_under_a_sub_path(short_tmp: Path) -> None:
+    async with FakeLLM() as fake:
+        fake.add(tool_calls=[FakeToolCall("reply", {"content": "through the proxy"})])
+        async with ChatSystem(short_tmp, fake) as system, await Browser.launch() as browser:
+            close, url = await _proxy(system.url, "/chat/")
+            try:
+                page = await browser.new_page()
+                await page.goto(url)
+                await page.wait_for("document.getElementById('status').textContent === 'connected'")
+                await page.click("#new-conversation")
+                await page.wait_for("!document.getElementById('composer').disabled")
+                await _say(page, "hello via proxy")
+                await page.wait_for(f"{ASSISTANT}.length === 1")
+                assert await _texts(page, '.msg[data-role="assistant"]') == ["through the proxy"]
+                assert page.errors == []
+            finally:
+                await close()
