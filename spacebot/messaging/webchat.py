@@ -9,6 +9,7 @@ conversation open. The protocol is in docs/webchat.md.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import hmac
@@ -114,6 +115,7 @@ class WebChat:
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/healthz", self.health)
+        app.router.add_get("/attachments/{conversation}/{message}/{index}", self.attachment)
         return app
 
     async def index(self, _request: web.Request) -> web.StreamResponse:
@@ -128,6 +130,32 @@ class WebChat:
             raise web.HTTPNotFound(text=f"no static file {name!r}")
         return web.Response(
             body=_asset(name), content_type=types[name], headers={"Cache-Control": "no-cache"}
+        )
+
+    async def attachment(self, request: web.Request) -> web.StreamResponse:
+        """A file the agent shared (``send_file``), by conversation, message id and position."""
+        if self.token and not hmac.compare_digest(request.query.get("token", ""), self.token):
+            raise web.HTTPUnauthorized(text="wrong or missing token")
+        conv = request.match_info["conversation"]
+        if not conv.startswith(f"{PLATFORM}:"):
+            raise web.HTTPNotFound(text=f"no web chat conversation {conv!r}")
+        try:
+            message_id, index = int(request.match_info["message"]), int(request.match_info["index"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="message id and index must be numbers") from None
+        rows = msgspec.convert(
+            await self._mem(TranscriptPage(conv, limit=1, before_id=message_id + 1)), list[StoredMessage]
+        )
+        if not rows or rows[0].id != message_id or not 0 <= index < len(rows[0].attachments):
+            raise web.HTTPNotFound(text="no such attachment")
+        meta = rows[0].attachments[index]
+        if "data" not in meta:
+            raise web.HTTPNotFound(text="this attachment has no stored content")
+        name = str(meta.get("name", "file")).replace('"', "")
+        return web.Response(
+            body=base64.b64decode(meta["data"]),
+            content_type=str(meta.get("mime", "application/octet-stream")),
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     async def health(self, _request: web.Request) -> web.StreamResponse:

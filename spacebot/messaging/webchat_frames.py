@@ -121,6 +121,16 @@ def message(m: StoredMessage, reply_id: str = "") -> dict[str, Any]:
         "created_at": m.created_at,
         "reply_id": reply_id,
         "reactions": list(m.reactions),
+        "attachments": [
+            {
+                "name": str(a.get("name", "file")),
+                "size": a.get("size"),
+                "mime": a.get("mime", "application/octet-stream"),
+                "url": f"attachments/{m.channel_id}/{m.id}/{i}",
+            }
+            for i, a in enumerate(m.attachments)
+            if isinstance(a, dict) and "data" in a
+        ],
     }
 
 

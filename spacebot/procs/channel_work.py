@@ -10,6 +10,7 @@ dies without sending one (killed, crashed, hung past its budget), its exit event
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import logging
 import mimetypes
@@ -186,19 +187,19 @@ class ChannelWork:
             raise ToolArgumentError(f"send_file: {path!r} is {size} bytes; the limit is {MAX_FILE_BYTES}")
         data = await asyncio.to_thread(target.read_bytes)
         mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        attachment: dict[str, Any] = {"name": target.name, "size": size, "mime": mime}
+        attachment: dict[str, Any] = {
+            "name": target.name,
+            "size": size,
+            "mime": mime,
+            "data": base64.b64encode(data).decode(),
+        }
         text = caption or f"📎 {target.name}"
         try:
             body = data.decode()
-            if "\0" not in body:
-                attachment["text"] = body
-                text += (
-                    f"\n\n```\n{body[:4000]}\n```"
-                    if len(body) <= 4000
-                    else f"\n\n({size} bytes of text attached)"
-                )
+            if "\0" not in body and len(body) <= 4000:
+                text += f"\n\n```\n{body}\n```"
         except UnicodeDecodeError:
-            text += f" ({size} bytes, {mime})"
+            pass
         await ch.post(text, attachments=[attachment])
         return f"shared {ws.relative(target)}"
 

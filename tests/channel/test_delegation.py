@@ -437,3 +437,39 @@ async def test_a_branch_can_put_a_worker_to_work(short_tmp: Path) -> None:
             await ana.open(conv)
             await ana.send(conv, "number?")
             await _reply_with(ana, conv, "It is 42.")
+
+
+async def test_send_file_shares_a_workspace_file_people_can_download(short_tmp: Path) -> None:
+    import aiohttp
+
+    async with FakeLLM() as fake:
+        fake.add(
+            user=r"\(new\) Ana: share",
+            tool_calls=[_call("send_file", path="out/report.bin", caption="the report"), _reply("shared")],
+        )
+        fake.add(
+            tool_result="send_file",
+            tool_result_content="outside the workspace",
+            tool_calls=[_reply("refused")],
+        )
+        fake.add(user=r"\(new\) Ana: escape", tool_calls=[_call("send_file", path="../../config.toml")])
+        async with ChatSystem(short_tmp, fake) as system:
+            payload = bytes(range(256)) * 4
+            target = system.sup.home / "agents" / "main" / "workspace" / "out"
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "report.bin").write_bytes(payload)
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "share the report")
+            shared = await _reply_with(ana, conv, "the report")
+            [attachment] = shared["attachments"]
+            assert attachment["name"] == "report.bin" and attachment["size"] == len(payload)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{system.url}/{attachment['url']}") as resp:
+                    assert resp.status == 200 and await resp.read() == payload
+                    assert "report.bin" in resp.headers["Content-Disposition"]
+                async with http.get(f"{system.url}/attachments/{conv}/999999/0") as resp:
+                    assert resp.status == 404
+            await ana.send(conv, "escape please")
+            await _reply_with(ana, conv, "refused")

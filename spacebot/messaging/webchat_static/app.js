@@ -267,6 +267,14 @@
       reactions.appendChild(chip);
     }
     node.append(meta, text, reactions);
+    for (const a of m.attachments || []) {
+      const link = document.createElement("a");
+      link.className = "attachment";
+      link.href = a.url + (token ? "?token=" + encodeURIComponent(token) : "");
+      link.download = a.name;
+      link.textContent = "📎 " + a.name + (a.size != null ? " (" + a.size + " bytes)" : "");
+      node.appendChild(link);
+    }
     return node;
   }
 
