@@ -280,3 +280,24 @@ async def test_idle_conversation_hibernates_and_wakes_with_its_history(short_tmp
                 events.close()
             finally:
                 await bus.close()
+
+
+async def test_a_socket_dropped_mid_stream_loses_nothing(short_tmp: Path) -> None:
+    async with FakeLLM(token_latency=0.05) as fake:
+        fake.add(tool_calls=_reply("a reply that takes a while to stream " * 4))
+        async with ChatSystem(short_tmp, fake) as system:
+            ana = await system.client("Ana", reconnect=False)
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "start streaming")
+            await ana.wait_for(lambda f: f["type"] == "delta")
+            await ana._ws.close()  # the tab goes away mid-reply
+            again = await system.client("Ana again")
+            history = await again.open(conv)
+            if not any(m["role"] == "assistant" for m in history["messages"]):
+                # Still streaming: the rest of the reply arrives on the new socket.
+                assert history["pending"] is True
+                await _answered(again, conv, 1)
+                history = await again.open(conv)
+            assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
+            assert system.sup.proc is not None and system.sup.proc.poll() is None
