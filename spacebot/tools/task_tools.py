@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spacebot.llm.types import ToolCall
+from spacebot.llm.types import ToolCall, ToolSpec
 from spacebot.tools import sandbox
 from spacebot.tools.sandbox import Limits, RunResult, SandboxError
 from spacebot.tools.schema import ToolArgumentError, check, spec
+from spacebot.tools.workspace import TOOL_SPECS as WORKSPACE_SPECS
 from spacebot.tools.workspace import ToolError, Workspace
 
 SHELL = spec(
@@ -39,38 +40,9 @@ EXEC = spec(
     },
     ["program"],
 )
-FILE_READ = spec(
-    "file_read",
-    "Read a text file of the workspace.",
-    {
-        "path": {"type": "string"},
-        "offset": {"type": "integer", "minimum": 0, "description": "First line (0-based)."},
-        "limit": {"type": "integer", "minimum": 1, "description": "Most lines."},
-    },
-    ["path"],
-)
-FILE_WRITE = spec(
-    "file_write",
-    "Create or replace a file of the workspace (folders are created).",
-    {"path": {"type": "string"}, "content": {"type": "string"}, "append": {"type": "boolean"}},
-    ["path", "content"],
-)
-FILE_EDIT = spec(
-    "file_edit",
-    "Replace exact text in a file of the workspace.",
-    {
-        "path": {"type": "string"},
-        "old": {"type": "string"},
-        "new": {"type": "string"},
-        "count": {"type": "integer", "description": "Occurrences to replace (-1 = all; default 1)."},
-    },
-    ["path", "old", "new"],
-)
-FILE_LIST = spec(
-    "file_list",
-    "List a folder of the workspace.",
-    {"path": {"type": "string"}, "recursive": {"type": "boolean"}, "pattern": {"type": "string"}},
-    [],
+# The file tools' descriptions live with their implementation (``workspace.TOOL_SPECS``).
+FILE_READ, FILE_WRITE, FILE_EDIT, FILE_LIST = (
+    ToolSpec(s["name"], s["description"], s["parameters"]) for s in WORKSPACE_SPECS
 )
 SET_STATUS = spec(
     "set_status",
