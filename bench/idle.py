@@ -27,6 +27,7 @@ log_level = "warning"
 [supervisor]
 preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy", "spacebot.llm.providers.anthropic",
            "spacebot.llm.providers.openai"]
+allow_test_targets = true
 """
 
 

@@ -33,6 +33,7 @@ def config(mode: str) -> str:
 log_level = "warning"
 [supervisor]
 spawn_mode = "{mode}"
+allow_test_targets = true
 preload = [{preload}]
 [processes.worker]
 ready_timeout = 60.0

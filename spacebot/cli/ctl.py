@@ -1,6 +1,7 @@
 """``spacebotctl``: inspect and steer a running supervisor over its control socket.
 
-Exit codes: 0 ok, 1 the command failed, 2 usage error, 3 the daemon is not reachable.
+Exit codes: 0 ok, 1 the command failed, 2 usage error, 3 the daemon is not reachable (or not
+ours to talk to: the socket and the run's key ``<runtime_dir>/ctl.key`` are the service user's).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import zmq
 from spacebot import config as config_mod
 from spacebot.errors import ConfigError
 from spacebot.ipc import codec
+from spacebot.ipc.credentials import CredentialError, Credentials, KeyMissing, operator_ctl
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import (
     ControlFrame,
@@ -49,6 +51,10 @@ class Unreachable(Exception):
     """The control socket did not answer."""
 
 
+class Denied(Exception):
+    """This user may not talk to the daemon (the runtime dir or the key is not readable)."""
+
+
 class Client:
     """A blocking request/reply client for the control socket."""
 
@@ -57,15 +63,38 @@ class Client:
     def __init__(self, endpoints: Endpoints, timeout: float) -> None:
         self.endpoints = endpoints
         self.timeout = timeout
+        self._credentials: Credentials | None = None
+
+    def credentials(self) -> Credentials | None:
+        """The run's operator credentials; ``None`` when there is no key (no live supervisor: the
+        call then ends as "no answer"). Raises :class:`Denied` when this user may not read them."""
+        path = self.endpoints.ctl_path
+        try:
+            present = path.exists()
+        except PermissionError:
+            raise Denied(
+                f"permission denied on {self.endpoints.dir}: run spacebotctl as the user Spacebot runs as"
+            ) from None
+        if not present:
+            raise Unreachable(f"no control socket at {path}")
+        if self._credentials is None:
+            try:
+                self._credentials = operator_ctl(self.endpoints.dir)
+            except KeyMissing:
+                return None
+            except CredentialError as exc:
+                raise Denied(str(exc)) from None
+        return self._credentials
 
     def call(self, request: ControlRequest, timeout: float | None = None) -> Ok | Err:
         """Send one request and wait for its reply."""
         path = self.endpoints.ctl_path
-        if not path.exists():
-            raise Unreachable(f"no control socket at {path}")
+        credentials = self.credentials()
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if credentials is not None:
+            credentials.apply(sock)
         try:
             sock.connect(self.endpoints.ctl)
             rid = next(self._ids)
@@ -88,7 +117,7 @@ def _endpoints(args: argparse.Namespace) -> Endpoints:
         return Endpoints(Path(args.runtime_dir))
     try:
         cfg = config_mod.load()
-    except ConfigError:
+    except (ConfigError, OSError):
         cfg = None  # a broken config must not stop the operator from inspecting the daemon
     return Endpoints(runtime_dir(cfg))
 
@@ -147,7 +176,8 @@ def _print_status(reply: StatusReply) -> None:
     sb = reply.sandbox
     if sb:
         landlock = f"landlock ABI {sb.get('landlock_abi')}" if sb.get("landlock") else "no landlock"
-        print(f"tool sandbox: {sb.get('mode')} ({landlock})")
+        line = sb.get("summary") or f"{sb.get('mode')} ({landlock})"  # summary: what is enforced/missing
+        print(f"tool sandbox: {line}")
 
 
 def _print_tree(node: TreeNode, prefix: str = "", last: bool = True, top: bool = True) -> None:
@@ -252,11 +282,10 @@ def _cmd_spawn(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_listen(client: Client, args: argparse.Namespace) -> int:
-    if not client.endpoints.ctl_path.exists():
-        raise Unreachable(f"no control socket at {client.endpoints.ctl_path}")
+    credentials = client.credentials()  # the events socket takes the same key as ctl
 
     async def run() -> int:
-        stream = EventStream(client.endpoints.events, args.topic or [""])
+        stream = EventStream(client.endpoints.events, args.topic or [""], credentials=credentials)
 
         async def trigger(nonce: str) -> None:
             result = await asyncio.to_thread(client.call, SyncEvents(nonce), 2.0)
@@ -359,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     client = Client(endpoints, args.timeout)
     try:
         return COMMANDS[args.command](client, args)
+    except Denied as exc:
+        print(f"spacebotctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except Unreachable as exc:
         print(
             f"spacebotctl: daemon not reachable: {exc}\n"

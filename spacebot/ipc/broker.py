@@ -3,6 +3,11 @@
 The broker never decodes a payload on the fast path: it reads the destination frame and forwards
 ``[dst, src, payload]``. Payloads are decoded only when they are addressed to the supervisor, or
 to build an ``Err`` reply when a destination is unknown or its queue is full.
+
+With an :class:`~spacebot.supervisor.auth.Authenticator` both sockets are PLAIN servers: only a
+peer whose credentials the ZAP handler accepted connects at all, and a peer's name on the bus is
+the ``User-Id`` its credentials proved, never a routing identity it declares (ZAP cannot see that
+one: the peer sends it after authenticating). See :class:`_NamedRouter`.
 """
 
 from __future__ import annotations
@@ -11,13 +16,17 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
 import zmq.asyncio
 
+if TYPE_CHECKING:
+    from spacebot.supervisor.auth import Authenticator
+
 from spacebot.ipc import codec
+from spacebot.ipc.credentials import DOMAIN_BUS, DOMAIN_EVENTS
 from spacebot.ipc.drain import Pump
 from spacebot.ipc.messages import (
     BROKER_ID,
@@ -38,6 +47,55 @@ log = logging.getLogger("spacebot.broker")
 _SUPERVISOR_FRAME = SUPERVISOR_ID.encode()
 
 
+class _NamedRouter(zmq.Socket[bytes]):
+    """A ROUTER addressed by authenticated name instead of by the routing identity a peer declares.
+
+    Peers connect without an identity (ZeroMQ gives each connection a fresh one) and a connection
+    becomes the route for a name only by sending a message under that name's ``User-Id``, which
+    ZAP set from its credentials. So the broker's routing code sees ``[name, ...]`` frames in and
+    sends ``[name, ...]`` frames out, and no peer can be routed to under a name it cannot prove.
+    ``ROUTER_HANDOVER`` is off: a peer declaring an identity already in use stays unattached.
+    """
+
+    routes: dict[bytes, bytes]
+    on_refused: Callable[[bytes, str], None] | None = None
+
+    def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
+        while True:
+            first = self.recv(flags, copy=False)  # a Frame: it carries the connection's metadata
+            route = first.bytes
+            parts: list[Any] = [route]
+            while self.getsockopt(zmq.RCVMORE):
+                parts.append(self.recv(flags))
+            try:
+                name = str(first.get("User-Id")).encode()
+            except zmq.ZMQError:
+                name = b""
+            if name:
+                if self.routes.get(name) != route:
+                    self.routes[name] = route  # the newest connection of a name (a restart) wins
+                parts[0] = name
+                return parts
+            if self.on_refused is not None:
+                self.on_refused(route, "a message without an authenticated user")
+
+    def send_multipart(
+        self, msg_parts: Any, flags: int = 0, copy: bool = True, track: bool = False, **kw: Any
+    ) -> Any:
+        parts = list(msg_parts)
+        name = parts[0]
+        route = self.routes.get(name)
+        if route is None:
+            raise zmq.ZMQError(errno.EHOSTUNREACH)
+        parts[0] = route
+        try:
+            return super().send_multipart(parts, flags, copy=copy, track=track, **kw)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH and self.routes.get(name) == route:
+                del self.routes[name]  # that connection is gone
+            raise
+
+
 class Broker:
     """Routes envelopes between bus endpoints and publishes events."""
 
@@ -50,14 +108,23 @@ class Broker:
         max_frame: int = codec.DEFAULT_MAX_FRAME,
         hwm: int = 10_000,
         events_hwm: int = 100_000,
+        auth: Authenticator | None = None,
     ) -> None:
         self.bus_endpoint = bus_endpoint
         self.events_endpoint = events_endpoint
         self.guard = codec.FrameGuard(BROKER_ID, max_frame)
         self.routed = 0
-        self._router: zmq.Socket[bytes] = zmq.Socket(context, zmq.ROUTER)
+        self._auth = auth
+        self._router: zmq.Socket[bytes]
+        if auth is not None:
+            router = _NamedRouter(context, zmq.ROUTER)
+            router.routes = {}
+            router.on_refused = self._refused_frame
+            self._router = router
+        else:  # peers name themselves by their routing identity (unauthenticated: benchmarks only)
+            self._router = zmq.Socket(context, zmq.ROUTER)
+            self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._router.setsockopt(zmq.SNDHWM, hwm)
         self._router.setsockopt(zmq.RCVHWM, hwm)
         self._router.setsockopt(zmq.LINGER, 0)
@@ -76,6 +143,14 @@ class Broker:
         starting it" (see :meth:`release`)."""
         self._held: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self._hold_cap = hwm
+        if auth is not None:
+            auth.secure(self._router, DOMAIN_BUS)
+            auth.secure(self._pub, DOMAIN_EVENTS)
+
+    def _refused_frame(self, route: bytes, reason: str) -> None:
+        self.guard.count("malformed", f"{reason} (connection {route[:16].hex()})")
+        if self._auth is not None:
+            self._auth.refuse(DOMAIN_BUS, reason)
 
     def bind(self) -> None:
         """Bind both sockets."""

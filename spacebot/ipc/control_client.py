@@ -1,4 +1,8 @@
-"""An asyncio client for the control socket (tests, benchmarks, other tools)."""
+"""An asyncio client for the control socket (tests, benchmarks, other tools).
+
+It authenticates with the run's key (``<runtime_dir>/ctl.key``), read when the first call is made:
+a client may be created before the supervisor has written it.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +14,30 @@ import zmq
 import zmq.asyncio
 
 from spacebot.ipc import codec
+from spacebot.ipc.credentials import Credentials, operator_ctl
 from spacebot.ipc.events import EventStream
-from spacebot.ipc.messages import ControlFrame, ControlRequest, SyncEvents
-from spacebot.ipc.replies import PendingReplies
+from spacebot.ipc.messages import ControlFrame, ControlRequest, ErrorCode, SyncEvents
+from spacebot.ipc.replies import BusError, PendingReplies
 from spacebot.paths import Endpoints
 
 
 class ControlClient:
     """Request/reply over ``ctl`` with a deadline on every call; replies matched by id."""
 
-    def __init__(self, endpoints: Endpoints, context: zmq.asyncio.Context | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        context: zmq.asyncio.Context | None = None,
+        *,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.endpoints = endpoints
+        self.credentials = credentials
         self._own_context = context is None
         self.context = context or zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket = self.context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(endpoints.ctl)
+        self._connected = False
         self._replies = PendingReplies()
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._reader: asyncio.Task[None] | None = None
@@ -36,17 +48,41 @@ class ControlClient:
             reply = codec.control_reply_decoder.decode(raw)
             self._replies.resolve(reply.id, reply.result)
 
+    def _credentials(self) -> Credentials:
+        """The credentials to use (raises ``CredentialError`` when the key cannot be read)."""
+        if self.credentials is None:
+            self.credentials = operator_ctl(self.endpoints.dir)
+        return self.credentials
+
+    def _connect(self) -> None:
+        if not self._connected:
+            self._credentials().apply(self._sock)
+            self._sock.connect(self.endpoints.ctl)
+            self._connected = True
+
     async def call(self, request: ControlRequest, *, timeout: float = 10.0) -> Any:
         """Send ``request``; return ``Ok.value`` or raise :class:`BusError`."""
+        self._connect()
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
         rid, fut = self._replies.open()
-        await self._sock.send(codec.encode(ControlFrame(rid, request)))
+        try:
+            # The send is under the deadline too: a DEALER with no completed connection (nobody
+            # listening, or the handshake refused) waits in send, not in the reply.
+            async with asyncio.timeout(timeout):
+                await self._sock.send(codec.encode(ControlFrame(rid, request)))
+        except TimeoutError:
+            self._replies.discard(rid)
+            raise BusError(
+                ErrorCode.TIMEOUT, f"could not send to {self.endpoints.ctl!r} within {timeout:g}s"
+            ) from None
         return await self._replies.wait(rid, fut, timeout, self.endpoints.ctl)
 
     async def events(self, *topics: str) -> EventStream:
         """A subscription that is confirmed live before it is returned."""
-        stream = EventStream(self.endpoints.events, topics or ("",), context=self.context)
+        stream = EventStream(
+            self.endpoints.events, topics or ("",), context=self.context, credentials=self._credentials()
+        )
         self._streams.add(stream)
 
         async def trigger(nonce: str) -> None:

@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from spacebot.errors import ProcessTimeout
 from spacebot.ipc import codec
+from spacebot.ipc.credentials import Credentials
 from spacebot.ipc.messages import Event
 
 SYNC_PREFIX = "sys.sync."
@@ -33,6 +34,7 @@ class EventStream:
         topics: Iterable[str] = ("",),
         *,
         context: zmq.asyncio.Context | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._own_context = context is None
         self.context = context or zmq.asyncio.Context()
@@ -45,8 +47,16 @@ class EventStream:
         self._nonce = secrets.token_hex(8)
         self._sync_topic = SYNC_PREFIX + self._nonce
         self._sock.setsockopt(zmq.SUBSCRIBE, self._sync_topic.encode())
+        if credentials is not None:  # the events socket only serves authenticated subscribers
+            credentials.apply(self._sock)
         self._sock.connect(endpoint)
         self.malformed = 0
+
+    def add_topic(self, topic: str) -> None:
+        """Also receive events whose topic starts with ``topic`` (takes effect asynchronously)."""
+        if topic not in self.topics:
+            self.topics.append(topic)
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
     async def sync(self, trigger: Callable[[str], Awaitable[None]], *, timeout: float = 5.0) -> None:
         """Return once the subscription is live; ``trigger(nonce)`` asks the supervisor to publish."""

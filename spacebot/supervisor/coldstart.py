@@ -16,7 +16,7 @@ import sys
 from spacebot.config import Config
 from spacebot.ipc.codec import encode
 from spacebot.ipc.messages import SpawnSpec, ZygoteSpawn
-from spacebot.supervisor import framing, linux
+from spacebot.supervisor import auth, framing, linux
 
 
 def spawn(spec: SpawnSpec, config: Config, runtime_dir: str) -> int:
@@ -34,7 +34,8 @@ def spawn(spec: SpawnSpec, config: Config, runtime_dir: str) -> int:
     finally:
         os.close(read_end)
     with os.fdopen(write_end, "wb") as pipe:
-        pipe.write(framing.pack(ZygoteSpawn(spec, encode(config), runtime_dir, os.getpid())))
+        req = ZygoteSpawn(spec, encode(config), runtime_dir, os.getpid(), auth.child_password(spec.id))
+        pipe.write(framing.pack(req))
     return pid
 
 

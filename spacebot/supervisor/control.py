@@ -1,7 +1,9 @@
 """The control socket ``ipc://<runtime_dir>/ctl`` that ``spacebotctl`` talks to.
 
 Each request type maps to one small named handler in :data:`HANDLERS`-style table built by the
-supervisor; signals go through the same :meth:`ControlServer.dispatch`.
+supervisor; signals go through the same :meth:`ControlServer.dispatch`. With an authenticator the
+socket is a PLAIN server: only ``spacebotctl`` holding the run's key, from a process that Spacebot
+did not start, gets a handshake (``spacebot.supervisor.auth``).
 """
 
 from __future__ import annotations
@@ -9,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
 import zmq.asyncio
 
 from spacebot.ipc import codec
+from spacebot.ipc.credentials import DOMAIN_CTL
 from spacebot.ipc.drain import Pump
 from spacebot.ipc.messages import ControlReply, ControlRequest, Err, ErrorCode, Ok
+
+if TYPE_CHECKING:
+    from spacebot.supervisor.auth import Authenticator
 
 log = logging.getLogger("spacebot.control")
 
@@ -34,12 +40,15 @@ class ControlServer:
         handlers: dict[type, ControlHandler],
         *,
         max_frame: int = codec.DEFAULT_MAX_FRAME,
+        auth: Authenticator | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.handlers = handlers
         self.guard = codec.FrameGuard("ctl", max_frame)
         self._sock: zmq.Socket[bytes] = zmq.Socket(context, zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if auth is not None:
+            auth.secure(self._sock, DOMAIN_CTL)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump: Pump | None = None
 

@@ -67,6 +67,22 @@ def _looks_binary(sample: bytes) -> bool:
     return odd > max(8, len(text) // 10)
 
 
+def _refuse_symlinks(root: Path) -> None:
+    """Raise :class:`ToolError` if any existing component of ``root`` is a symbolic link."""
+    path = Path(os.path.abspath(root))
+    for part in (*reversed(path.parents), path):
+        try:
+            if stat.S_ISLNK(os.lstat(part).st_mode):
+                raise ToolError(
+                    f"workspace root {str(path)!r} is or passes through a symbolic link at {str(part)!r}; "
+                    "a workspace root must be a real directory"
+                )
+        except FileNotFoundError:
+            return  # the rest does not exist yet: mkdir creates real directories
+        except NotADirectoryError:
+            raise ToolError(f"workspace root {str(path)!r}: {str(part)!r} is not a directory") from None
+
+
 class Workspace:
     """The directory a worker may touch, and the file tools that act on it."""
 
@@ -78,9 +94,16 @@ class Workspace:
         max_write_bytes: int = 2_000_000,
         max_list_entries: int = 500,
     ) -> None:
-        """Use ``root`` (created if missing) as the workspace; the limits bound each call."""
+        """Use ``root`` (created if missing) as the workspace; the limits bound each call.
+
+        Raises :class:`ToolError` if ``root`` is, or passes through, a symbolic link: a root is
+        refused, never resolved, since a link planted by a tool would move the whole workspace
+        (and the sandbox built on it) elsewhere.
+        """
         root = Path(root)
+        _refuse_symlinks(root)
         root.mkdir(parents=True, exist_ok=True)
+        _refuse_symlinks(root)  # nothing was swapped in while the missing parts were made
         self._given_root = Path(os.path.abspath(root))
         self.root = root.resolve()
         self.max_read_bytes = max_read_bytes

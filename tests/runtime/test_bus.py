@@ -103,6 +103,7 @@ async def test_bad_frames_are_counted_and_everyone_keeps_serving(supervisor: Sup
     raw = ctx.socket(zmq.DEALER)
     raw.setsockopt(zmq.IDENTITY, b"fuzzer")
     raw.setsockopt(zmq.LINGER, 0)
+    supervisor.bus_credentials("fuzzer").apply(raw)  # authenticated: the frames, not the peer, are bad
     raw.connect(supervisor.endpoints.bus)
     client = await _client(supervisor, "fuzzer-ok")
     try:

@@ -41,12 +41,14 @@ def _files_under(path: Path) -> set[str]:
 # -- normal use --------------------------------------------------------------------------------
 
 
-def test_root_created_and_stored_resolved(tmp_path: Path) -> None:
+def test_root_created_and_a_root_through_a_link_refused(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "new" / "ws")
+    assert ws.root == (tmp_path / "new" / "ws").resolve() and ws.root.is_dir()
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")
-    ws = Workspace(tmp_path / "alias" / "new" / "ws")
-    assert ws.root == (tmp_path / "real" / "new" / "ws").resolve()
-    assert ws.root.is_dir()
+    with pytest.raises(ToolError, match="symbolic link"):
+        Workspace(tmp_path / "alias" / "new" / "ws")
+    assert not (tmp_path / "real" / "new").exists()  # refused, not resolved and created
 
 
 def test_write_creates_parents_and_reports_the_relative_path(ws: Workspace) -> None:
@@ -281,11 +283,9 @@ def test_escapes_refused_and_logged(
 
 
 def test_absolute_paths_inside_are_accepted(tmp_path: Path) -> None:
-    (tmp_path / "real").mkdir()
-    (tmp_path / "alias").symlink_to(tmp_path / "real")
-    ws = Workspace(tmp_path / "alias")
+    ws = Workspace(tmp_path / "real")
     assert ws.write(str(ws.root / "a.txt"), "x") == "wrote 1 bytes to a.txt"
-    assert ws.read(str(tmp_path / "alias" / "a.txt")) == "x"  # the root as it was given
+    assert ws.read(str(tmp_path / "real" / "a.txt")) == "x"
     assert ws.resolve(str(ws.root)) == ws.root
     assert ws.list(str(ws.root)).split()[-1] == "a.txt"
 
