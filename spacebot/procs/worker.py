@@ -20,9 +20,11 @@ from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.procs.delegate import TurnCapReached, model_loop, report, status
 from spacebot.procs.llm_link import connect_llm
 from spacebot.supervisor.child import ChildContext
-from spacebot.tools.sandbox import Limits
+from spacebot.tools import sandbox
+from spacebot.tools.egress import EgressProxy
+from spacebot.tools.sandbox import Network
 from spacebot.tools.schema import check, spec
-from spacebot.tools.task_tools import TASK_TOOLS, TaskTools
+from spacebot.tools.task_tools import TASK_TOOLS, TaskTools, from_settings
 
 log = logging.getLogger("spacebot.worker")
 
@@ -73,15 +75,14 @@ async def serve(
     ctx.on_message(on_message)
     ctx.set_busy(True, f"worker: {task[:80]}")
     workspace = agent_dir(ctx.config.home, agent) / "workspace"
-    limits = Limits(
-        timeout=settings.shell_timeout,
-        output_bytes=settings.output_bytes,
-        cpu_seconds=settings.cpu_seconds,
-        address_space_mb=settings.address_space_mb,
-        open_files=settings.open_files,
-        processes=settings.processes,
-    )
-    tools = TaskTools(Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind))
+    # Sandbox helpers for this worker's commands: escapees (``setsid``) are re-parented here and
+    # killed when their call ends; with "loopback-deny" an egress proxy outside the sandbox is the
+    # only TCP port the commands may reach.
+    sandbox.adopt_orphans()
+    egress = await EgressProxy().start() if settings.network == "loopback-deny" else None
+    network = Network(settings.network, egress.port if egress is not None else 0)
+    limits, policy = from_settings(settings, network)
+    tools = TaskTools(Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind), policy)
 
     async def run_tool(call: ToolCall) -> tuple[str, bool]:
         if call.name == "finish":
@@ -136,6 +137,9 @@ async def serve(
         log.exception("worker failed")
         outcome, text = "failed", f"the worker failed: {exc}"
     finally:
+        sandbox.kill_all()
+        if egress is not None:
+            await egress.close()
         if llm is not None:
             await llm.aclose()
         await report(ctx, report_to, DelegateResult(ctx.id, outcome, text.strip() or "(no result text)"))

@@ -28,7 +28,10 @@ def _metrics(pid: int) -> tuple[float, float, float]:
             proc = _procs[pid] = psutil.Process(pid)
             proc.cpu_percent(None)
         cpu = proc.cpu_percent(None)
-        mem = proc.memory_full_info()
+        try:
+            mem = proc.memory_full_info()
+        except psutil.AccessDenied:  # non-dumpable (it holds keys): smaps needs ptrace access
+            return cpu, proc.memory_info().rss / _MB, 0.0
         return cpu, mem.rss / _MB, mem.uss / _MB
     except psutil.Error:
         _procs.pop(pid, None)
@@ -115,7 +118,7 @@ def _collect(sup: Supervisor) -> StatusReply:
         sup.ready,
         broker.guard.snapshot(),
         broker.routed,
-        sandbox.describe(),
+        sandbox.describe(sup.config.delegates),
     )
 
 

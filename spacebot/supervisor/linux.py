@@ -9,6 +9,7 @@ import logging
 log = logging.getLogger("spacebot.supervisor")
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -31,6 +32,13 @@ def set_pdeathsig(sig: int) -> bool:
 def set_child_subreaper() -> bool:
     """Adopt orphaned descendants, so their exit can be reaped and seen here."""
     return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def forbid_dumps() -> bool:
+    """``PR_SET_DUMPABLE 0``: other processes of the same user (a tool, an escaped program) can no
+    longer read this process's ``/proc/<pid>/environ`` or memory, nor ptrace it; for processes
+    that hold keys. Only root (``CAP_SYS_PTRACE``) still can; tools have no capabilities."""
+    return _prctl(PR_SET_DUMPABLE, 0)
 
 
 def set_name(name: str) -> None:

@@ -1,13 +1,18 @@
 """Running a tool's program (``shell``, ``exec``) confined, bounded and killable.
 
 One place chooses how: the ``spacebot._sandbox`` C extension (``native/sandbox.c``) when it was
-built — fork + exec with a new session, ``PR_SET_PDEATHSIG``, ``no_new_privs``, rlimits, inherited
-descriptors closed, and a Landlock ruleset (the workspace read-write, system paths read-only) where
-the kernel supports it — else a pure-Python fallback with the same limits but no Landlock.
-``SPACEBOT_SANDBOX=python`` forces the fallback. The active mode shows in ``spacebotctl status``.
+built — fork + exec with a new session, ``PR_SET_PDEATHSIG``, ``no_new_privs``, no capabilities,
+rlimits, inherited descriptors closed, and a Landlock ruleset (the workspace read-write, system
+paths read-only, a few devices, TCP by port, signals and abstract sockets scoped) where the kernel
+supports it — else a pure-Python fallback with the same limits but no Landlock.
+``SPACEBOT_SANDBOX=python`` forces the fallback. A spawner that cannot confine files (the fallback,
+or a kernel without Landlock) is refused unless the caller passes ``allow_unsandboxed=True``
+(``[delegates] allow_unsandboxed``). What is enforced shows in ``spacebotctl status``.
 
-Every program runs in its own process group; a timeout, an output flood, or cancelling the calling
-task kills the whole group (and any descendant that left it), then reaps it.
+A call has one deadline, output reads included. When it ends — exit, timeout, output flood, or the
+caller cancelled — its process group, every descendant and, in a process that called
+:func:`adopt_orphans` (workers do), every orphan it adopted (``setsid`` escapees) are killed and
+reaped.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-import psutil
+
+if TYPE_CHECKING:
+    from spacebot.config import DelegateSection
 
 try:
     from spacebot import _sandbox as _native  # type: ignore[attr-defined]
@@ -42,11 +50,36 @@ READ_ONLY_SYSTEM = [
     "/opt",
     "/proc",
     "/sys",
-    "/run",
 ]
 """Readable (and executable) for sandboxed programs under Landlock."""
-WRITABLE_DEVICES = ["/dev"]
-"""Devices stay usable (``/dev/null``, ``/dev/tty``, ``/dev/urandom``...)."""
+
+
+# -- /run: only what name resolution needs (docs/security.md, Secrets and the bus).
+RUN_READABLE = ("/run/systemd/resolve", "/run/resolvconf", "/run/NetworkManager")
+"""Entries of ``/run`` a tool may read (``/etc/resolv.conf`` often links into them). Landlock
+grants whole subtrees, so ``/run`` itself is never granted: it holds systemd's credentials
+(``LoadCredential=`` provider keys) and the service's runtime directory with ``ctl.key``."""
+
+
+def _run_entries() -> list[str]:
+    return [p for p in RUN_READABLE if os.path.isdir(p)]
+
+
+READ_ONLY_SYSTEM += _run_entries()
+# -- end of /run entries.
+WRITABLE_DEVICES = ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", "/dev/tty"]
+"""The only device files a program may open (not ``/dev/shm``, not disks, not the rest of /dev)."""
+
+NETWORK_MODES = ("none", "loopback-deny", "open")
+ABI_NETWORK = 4
+"""Landlock ABI that brings TCP bind/connect rules (by port)."""
+ABI_SCOPES = 6
+"""Landlock ABI that scopes signals and abstract unix sockets to the sandbox."""
+
+_active: set[int] = set()
+"""Root pids of calls in flight in this process (never swept as escapees)."""
+_adopting = False
+"""This process is a subreaper and every other child it has is a tool's escapee."""
 
 
 class SandboxError(ValueError):
@@ -57,7 +90,7 @@ class Limits(msgspec.Struct, frozen=True):
     """What one program may use."""
 
     timeout: float = 60.0
-    """Wall-clock seconds before the whole process group is killed."""
+    """Seconds for the whole call (output reads included) before every process of it is killed."""
     output_bytes: int = 64_000
     """Per stream; beyond it the group is killed and the result says ``truncated``."""
     cpu_seconds: int = 60
@@ -68,6 +101,17 @@ class Limits(msgspec.Struct, frozen=True):
     """RLIMIT_NOFILE (0 = leave as is)."""
     processes: int = 512
     """RLIMIT_NPROC (0 = leave as is; counts every process of the user)."""
+    file_size_bytes: int = 0
+    """RLIMIT_FSIZE: the largest file a program may write (0 = leave as is; -1 = no growth)."""
+
+
+class Network(msgspec.Struct, frozen=True):
+    """Outbound TCP for one call (see docs/security.md)."""
+
+    mode: str = "open"
+    """``none`` (no TCP connect or bind), ``loopback-deny`` (only through the egress proxy) or ``open``."""
+    proxy_port: int = 0
+    """The egress proxy's port on 127.0.0.1 (``loopback-deny``)."""
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -84,7 +128,7 @@ class RunResult(msgspec.Struct, frozen=True):
     truncated: bool
     """Output went past ``output_bytes`` and the program was killed for it."""
     timed_out: bool
-    """It ran past ``timeout`` and was killed."""
+    """The call reached its deadline (the program, or a process keeping its output open, was killed)."""
     duration: float
     """Wall-clock seconds."""
     mode: str
@@ -104,11 +148,54 @@ def landlock_abi() -> int:
     return int(_native.landlock_abi()) if _native is not None else 0
 
 
-def describe() -> dict[str, object]:
-    """For status displays: mode, Landlock ABI, and whether Landlock is applied."""
+def isolated() -> bool:
+    """True when programs are confined to their workspace (the native spawner with Landlock)."""
+    return mode() == "native" and landlock_abi() > 0
+
+
+def describe(settings: DelegateSection | None = None) -> dict[str, object]:
+    """For status displays: mode, Landlock ABI, what is enforced and what is missing."""
     m = mode()
     abi = landlock_abi()
-    return {"mode": m, "landlock_abi": abi, "landlock": m == "native" and abi > 0}
+    info: dict[str, object] = {"mode": m, "landlock_abi": abi, "landlock": m == "native" and abi > 0}
+    if settings is not None:
+        info["network"] = settings.network
+        info["allow_unsandboxed"] = settings.allow_unsandboxed
+    info["summary"] = summary(settings)
+    return info
+
+
+def summary(settings: DelegateSection | None = None) -> str:
+    """One line: the spawner, what it enforces on this kernel, and what it cannot."""
+    network = settings.network if settings is not None else "loopback-deny"
+    allow = settings.allow_unsandboxed if settings is not None else False
+    if not isolated():
+        why = "python fallback" if mode() == "python" else "native, but the kernel has no Landlock"
+        verdict = (
+            "shell/exec run WITHOUT isolation ([delegates] allow_unsandboxed = true)"
+            if allow
+            else "shell/exec REFUSED (set [delegates] allow_unsandboxed = true to run them unconfined)"
+        )
+        return f"{why}: no filesystem confinement; {verdict}"
+    abi = landlock_abi()
+    enforced = ["files", "/dev limited", "no capabilities", "rlimits"]
+    missing: list[str] = []
+    if abi >= ABI_SCOPES:
+        enforced.append("signals and abstract sockets scoped")
+    else:
+        missing.append(f"signal/abstract-socket scoping (needs Landlock ABI {ABI_SCOPES})")
+    if network == "open":
+        enforced.append("network open")
+    elif abi >= ABI_NETWORK:
+        enforced.append(f"TCP network={network}")
+    else:
+        missing.append(
+            f"TCP network rules (needs Landlock ABI {ABI_NETWORK}; network={network} not enforced)"
+        )
+    if network != "open":
+        missing.append("UDP not restricted")
+    text = f"native (landlock ABI {abi}): " + ", ".join(enforced)
+    return text + ("; missing: " + ", ".join(missing) if missing else "")
 
 
 def inside(path: Path, root: Path) -> Path:
@@ -119,6 +206,20 @@ def inside(path: Path, root: Path) -> Path:
     return resolved
 
 
+def adopt_orphans() -> None:
+    """Make this process a subreaper whose every child other than a running call is an escapee.
+
+    A program that leaves its session (``setsid``) and whose parent then exits would otherwise be
+    re-parented out of reach; as a subreaper this process receives it, and each call's end kills it.
+    Only for processes whose children are all tool programs (a worker).
+    """
+    global _adopting
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    _adopting = True
+
+
 def _rlimits(limits: Limits) -> list[tuple[int, int]]:
     pairs = [
         (resource.RLIMIT_CPU, limits.cpu_seconds),
@@ -126,7 +227,10 @@ def _rlimits(limits: Limits) -> list[tuple[int, int]]:
         (resource.RLIMIT_NOFILE, limits.open_files),
         (resource.RLIMIT_NPROC, limits.processes),
     ]
-    return [(res, value) for res, value in pairs if value > 0]
+    out = [(res, value) for res, value in pairs if value > 0]
+    if limits.file_size_bytes:
+        out.append((resource.RLIMIT_FSIZE, max(0, limits.file_size_bytes)))
+    return out
 
 
 def _python_preexec(rlimits: list[tuple[int, int]]) -> None:
@@ -134,14 +238,34 @@ def _python_preexec(rlimits: list[tuple[int, int]]) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+    for cap in range(64):  # PR_CAPBSET_DROP: fails harmlessly without CAP_SETPCAP
+        libc.prctl(24, cap, 0, 0, 0)
     for res, value in rlimits:
         _soft, hard = resource.getrlimit(res)
         cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(res, (cap, cap))
 
 
+def _connect_ports(network: Network) -> list[int] | None:
+    if network.mode == "open":
+        return None
+    if network.mode == "none":
+        return []
+    if network.mode == "loopback-deny":
+        if not 0 < network.proxy_port < 65536:
+            raise SandboxError("network 'loopback-deny' needs the egress proxy's port")
+        return [network.proxy_port]
+    raise SandboxError(f"network mode {network.mode!r} is not one of {', '.join(NETWORK_MODES)}")
+
+
 def _spawn(
-    argv: list[str], cwd: Path, env: dict[str, str], limits: Limits, workspace: Path, read_only: list[str]
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    limits: Limits,
+    workspace: Path,
+    read_only: list[str],
+    ports: list[int] | None,
 ) -> tuple[int, int, int, int, subprocess.Popen[bytes] | None]:
     """Start the program; returns (pid, stdin fd, stdout fd, stderr fd, Popen in fallback mode)."""
     rlimits = _rlimits(limits)
@@ -162,6 +286,7 @@ def _spawn(
                 rlimits,
                 [str(workspace), *WRITABLE_DEVICES],
                 [p for p in read_only if os.path.exists(p)],
+                ports,
             )
         else:
             popen = subprocess.Popen(
@@ -183,46 +308,153 @@ def _spawn(
     finally:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
+    _active.add(pid)
     return pid, in_w, out_r, err_r, popen
 
 
-def kill_group(pid: int) -> None:
-    """SIGKILL the program's process group and every descendant that left it."""
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def _scan() -> dict[int, tuple[int, int, int]]:
+    """Every live (not zombie) process: pid -> (parent, process group, session), from one /proc pass."""
+    if _native is not None:  # the same loop in C: about ten times faster
+        return {pid: (ppid, pgrp, sid) for pid, ppid, pgrp, sid in _native.scan()}
+    table: dict[int, tuple[int, int, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 4)  # state ppid pgrp session ...
+        if fields[0] in (b"Z", b"X"):
+            continue
+        table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
 
 
-async def _read(fd: int, cap: int, over: asyncio.Event) -> bytes:
+def _targets(root: int, table: dict[int, tuple[int, int, int]]) -> set[int]:
+    """The call's processes: its group and session, every descendant, and adopted escapees."""
+    me = os.getpid()
+    found = {pid for pid, (_ppid, pgrp, sid) in table.items() if root in (pgrp, sid)}
+    if _adopting:
+        found |= {pid for pid, (ppid, _g, _s) in table.items() if ppid == me and pid not in _active}
+    found.discard(me)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _g, _s) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    stack = list(found)
+    while stack:  # descendants of everything found
+        for child in children.get(stack.pop(), ()):
+            if child not in found and child != me:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def kill_group(pid: int) -> set[int]:
+    """SIGKILL the program's process group, its session, every descendant, and adopted escapees.
+
+    Repeated until a pass finds nothing new, so a process forked between listing and killing is
+    caught. Returns the adopted escapees killed (this process must reap them: :func:`reap`).
+    """
+    return _sweep(pid)[0]
+
+
+def _sweep(pid: int) -> tuple[set[int], int]:
+    """:func:`kill_group`, also returning how many processes were killed."""
+    killed: set[int] = set()
+    adopted: set[int] = set()
+    me = os.getpid()
+    for _ in range(8):
+        table = _scan()
+        targets = _targets(pid, table) - killed
+        if not targets:
+            break
+        for target in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(target, signal.SIGKILL)
+            if target != pid and table[target][0] == me:
+                adopted.add(target)
+        killed |= targets
+    return adopted, len(killed)
+
+
+async def reap(pids: set[int], timeout: float = 5.0) -> None:
+    """Wait for adopted escapees killed by :func:`kill_group` to exit, and collect them."""
     loop = asyncio.get_running_loop()
-    chunks: list[bytes] = []
-    size = 0
-    readable = asyncio.Event()
-    os.set_blocking(fd, False)
-    loop.add_reader(fd, readable.set)
-    try:
-        while True:
-            await readable.wait()
-            readable.clear()
+    for pid in pids:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        done = asyncio.Event()
+        loop.add_reader(pidfd, done.set)
+        try:
+            async with asyncio.timeout(timeout):
+                await done.wait()
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+
+
+def kill_all() -> None:
+    """Kill every running call and every adopted escapee (a worker on its way out)."""
+    for pid in [*_active, -1]:  # -1: no call's root, only the escapees
+        for child in kill_group(pid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, os.WNOHANG)
+
+
+class _Stream:
+    """One output pipe read into a capped buffer; what was read survives a cancelled reader."""
+
+    def __init__(self, fd: int, cap: int, over: asyncio.Event) -> None:
+        self.fd = fd
+        self.cap = cap
+        self.over = over
+        self.chunks: list[bytes] = []
+        self.size = 0
+        os.set_blocking(fd, False)
+
+    def _take(self, data: bytes) -> None:
+        if self.size < self.cap:
+            self.chunks.append(data[: self.cap - self.size])
+        self.size += len(data)
+        if self.size > self.cap:
+            self.over.set()
+
+    def drain(self) -> bool:
+        """Read what is buffered now; True at end of file or over the cap."""
+        while self.size <= self.cap:
             try:
-                data = os.read(fd, 65536)
+                data = os.read(self.fd, 65536)
             except BlockingIOError:
-                continue
+                return False
             if not data:
-                break
-            if size < cap:
-                chunks.append(data[: cap - size])
-            size += len(data)
-            if size > cap:
-                over.set()
-                break
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return b"".join(chunks)
+                return True
+            self._take(data)
+        return True
+
+    async def read(self) -> None:
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(self.fd, readable.set)
+        try:
+            while not self.drain():
+                await readable.wait()
+                readable.clear()
+        finally:
+            loop.remove_reader(self.fd)
+
+    def close(self) -> bytes:
+        with contextlib.suppress(OSError):
+            self.drain()
+        os.close(self.fd)
+        return b"".join(self.chunks)
 
 
 async def _wait(pid: int) -> int:
@@ -249,55 +481,93 @@ async def run(
     limits: Limits | None = None,
     stdin: bytes | None = None,
     read_only: list[str] | None = None,
+    network: Network | None = None,
+    allow_unsandboxed: bool = False,
 ) -> RunResult:
-    """Run ``argv`` confined to ``workspace``; returns when it has exited and been reaped."""
+    """Run ``argv`` confined to ``workspace``; returns when every process of the call is gone."""
     limits = limits or Limits()
+    network = network or Network()
     if not argv or not argv[0]:
         raise SandboxError("no program given")
+    if not isolated() and not allow_unsandboxed:
+        raise SandboxError(
+            "commands are disabled: "
+            + ("the native sandbox is not in use" if mode() == "python" else "the kernel has no Landlock")
+            + ", so a command would run with the service user's full access. The operator can set "
+            "[delegates] allow_unsandboxed = true to run commands anyway."
+        )
+    ports = _connect_ports(network)
     (workspace / ".tmp").mkdir(parents=True, exist_ok=True)  # TMPDIR: /tmp is not writable under Landlock
     cwd = inside(cwd, workspace)
     if not cwd.is_dir():
         raise SandboxError(f"working directory {cwd} does not exist")
-    env = env if env is not None else default_env(workspace)
+    env = dict(env) if env is not None else default_env(workspace)
+    if network.mode == "loopback-deny":
+        proxy = f"http://127.0.0.1:{network.proxy_port}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            env[name] = proxy
+        env["NO_PROXY"] = env["no_proxy"] = ""
     if "/" not in argv[0]:  # exec() does no PATH search: resolve with the program's own PATH
         found = shutil.which(argv[0], path=env.get("PATH", ""))
         if found is None:
             raise SandboxError(f"program {argv[0]!r} not found on PATH {env.get('PATH', '')!r}")
         argv = [found, *argv[1:]]
+    loop = asyncio.get_running_loop()
     started = time.monotonic()
+    deadline = loop.time() + limits.timeout
     # Forked from this (the event loop's) thread on purpose: PR_SET_PDEATHSIG fires when the thread
     # that forked the program ends, so a pool thread would take the program down with it.
     pid, in_fd, out_fd, err_fd, popen = _spawn(
-        argv, cwd, env, limits, workspace, read_only or READ_ONLY_SYSTEM
+        argv, cwd, env, limits, workspace, read_only or READ_ONLY_SYSTEM, ports
     )
     over = asyncio.Event()
-    reaped = False
+    streams = [_Stream(out_fd, limits.output_bytes, over), _Stream(err_fd, limits.output_bytes, over)]
+    readers = [asyncio.ensure_future(s.read()) for s in streams]
+    exit_task = asyncio.ensure_future(_wait(pid))
+    over_task = asyncio.ensure_future(over.wait())
+    timed_out = False
+    status: int | None = None
     try:
         with contextlib.suppress(OSError):
             if stdin:
                 os.write(in_fd, stdin[:65536])
         os.close(in_fd)
-        out_task = asyncio.ensure_future(_read(out_fd, limits.output_bytes, over))
-        err_task = asyncio.ensure_future(_read(err_fd, limits.output_bytes, over))
-        exit_task = asyncio.ensure_future(_wait(pid))
-        over_task = asyncio.ensure_future(over.wait())
-        done, _ = await asyncio.wait(
-            {exit_task, over_task}, timeout=limits.timeout, return_when="FIRST_COMPLETED"
-        )
-        timed_out = not done
-        truncated = over.is_set()
-        if timed_out or truncated:
-            kill_group(pid)
+        in_fd = -1
+        try:
+            async with asyncio.timeout_at(deadline):
+                await asyncio.wait({exit_task, over_task}, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            timed_out = True
+        # The call is over for the whole session: kill what is left (a finished root's background
+        # jobs and escapees too), then reap the root.
+        adopted, killed = _sweep(pid)
         status = await exit_task
-        reaped = True
-        kill_group(pid)  # descendants still holding the pipes open
-        over_task.cancel()
-        out, err = await asyncio.gather(out_task, err_task)
+        _active.discard(pid)
+        if killed:  # a second pass for anything re-parented while the killed root was dying
+            adopted |= kill_group(pid)
+        await reap(adopted)
+        # Output still buffered is collected; a holder of the pipes out of reach is not waited
+        # for past the deadline.
+        if not timed_out:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.gather(*readers)
+            except TimeoutError:
+                timed_out = True
     finally:
-        if not reaped:  # cancelled: kill the group, reap without blocking the loop for long
+        if in_fd >= 0:
+            os.close(in_fd)
+        for task in (*readers, over_task):
+            task.cancel()
+        await asyncio.gather(*readers, over_task, return_exceptions=True)
+        out, err = (s.close() for s in streams)
+        if status is None:  # cancelled: kill the whole call, reap without blocking the loop for long
+            exit_task.cancel()
             kill_group(pid)
             with contextlib.suppress(ChildProcessError):
                 await asyncio.to_thread(os.waitpid, pid, 0)
+            _active.discard(pid)
+            await reap(kill_group(pid))
         if popen is not None:
             popen.returncode = -1  # we reaped it; keep Popen from trying again
     code = os.waitstatus_to_exitcode(status)
@@ -306,7 +576,7 @@ async def run(
         signal=-code if code < 0 else None,
         stdout=out.decode(errors="replace"),
         stderr=err.decode(errors="replace"),
-        truncated=truncated,
+        truncated=over.is_set(),
         timed_out=timed_out,
         duration=time.monotonic() - started,
         mode=mode(),

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from spacebot.llm.types import ToolCall, ToolSpec
 from spacebot.tools import sandbox
-from spacebot.tools.sandbox import Limits, RunResult, SandboxError
+from spacebot.tools.sandbox import Limits, Network, RunResult, SandboxError
 from spacebot.tools.schema import ToolArgumentError, check, spec
 from spacebot.tools.workspace import TOOL_SPECS as WORKSPACE_SPECS
 from spacebot.tools.workspace import ToolError, Workspace
+
+if TYPE_CHECKING:
+    from spacebot.config import DelegateSection
 
 SHELL = spec(
     "shell",
@@ -24,7 +30,12 @@ SHELL = spec(
             "type": "string",
             "description": "Working directory relative to the workspace (default: its root).",
         },
-        "timeout": {"type": "number", "minimum": 1, "maximum": 3600, "description": "Seconds (default 60)."},
+        "timeout": {
+            "type": "number",
+            "minimum": 1,
+            "maximum": 3600,
+            "description": "Seconds (default and maximum set by the operator; longer asks are clamped).",
+        },
     },
     ["command"],
 )
@@ -72,14 +83,69 @@ def _format(result: RunResult) -> str:
     return "\n".join(parts)
 
 
+class Policy(msgspec.Struct, frozen=True):
+    """What the operator allows beyond one command's limits (``[delegates]``)."""
+
+    timeout_max: float = 0.0
+    """Longest ``timeout`` the model may ask for (0 = the default timeout of ``Limits``)."""
+    workspace_max_bytes: int = 0
+    """Size cap of the workspace (0 = none)."""
+    network: Network = Network()
+    """Outbound TCP of commands."""
+    allow_unsandboxed: bool = False
+    """Run commands even without filesystem confinement."""
+
+
+def workspace_bytes(root: Path) -> int:
+    """Bytes the workspace's files take (allocated blocks; hard links counted once; no symlinks)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + dirnames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
 class TaskTools:
     """Runs the task tools for one worker."""
 
-    def __init__(self, workspace: Path, limits: Limits, on_status: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        limits: Limits,
+        on_status: Callable[[str, str], None],
+        policy: Policy | None = None,
+    ) -> None:
         self.files = Workspace(workspace)
         self.limits = limits
+        self.policy = policy or Policy()
         self.on_status = on_status
         self.specs = {t.name: t for t in TASK_TOOLS}
+
+    async def _room(self) -> int | None:
+        """Bytes left under the workspace cap (may be negative), or ``None`` without a cap."""
+        cap = self.policy.workspace_max_bytes
+        if not cap:
+            return None
+        return cap - await asyncio.to_thread(workspace_bytes, self.files.root)
+
+    def _over(self, room: int) -> ToolError:
+        cap = self.policy.workspace_max_bytes
+        return ToolError(
+            f"The workspace holds {_mib(cap - room)} of its {_mib(cap)} cap. "
+            "Delete files you no longer need (shell: rm) before writing more."
+        )
 
     async def call(self, call: ToolCall) -> tuple[str, bool]:
         """Run one call; returns (text for the model, is_error)."""
@@ -96,25 +162,16 @@ class TaskTools:
 
     async def _run(self, name: str, args: dict[str, Any]) -> str:
         if name in ("shell", "exec"):
-            cwd = self.files.resolve(args.get("cwd") or ".")
-            limits = self.limits
-            if "timeout" in args:
-                limits = Limits(**{**_fields(limits), "timeout": float(args["timeout"])})
-            if name == "shell":
-                argv = ["/bin/sh", "-c", args["command"]]
-                env = None
-            else:
-                extra = args.get("env") or {}
-                if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-                    raise ToolArgumentError("exec: env must map strings to strings")
-                argv = [args["program"], *map(str, args.get("args") or [])]
-                env = {**sandbox.default_env(self.files.root), **extra}
-            result = await sandbox.run(argv, cwd=cwd, workspace=self.files.root, env=env, limits=limits)
-            return _format(result)
+            return await self._command(name, args)
         if name == "set_status":
             self.on_status(args["text"], args.get("kind", "progress"))
             return "status set"
         files = self.files
+        if name in ("file_write", "file_edit"):
+            room = await self._room()
+            grow = len(args["content" if name == "file_write" else "new"].encode())
+            if room is not None and grow > room:
+                raise ToolError(f"{name}: writing {grow} bytes would pass the cap. {self._over(room)}")
         if name == "file_read":
             return await asyncio.to_thread(files.read, args["path"], args.get("offset", 0), args.get("limit"))
         if name == "file_write":
@@ -132,6 +189,71 @@ class TaskTools:
             pattern=args.get("pattern"),
         )
 
+    async def _command(self, name: str, args: dict[str, Any]) -> str:
+        """``shell``/``exec``: the configured limits, the model's timeout clamped to the maximum."""
+        cwd = self.files.resolve(args.get("cwd") or ".")
+        notes: list[str] = []
+        changes: dict[str, Any] = {}
+        if "timeout" in args:
+            asked = float(args["timeout"])
+            ceiling = self.policy.timeout_max or self.limits.timeout
+            if asked > ceiling:
+                notes.append(f"timeout clamped to {ceiling:g} s (asked {asked:g} s; the configured maximum)")
+            changes["timeout"] = min(asked, ceiling)
+        room = await self._room()
+        if room is not None:
+            # RLIMIT_FSIZE: no single file may grow past what is left under the cap, and when
+            # nothing is left no file may grow at all (deleting still works).
+            fsize = self.limits.file_size_bytes
+            if room <= 0:
+                changes["file_size_bytes"] = -1
+                notes.append(f"Files cannot grow during this command. {self._over(room)}")
+            else:
+                changes["file_size_bytes"] = room if fsize <= 0 else min(fsize, room)
+        limits = Limits(**{**_fields(self.limits), **changes}) if changes else self.limits
+        if name == "shell":
+            argv = ["/bin/sh", "-c", args["command"]]
+            env = None
+        else:
+            extra = args.get("env") or {}
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+                raise ToolArgumentError("exec: env must map strings to strings")
+            argv = [args["program"], *map(str, args.get("args") or [])]
+            env = {**sandbox.default_env(self.files.root), **extra}
+        result = await sandbox.run(
+            argv,
+            cwd=cwd,
+            workspace=self.files.root,
+            env=env,
+            limits=limits,
+            network=self.policy.network,
+            allow_unsandboxed=self.policy.allow_unsandboxed,
+        )
+        after = await self._room()
+        if after is not None and after < 0:
+            notes.append(f"The workspace is now over its cap. {self._over(after)}")
+        return "\n".join([*notes, _format(result)])
+
 
 def _fields(limits: Limits) -> dict[str, Any]:
     return {f: getattr(limits, f) for f in limits.__struct_fields__}
+
+
+def from_settings(settings: DelegateSection, network: Network) -> tuple[Limits, Policy]:
+    """The limits and policy of ``[delegates]`` for one worker."""
+    limits = Limits(
+        timeout=settings.shell_timeout,
+        output_bytes=settings.output_bytes,
+        cpu_seconds=settings.cpu_seconds,
+        address_space_mb=settings.address_space_mb,
+        open_files=settings.open_files,
+        processes=settings.processes,
+        file_size_bytes=settings.max_file_mb * 2**20,
+    )
+    policy = Policy(
+        timeout_max=settings.shell_timeout_max or settings.shell_timeout,
+        workspace_max_bytes=settings.workspace_max_mb * 2**20,
+        network=network,
+        allow_unsandboxed=settings.allow_unsandboxed,
+    )
+    return limits, policy
