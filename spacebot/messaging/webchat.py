@@ -12,9 +12,9 @@ import asyncio
 import base64
 import collections
 import contextlib
-import hmac
 import logging
 import os
+import re
 import secrets
 import time
 from importlib import resources
@@ -24,6 +24,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from spacebot.ipc.messages import (
+    TRANSIENT_CODES,
     ChannelList,
     ChannelUpsert,
     Envelope,
@@ -41,11 +42,20 @@ from spacebot.ipc.messages import (
     TranscriptAppend,
     TranscriptPage,
 )
-from spacebot.ipc.replies import BusError, Reply
+from spacebot.ipc.replies import BusError, Reply, retry_transient
 from spacebot.memory.types import Channel
 from spacebot.memory.types import Message as StoredMessage
 from spacebot.messaging import webchat_frames as frames
 from spacebot.messaging.webchat_frames import FrameError
+from spacebot.messaging.webchat_guard import (
+    Connections,
+    HostCheck,
+    Window,
+    content_disposition,
+    safe_mime,
+    security_headers,
+    token_ok,
+)
 from spacebot.supervisor.child import ChildContext
 from spacebot.supervisor.wake import channel_id
 
@@ -55,18 +65,25 @@ GATEWAY_ID = "gateway:webchat"
 PLATFORM = "web"
 RATE_WINDOW, RATE_MAX = 10.0, 20
 DELIVERY_DEADLINE = 120.0
-_RETRY = {ErrorCode.NO_ROUTE, ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED}
+_RETRY = TRANSIENT_CODES
+_ID = re.compile(r"[0-9]{1,18}")  # a stored id or index: below 2**63 by construction
+CLOSE_UNAUTHORIZED, CLOSE_HELLO_TIMEOUT = 4401, 4408
 
 
 class Client:
     """One WebSocket: one person in one browser tab."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, ip: str, windows: dict[str, Window]) -> None:
         self.ws = ws
+        self.ip = ip
         self.person = ""
         self.name = ""
+        self.ready = False
+        """Said ``hello`` (with the token when one is set): only now does it get broadcasts."""
         self.open: set[str] = set()
         self.sent: collections.deque[float] = collections.deque()
+        self.windows = windows
+        """Frame rate limits by frame type (``create``, ``open``, ``list``)."""
 
     async def send(self, frame: dict[str, Any]) -> None:
         if self.ws.closed:
@@ -100,6 +117,7 @@ class WebChat:
         self.memory = f"memory:{self.agent}"
         self.token = _resolve_token(self.settings.token)
         self.clients: set[Client] = set()
+        self.connections = Connections(self.settings.max_connections, self.settings.max_connections_per_ip)
         self.watchers: dict[str, set[Client]] = collections.defaultdict(set)
         self.conversations: dict[str, Channel] = {}
         self.streams: dict[str, dict[str, _Reply]] = collections.defaultdict(dict)
@@ -110,7 +128,11 @@ class WebChat:
     # -- HTTP ------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=max(1 << 20, self.settings.max_message_bytes * 8))
+        app = web.Application(
+            client_max_size=max(1 << 20, self.settings.max_message_bytes * 8),
+            middlewares=[HostCheck(self.settings.public_hosts).middleware],  # first, before any handler
+        )
+        app.on_response_prepare.append(security_headers)
         app.router.add_get("/", self.index)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/ws", self.websocket)
@@ -134,15 +156,17 @@ class WebChat:
 
     async def attachment(self, request: web.Request) -> web.StreamResponse:
         """A file the agent shared (``send_file``), by conversation, message id and position."""
-        if self.token and not hmac.compare_digest(request.query.get("token", ""), self.token):
+        if self.token and not token_ok(request.query.get("token", ""), self.token):
             raise web.HTTPUnauthorized(text="wrong or missing token")
         conv = request.match_info["conversation"]
         if not conv.startswith(f"{PLATFORM}:"):
             raise web.HTTPNotFound(text=f"no web chat conversation {conv!r}")
-        try:
-            message_id, index = int(request.match_info["message"]), int(request.match_info["index"])
-        except ValueError:
-            raise web.HTTPBadRequest(text="message id and index must be numbers") from None
+        raw_id, raw_index = request.match_info["message"], request.match_info["index"]
+        if not (_ID.fullmatch(raw_id) and _ID.fullmatch(raw_index)):
+            raise web.HTTPBadRequest(
+                text=f"message id {raw_id!r} and index {raw_index!r} must be numbers of at most 18 digits"
+            )
+        message_id, index = int(raw_id), int(raw_index)
         rows = msgspec.convert(
             await self._mem(TranscriptPage(conv, limit=1, before_id=message_id + 1)), list[StoredMessage]
         )
@@ -151,11 +175,10 @@ class WebChat:
         meta = rows[0].attachments[index]
         if "data" not in meta:
             raise web.HTTPNotFound(text="this attachment has no stored content")
-        name = str(meta.get("name", "file")).replace('"', "")
         return web.Response(
             body=base64.b64decode(meta["data"]),
-            content_type=str(meta.get("mime", "application/octet-stream")),
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            content_type=safe_mime(meta.get("mime", "")),
+            headers={"Content-Disposition": content_disposition(str(meta.get("name", "file")))},
         )
 
     async def health(self, _request: web.Request) -> web.StreamResponse:
@@ -166,25 +189,61 @@ class WebChat:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         if not self._origin_ok(request):
             raise web.HTTPForbidden(text="cross-origin WebSocket refused (set webchat.token to allow it)")
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=self.settings.max_message_bytes * 4 + 4096)
-        await ws.prepare(request)
-        client = Client(ws)
-        url_token = request.query.get("token", "")
-        if self.token and url_token and not hmac.compare_digest(url_token, self.token):
-            await self._refuse(client)
+        ip = request.remote or "?"
+        refusal = self.connections.refusal(ip)
+        if refusal is not None:
+            self.connections.refused += 1
+            if self.connections.refused % 100 == 1:  # a flood must not flood the log too
+                log.warning("socket refused ip=%s reason=%s total=%d", ip, refusal, self.connections.refused)
+            raise web.HTTPServiceUnavailable(text=refusal, headers={"Retry-After": "10"})
+        self.connections.add(ip)  # counted from before the handshake, so a flood cannot overshoot
+        try:
+            ws = web.WebSocketResponse(
+                heartbeat=20.0, max_msg_size=self.settings.max_message_bytes * 4 + 4096
+            )
+            await ws.prepare(request)
+            await self._serve(Client(ws, ip, self._windows()), request.query.get("token", ""))
             return ws
+        finally:
+            self.connections.remove(ip)
+
+    async def _serve(self, client: Client, url_token: str) -> None:
+        if self.token and url_token and not token_ok(url_token, self.token):
+            await self._refuse(client)
+            return
+        timeout = self.settings.hello_timeout
+        timer = asyncio.get_running_loop().call_later(timeout, self._hello_expired, client, timeout)
         self.clients.add(client)
         try:
-            async for msg in ws:
+            async for msg in client.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     await self._frame(client, msg.data, url_token)
                 elif msg.type == WSMsgType.ERROR:
-                    log.info("socket error person=%s error=%s", client.person, ws.exception())
+                    log.info("socket error person=%s error=%s", client.person, client.ws.exception())
         finally:
+            timer.cancel()
             self.clients.discard(client)
             for conv in client.open:
                 self.watchers[conv].discard(client)
-        return ws
+
+    def _windows(self) -> dict[str, Window]:
+        s = self.settings
+        return {
+            "create": Window(s.create_per_minute, 60.0),
+            "open": Window(s.open_per_minute, 60.0),
+            "list": Window(s.list_per_minute, 60.0),
+        }
+
+    def _hello_expired(self, client: Client, timeout: float) -> None:
+        if client.ready or client.ws.closed:
+            return
+
+        async def close() -> None:
+            reason = f"no hello within {timeout:g} s ([webchat] hello_timeout)"
+            await client.send(frames.error("hello_timeout", reason))
+            await client.ws.close(code=CLOSE_HELLO_TIMEOUT, message=reason.encode())
+
+        self._spawn(close())
 
     def _origin_ok(self, request: web.Request) -> bool:
         """Without a token, only the page's own origin (or a non-browser client) may connect."""
@@ -198,18 +257,19 @@ class WebChat:
         await client.send(
             frames.error("unauthorized", "wrong or missing token (open the page with ?token=…)")
         )
-        await client.ws.close(code=4401, message=b"unauthorized")
+        await client.ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
 
     async def _frame(self, client: Client, raw: str | bytes, url_token: str) -> None:
         try:
             frame = frames.parse(raw)
+            self._check_rate(client, frame)
             if isinstance(frame, frames.Hello):
                 token = frame.token or url_token
-                if self.token and not hmac.compare_digest(token.encode(), self.token.encode()):
+                if self.token and not token_ok(token, self.token):
                     await self._refuse(client)
                     return
                 await self._hello(client, frame)
-            elif not client.person:
+            elif not client.ready:
                 raise FrameError("hello_first", "send a hello frame first", getattr(frame, "ref", None))
             elif isinstance(frame, frames.ListConversations):
                 await client.send({"type": "conversations", "items": await self._list(), "ref": frame.ref})
@@ -240,8 +300,25 @@ class WebChat:
             log.exception("frame failed person=%s", client.person)
             await client.send(frames.error("internal", "internal error; the gateway keeps serving"))
 
+    def _check_rate(self, client: Client, frame: frames.ClientFrame) -> None:
+        """``create``/``open``/``list`` (and repeated ``hello``) are capped per socket per minute."""
+        kind = {frames.Create: "create", frames.Open: "open", frames.ListConversations: "list"}.get(
+            type(frame), "list" if isinstance(frame, frames.Hello) and client.ready else None
+        )
+        if kind is None:
+            return
+        window = client.windows[kind]
+        if not window.hit(time.monotonic()):
+            raise FrameError(
+                "rate_limited",
+                f"more than {window.limit} {kind} frames in a minute ([webchat] {kind}_per_minute); "
+                "wait a little",
+                getattr(frame, "ref", None),
+            )
+
     async def _hello(self, client: Client, frame: frames.Hello) -> None:
         client.person, client.name = frame.person, frame.name.strip()
+        client.ready = True
         await client.send(
             {
                 "type": "welcome",
@@ -267,7 +344,8 @@ class WebChat:
         self.conversations[ident] = channel
         await client.send({"type": "created", "conversation": frames.conversation(channel), "ref": frame.ref})
         items = await self._list()
-        await self._broadcast(self.clients, {"type": "conversations", "items": items})
+        ready = {c for c in self.clients if c.ready}  # a socket that has not said hello hears nothing
+        await self._broadcast(ready, {"type": "conversations", "items": items})
 
     async def _known(self, conversation: str, ref: str | None) -> None:
         if conversation not in self.conversations:
@@ -452,7 +530,13 @@ class WebChat:
                     await client.ws.send_str(payload)
 
     async def _mem(self, body: Any) -> Any:
-        return await self.ctx.request(self.memory, body, timeout=10.0)
+        # Memory restarts in about a second: a person's hello, send or open waits for it (a few
+        # seconds at most) instead of getting "unavailable" for a blip.
+        return await retry_transient(
+            lambda: self.ctx.request(self.memory, body, timeout=10.0),
+            attempts=8,
+            what=f"memory request {type(body).__name__}",
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -509,7 +593,8 @@ async def run(ctx: ChildContext) -> None:
     """Serve the web chat until stopped."""
     chat = WebChat(ctx)
     ctx.on_message(chat.on_message)
-    runner = web.AppRunner(chat.app(), access_log=None, handle_signals=False)
+    # The sockets are closed by us below; a short timeout bounds the handlers still finishing.
+    runner = web.AppRunner(chat.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, chat.settings.host, chat.settings.port, reuse_address=True)
     await site.start()

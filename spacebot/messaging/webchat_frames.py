@@ -7,7 +7,7 @@ clear ``bad_frame`` error naming the field, and unknown fields are ignored.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -15,6 +15,8 @@ from spacebot.memory.types import Channel
 from spacebot.memory.types import Message as StoredMessage
 
 PERSON_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MessageId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+"""A stored message id: ids beyond a signed 64-bit integer are refused as ``bad_frame``."""
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -35,7 +37,7 @@ class Create(msgspec.Struct, tag="create", frozen=True):
 
 class Open(msgspec.Struct, tag="open", frozen=True):
     conversation: str
-    before: int | None = None
+    before: MessageId | None = None
     ref: str | None = None
 
 

@@ -14,8 +14,21 @@ REACT = spec(
     "react",
     "Add an emoji reaction to a message (default: the newest message you are answering).",
     {
-        "emoji": {"type": "string", "description": "One emoji, e.g. 👍"},
-        "message_id": {"type": "integer", "description": "The [#id] of the message to react to."},
+        # The same limits memory enforces, so a bad reaction is a tool error the model can fix,
+        # not a failed turn.
+        "emoji": {
+            "type": "string",
+            "description": "One emoji, e.g. 👍 (at most 32 characters).",
+            "minLength": 1,
+            "maxLength": 32,
+            "pattern": r"\S",
+        },
+        "message_id": {
+            "type": "integer",
+            "description": "The [#id] of the message to react to.",
+            "minimum": 1,
+            "maximum": 2**63 - 1,
+        },
     },
     ["emoji"],
 )

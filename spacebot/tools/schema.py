@@ -1,12 +1,13 @@
 """Checking a model's tool arguments against the tool's JSON schema, with errors it can act on.
 
 Only the subset of JSON schema our tools use: an object with typed properties, ``required``,
-``enum``, and ``minimum``/``maximum`` for numbers. Unknown arguments are refused so a misspelt
-argument never silently falls back to a default.
+``enum``, ``minimum``/``maximum`` for numbers and ``minLength``/``maxLength``/``pattern`` for
+strings. Unknown arguments are refused so a misspelt argument never silently falls back to a default.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from spacebot.llm.types import ToolCall, ToolSpec
@@ -48,6 +49,14 @@ def check(spec: ToolSpec, call: ToolCall) -> dict[str, Any]:
         if "enum" in schema and value not in schema["enum"]:
             choices = ", ".join(map(repr, schema["enum"]))
             raise ToolArgumentError(f"{spec.name}: argument {name!r} must be one of {choices}")
+        if isinstance(value, str):  # string limits (used by `react`'s emoji); added for issue #11
+            if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", len(value)):
+                lo, hi = schema.get("minLength", 0), schema.get("maxLength", "any number of")
+                raise ToolArgumentError(f"{spec.name}: argument {name!r} must be {lo} to {hi} characters")
+            if "pattern" in schema and not re.search(schema["pattern"], value):
+                raise ToolArgumentError(
+                    f"{spec.name}: argument {name!r} must match {schema['pattern']!r} (got {value!r})"
+                )
         if isinstance(value, int | float) and not isinstance(value, bool):
             if "minimum" in schema and value < schema["minimum"]:
                 raise ToolArgumentError(f"{spec.name}: argument {name!r} must be >= {schema['minimum']}")
