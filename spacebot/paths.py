@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,9 +46,41 @@ class Endpoints:
             )
 
     def prepare(self) -> None:
-        """Create the directory with mode 0700 (tightening it if it exists)."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.dir, 0o700)
+        """Create the directory with mode 0700, or check that an existing one is safe to use.
+
+        An existing directory must be a real directory (not a symlink) owned by this user; one
+        that others could write to (group/other ``w``) is refused because they may have planted
+        entries in it, while merely readable bits are tightened to 0700. Anything else raises
+        ``ConfigError`` naming the directory and the fix: the default ``/tmp/spacebot-<uid>`` sits in
+        a world-writable directory where another local user can create it first.
+        """
+        try:
+            self.dir.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"runtime_dir {str(self.dir)!r}: cannot create it: {exc}") from None
+        try:
+            st = os.lstat(self.dir)
+        except OSError as exc:
+            raise ConfigError(f"runtime_dir {str(self.dir)!r}: {exc}") from None
+        fix = "remove it, or choose another directory with SPACEBOT_RUNTIME_DIR or [runtime] runtime_dir"
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(
+                f"runtime_dir {str(self.dir)!r} is not a directory (a symlink or a file): {fix}"
+            )
+        if st.st_uid != os.geteuid():
+            raise ConfigError(
+                f"runtime_dir {str(self.dir)!r} is owned by uid {st.st_uid}, not by this user "
+                f"(uid {os.geteuid()}); refusing to put sockets there: {fix}"
+            )
+        if st.st_mode & 0o022:
+            raise ConfigError(
+                f"runtime_dir {str(self.dir)!r} has mode {stat.S_IMODE(st.st_mode):04o}: others could "
+                f"have placed files in it; refusing to use it: {fix}"
+            )
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(self.dir, 0o700)
 
     @property
     def ctl_path(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     path, cfg = _load(args)
     if cfg is None:
         return EXIT_USAGE
+    # Data, transcripts and identity files are private whatever the shell's umask (the unit's
+    # UMask=0077 says the same); every process and tool inherits it.
+    os.umask(os.umask(0o077) | 0o077)
     logs.setup("supervisor", cfg.runtime.log_level)
     fake = None
     if args.fake_llm:
@@ -81,7 +85,22 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     _apply_globals(args)
     home = config_mod.default_home(os.environ)
-    for line in write_starter(home, force=args.force):
+    try:
+        lines = write_starter(home, force=args.force)
+    except OSError as exc:
+        # Typically a service user asked to create its home under a root-owned /var/lib.
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            user = str(os.geteuid())
+        print(
+            f"spacebot: cannot write the starter files in {str(home)!r}: {exc.strerror or exc} "
+            f"({exc.filename}); create the directory for user {user!r} first, e.g. "
+            f"`sudo install -d -o {user} -m 0700 {home}`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    for line in lines:
         print(line)
     return EXIT_OK
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 CONFIG_TOML = """\
@@ -87,8 +91,23 @@ hand longer tasks to workers so the conversation never waits on you.
 """
 
 
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and directories created inside get no group/other bits (parents made by mkdir too)."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def write_starter(home: Path, *, force: bool = False) -> list[str]:
-    """Create ``home`` with a config and agent ``main``; returns one line per file touched."""
+    """Create ``home`` with a config and agent ``main``; returns one line per file touched.
+
+    Everything is created private (files 0600, directories 0700) whatever the caller's umask, and
+    an existing ``home`` of ours that others can reach is tightened to 0700: it holds the config,
+    the conversations and the memories.
+    """
     agent = home / "agents" / "main"
     files = {
         home / "config.toml": CONFIG_TOML,
@@ -97,13 +116,21 @@ def write_starter(home: Path, *, force: bool = False) -> list[str]:
         agent / "ROLE.md": ROLE_MD,
     }
     lines = []
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for sub in ("data", "ingest", "workspace"):
-        (agent / sub).mkdir(parents=True, exist_ok=True)
-    for path, text in files.items():
-        if path.exists() and not force:
-            lines.append(f"kept    {path} (exists; --force overwrites)")
-            continue
-        path.write_text(text)
-        lines.append(f"wrote   {path}")
+    with private_umask():
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = home.stat()
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(home, 0o700)
+            lines.append(f"private {home} (mode {stat.S_IMODE(st.st_mode):04o} -> 0700)")
+        for sub in ("data", "ingest", "workspace"):
+            (agent / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path, text in files.items():
+            if path.exists() and not force:
+                lines.append(f"kept    {path} (exists; --force overwrites)")
+                continue
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)  # --force over an older, wider file
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            lines.append(f"wrote   {path}")
     return lines

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -19,6 +20,59 @@ PROCESS_TYPES = ("channel", "branch", "worker", "compactor", "cortex", "ingest")
 
 SecretResolver = Callable[[str], str | None]
 
+KEY_ENV_VARS = ("SPACEBOT_LLM_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+"""Variables the zero-config setup reads; each may also come as a lower-case systemd credential."""
+
+
+def _valid_credential_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
+
+
+def credential_path(name: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """Where systemd's ``LoadCredential=`` put credential ``name``; None outside such a service.
+
+    Raises ``LLMConfigError`` for a name that could escape the directory.
+    """
+    if not _valid_credential_name(name):
+        raise LLMConfigError(f"invalid credential name {name!r} (a file name inside $CREDENTIALS_DIRECTORY)")
+    env = os.environ if environ is None else environ
+    directory = env.get("CREDENTIALS_DIRECTORY", "")
+    return Path(directory) / name if directory else None
+
+
+def read_credential(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The credential's value with trailing whitespace stripped, or None when there is none."""
+    path = credential_path(name, environ)
+    if path is None:
+        return None
+    try:
+        value = path.read_text(encoding="utf-8").rstrip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LLMConfigError(f"credential {name!r}: cannot read {str(path)!r}: {exc}") from None
+    return value or None
+
+
+def key_from_env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Variable ``name`` from the environment, else the credential ``name.lower()``."""
+    env = os.environ if environ is None else environ
+    if env.get(name):
+        return env[name]
+    return read_credential(name.lower(), env) if _valid_credential_name(name.lower()) else None
+
+
+def credentials_configure_llm(environ: Mapping[str, str] | None = None) -> bool:
+    """True when a provider key of the zero-config setup is present as a systemd credential."""
+    return any(read_credential(name.lower(), environ) for name in KEY_ENV_VARS[1:])
+
+
+def _missing_credential(name: str, environ: Mapping[str, str] | None = None) -> str:
+    path = credential_path(name, environ)
+    if path is None:
+        return f"no credential {name!r} ($CREDENTIALS_DIRECTORY is not set: add LoadCredential={name}:<file>)"
+    return f"no credential file {str(path)!r} (missing or empty)"
+
 
 class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One provider endpoint."""
@@ -28,7 +82,10 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     base_url: str | None = None
     """Endpoint; None uses the SDK default (required for ``openai_compatible``)."""
     api_key: str = ""
-    """Literal key, ``env:NAME`` or ``secret:NAME``; empty means none (local servers)."""
+    """Literal key, ``env:NAME``, ``cred:NAME`` or ``secret:NAME``; empty means none (local servers).
+
+    ``env:NAME`` falls back to the systemd credential named ``name`` in lower case;
+    ``cred:NAME`` reads ``$CREDENTIALS_DIRECTORY/NAME`` only."""
 
 
 class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -176,32 +233,37 @@ class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """A zero-config setup from the environment.
 
         Uses ``SPACEBOT_LLM_BASE_URL`` + ``SPACEBOT_LLM_MODEL`` (+ ``SPACEBOT_LLM_API_KEY``) for an
-        OpenAI-compatible server, else ``ANTHROPIC_API_KEY``, else ``OPENAI_API_KEY``.
+        OpenAI-compatible server, else ``ANTHROPIC_API_KEY``, else ``OPENAI_API_KEY``. Each key may
+        instead be a systemd credential of the same name in lower case (``anthropic_api_key``...).
         """
         env = os.environ if environ is None else environ
+
+        def has(name: str) -> bool:
+            return bool(key_from_env(name, env))
+
         providers: dict[str, ProviderConfig] = {}
         tiers: dict[str, str] = {}
         if env.get("SPACEBOT_LLM_BASE_URL"):
             model = env.get("SPACEBOT_LLM_MODEL", "")
             if not model:
                 raise LLMConfigError("SPACEBOT_LLM_BASE_URL is set but SPACEBOT_LLM_MODEL is not")
-            key = "env:SPACEBOT_LLM_API_KEY" if env.get("SPACEBOT_LLM_API_KEY") else ""
+            key = "env:SPACEBOT_LLM_API_KEY" if has("SPACEBOT_LLM_API_KEY") else ""
             providers["local"] = ProviderConfig("openai_compatible", env["SPACEBOT_LLM_BASE_URL"], key)
             tiers = {t: f"local/{model}" for t in TIERS}
-        elif env.get("ANTHROPIC_API_KEY"):
+        elif has("ANTHROPIC_API_KEY"):
             providers["anthropic"] = ProviderConfig("anthropic", None, "env:ANTHROPIC_API_KEY")
             tiers = {
                 "light": "anthropic/claude-haiku-4-5",
                 "standard": "anthropic/claude-sonnet-4-5",
                 "strong": "anthropic/claude-opus-4-1",
             }
-        elif env.get("OPENAI_API_KEY"):
+        elif has("OPENAI_API_KEY"):
             providers["openai"] = ProviderConfig("openai", None, "env:OPENAI_API_KEY")
             tiers = {"light": "openai/gpt-4o-mini", "standard": "openai/gpt-4o", "strong": "openai/gpt-4.1"}
         else:
             raise LLMConfigError(
-                "no LLM configured: set [llm] in config.toml, or ANTHROPIC_API_KEY, or OPENAI_API_KEY, "
-                "or SPACEBOT_LLM_BASE_URL and SPACEBOT_LLM_MODEL"
+                "no LLM configured: set [llm] in config.toml, or ANTHROPIC_API_KEY, or OPENAI_API_KEY "
+                "(or their lower-case systemd credentials), or SPACEBOT_LLM_BASE_URL and SPACEBOT_LLM_MODEL"
             )
         profiles = {
             "eco": {"light": tiers["light"], "standard": tiers["light"], "strong": tiers["standard"]},
@@ -216,15 +278,24 @@ class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return cls(providers=providers, profiles=profiles, fallbacks=fallbacks)
 
     def resolve_key(self, provider: str, resolver: SecretResolver | None = None) -> str:
-        """The provider's API key with ``env:``/``secret:`` resolved; raise naming what is missing."""
+        """The provider's API key, ``env:``/``cred:``/``secret:`` resolved; raise naming what is missing."""
         if provider not in self.providers:
             raise LLMConfigError(f"unknown provider {provider!r} (have {sorted(self.providers)})")
         raw = self.providers[provider].api_key
         if raw.startswith("env:"):
             name = raw[4:]
-            value = os.environ.get(name)
+            value = key_from_env(name)
             if not value:
-                raise LLMConfigError(f"provider {provider!r}: environment variable {name!r} is not set")
+                raise LLMConfigError(
+                    f"provider {provider!r}: environment variable {name!r} is not set and there is "
+                    + _missing_credential(name.lower())
+                )
+            return value
+        if raw.startswith("cred:"):
+            name = raw[5:]
+            value = read_credential(name)
+            if not value:
+                raise LLMConfigError(f"provider {provider!r}: " + _missing_credential(name))
             return value
         if raw.startswith("secret:"):
             name = raw[7:]
