@@ -18,7 +18,7 @@ import msgspec
 
 from spacebot.errors import ConfigError
 from spacebot.ipc.messages import Kind
-from spacebot.llm.config import LLMConfig
+from spacebot.llm.config import LLMConfig, credentials_configure_llm
 from spacebot.llm.errors import LLMConfigError
 from spacebot.memory.config import MemoryConfig
 
@@ -50,16 +50,22 @@ class ProcessPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_initial: float = 1.0
     """First back-off delay, doubled on each further restart inside the window."""
     backoff_max_steps: int = 4
-    """Back-off steps before the process is declared ``failed``."""
+    """Back-off steps before the process is declared ``failed`` (when ``give_up`` is true)."""
+    backoff_max: float = 30.0
+    """Longest wait between two restarts of a flapping process, in seconds."""
+    give_up: bool = True
+    """Declare a flapping process ``failed`` after ``backoff_max_steps``. False for the processes
+    the agent cannot work without (memory, gateways, cortex): they back off but are always
+    restarted, and a start that fails (e.g. while the zygote is being replaced) is tried again."""
 
 
 _KIND_DEFAULTS: dict[Kind, dict[str, Any]] = {
-    Kind.GATEWAY: {"restart": "always"},
+    Kind.GATEWAY: {"restart": "always", "give_up": False},
     Kind.CHANNEL: {"restart": "on-failure"},
     Kind.BRANCH: {"restart": "never", "wall_clock_limit": 600.0, "progress_limit": 300.0},
     Kind.WORKER: {"restart": "never", "wall_clock_limit": 3600.0, "progress_limit": 900.0},
-    Kind.MEMORY: {"restart": "always", "grace": 15.0, "ready_timeout": 120.0},
-    Kind.CORTEX: {"restart": "always"},
+    Kind.MEMORY: {"restart": "always", "grace": 15.0, "ready_timeout": 120.0, "give_up": False},
+    Kind.CORTEX: {"restart": "always", "give_up": False},
 }
 
 
@@ -100,6 +106,14 @@ class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """Seconds the zygote has to import ``preload`` and say it is ready."""
     shutdown_timeout: float = 30.0
     """Longest a graceful shutdown may take before everything left is SIGKILLed."""
+    fork_timeout: float = 10.0
+    """Seconds a ready zygote has to report a fork before the request is sent again."""
+    resume_interval: float = 60.0
+    """Seconds between sweeps that wake conversations holding unanswered messages (besides the
+    sweeps at start-up and after a memory restart); 0 turns the periodic sweep off."""
+    allow_test_targets: bool = False
+    """Let spawn requests name ``spacebot.procs.testkit:*`` (misbehaving test processes); only
+    test configs set it (``spacebot.supervisor.targets``)."""
 
 
 class ChannelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -158,6 +172,45 @@ class DelegateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """RLIMIT_NOFILE of a command."""
     processes: int = 512
     """RLIMIT_NPROC of a command."""
+    shell_timeout_max: float = 0.0
+    """Longest ``timeout`` the model may ask for (0 = ``shell_timeout``); longer asks are clamped."""
+    max_file_mb: int = 1024
+    """RLIMIT_FSIZE of a command: the largest file it may write, MiB (0 = unlimited)."""
+    workspace_max_mb: int = 4096
+    """Size cap of an agent's workspace, MiB (0 = none); over it, writes are refused."""
+    network: Literal["none", "loopback-deny", "open"] = "loopback-deny"
+    """Outbound TCP of commands: none; public addresses only, through an egress proxy; or open."""
+    allow_unsandboxed: bool = False
+    """Run shell/exec even when the native sandbox with Landlock is not available (no isolation)."""
+
+    def __post_init__(self) -> None:
+        # Checked in the class: msgspec reports a ValueError here with the section's path.
+        for name in ("shell_timeout", "branch_timeout", "worker_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("output_bytes", "worker_max_turns", "branch_max_turns"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in (
+            "shell_timeout_max",
+            "cpu_seconds",
+            "address_space_mb",
+            "open_files",
+            "processes",
+            "max_file_mb",
+            "workspace_max_mb",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.shell_timeout_max and self.shell_timeout_max < self.shell_timeout:
+            raise ValueError("shell_timeout_max must be >= shell_timeout (or 0)")
+
+
+_HOST_NAME = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"|\[[0-9A-Fa-f:.]+\]"
+)
+"""A ``webchat.public_hosts`` entry: a DNS name or IPv4 address, or an IPv6 address in brackets."""
 
 
 class WebchatSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -177,6 +230,21 @@ class WebchatSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Largest message a person may send."""
     history_page: int = 50
     """Messages sent when a conversation is opened."""
+    public_hosts: list[str] = msgspec.field(default_factory=list)
+    """Host names (no port) the page may be reached by besides loopback, e.g. behind a reverse
+    proxy; every other ``Host`` header is refused (DNS rebinding)."""
+    hello_timeout: float = 10.0
+    """Seconds a new WebSocket has to send ``hello`` before it is closed (code 4408)."""
+    max_connections: int = 400
+    """Open WebSockets in all; more are refused with HTTP 503."""
+    max_connections_per_ip: int = 100
+    """Open WebSockets from one address (behind a proxy: the proxy's); more get HTTP 503."""
+    create_per_minute: int = 30
+    """``create`` frames one socket may send per minute."""
+    open_per_minute: int = 120
+    """``open`` frames one socket may send per minute."""
+    list_per_minute: int = 60
+    """``list`` (and repeated ``hello``) frames one socket may send per minute."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -222,8 +290,10 @@ ENV_VARS: dict[str, str] = {
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
-    """``$SPACEBOT_HOME`` or ``~/.spacebot``."""
-    return Path(environ.get("SPACEBOT_HOME") or Path.home() / ".spacebot").expanduser()
+    """``$SPACEBOT_HOME`` or ``~/.spacebot``, resolved once: links the operator chose (``/home``
+    on some systems) are followed here, so that a link found below it later (a workspace root
+    that passes through one) can only have been planted there, and is refused."""
+    return Path(environ.get("SPACEBOT_HOME") or Path.home() / ".spacebot").expanduser().resolve()
 
 
 def config_path(environ: Mapping[str, str]) -> Path:
@@ -301,7 +371,8 @@ def _llm(raw: object, env: Mapping[str, str], source: str, text: str) -> LLMConf
             if not isinstance(raw, dict):
                 raise ConfigError(_where("llm", source, text) + ": must be a table")
             return LLMConfig.from_dict(raw)
-        if any(env.get(name) for name in LLM_ENV_VARS):
+        # A provider key may also come as a systemd credential (LoadCredential=).
+        if any(env.get(name) for name in LLM_ENV_VARS) or credentials_configure_llm(env):
             return LLMConfig.from_env(env)
     except LLMConfigError as exc:
         key = re.search(r"`?(llm(?:\.[A-Za-z0-9_\-/]+)+)", str(exc))
@@ -345,6 +416,25 @@ def _check(config: Config, source: str, text: str) -> None:
             _where("webchat.host", source, text)
             + f": binding to {wc.host!r} (not loopback) requires webchat.token to be set"
         )
+    # -- [webchat] limits and public_hosts (issue #11) --
+    for host in wc.public_hosts:
+        if not _HOST_NAME.fullmatch(host):
+            raise ConfigError(
+                _where("webchat.public_hosts", source, text)
+                + f": {host!r} is not a host name (give names like 'chat.example.com', without port)"
+            )
+    if wc.hello_timeout <= 0:
+        raise ConfigError(_where("webchat.hello_timeout", source, text) + ": must be > 0")
+    for name in (
+        "max_connections",
+        "max_connections_per_ip",
+        "create_per_minute",
+        "open_per_minute",
+        "list_per_minute",
+    ):
+        if getattr(wc, name) < 1:
+            raise ConfigError(_where(f"webchat.{name}", source, text) + ": must be >= 1")
+    # -- end [webchat] limits --
     for agent in config.agents:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent):
             raise ConfigError(

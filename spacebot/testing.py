@@ -23,6 +23,7 @@ import psutil
 
 from spacebot.config import SupervisorSection
 from spacebot.ipc.control_client import ControlClient
+from spacebot.ipc.credentials import Credentials, operator_bus
 from spacebot.ipc.messages import Kind, ProcessInfo, Spawned, SpawnSpec, StatusReply, StatusRequest
 from spacebot.paths import Endpoints
 
@@ -75,7 +76,10 @@ max_frame_bytes = {max_frame}
 preload = {_toml_list(preload or ["msgspec", "zmq", "zmq.asyncio", "psutil"])}
 monitor_interval = 0.1
 shutdown_timeout = 10.0
+allow_test_targets = true
 """
+    sections = dict(sections or {})
+    text += "".join(f"{k} = {_toml_value(v)}\n" for k, v in sections.pop("supervisor", {}).items())
     for kind in Kind:
         text += f"\n[processes.{kind.value}]\n"
         for key, value in {**_FAST_BUDGETS, **kinds.get(kind.value, {})}.items():
@@ -143,27 +147,50 @@ class SupervisorProcess:
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
         )
-        self.ctl = ControlClient(self.endpoints)
         deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"supervisor exited with {self.proc.returncode}: {self.log_tail()}")
-            if self.endpoints.ctl_path.exists():
-                try:
-                    reply = msgspec.convert(await self.ctl.call(StatusRequest(), timeout=1.0), StatusReply)
-                    if reply.ready:
-                        return
-                except Exception:
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"supervisor not ready within {timeout}s: {self.log_tail()}")
-            await asyncio.sleep(0.05)
+        probe: ControlClient | None = None
+        key_seen: tuple[int, int] | None = None
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"supervisor exited with {self.proc.returncode}: {self.log_tail()}")
+                key = _file_id(self.endpoints.dir / "ctl.key")
+                if self.endpoints.ctl_path.exists() and key is not None:
+                    # After a killed run the old socket and key files stay until the new
+                    # supervisor replaces them: a client made with the old key is dropped once
+                    # the key file changes; otherwise the same client keeps trying (its
+                    # connection and handshake may just be slow on a loaded machine).
+                    if probe is None or key != key_seen:
+                        if probe is not None:
+                            await probe.close()
+                        probe, key_seen = ControlClient(self.endpoints), key
+                    try:
+                        async with asyncio.timeout(10.0):
+                            reply = msgspec.convert(
+                                await probe.call(StatusRequest(), timeout=5.0), StatusReply
+                            )
+                        if reply.ready:
+                            self.ctl, probe = probe, None
+                            return
+                    except Exception:
+                        pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"supervisor not ready within {timeout}s: {self.log_tail()}")
+                await asyncio.sleep(0.05)
+        finally:
+            if probe is not None:
+                await probe.close()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the supervisor wrote."""
         if not self.log_file.exists():
             return ""
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def bus_credentials(self, ident: str) -> Credentials:
+        """Credentials for a raw ZeroMQ socket joining the bus as ``ident`` (derived from the run's
+        key, as :class:`~spacebot.ipc.bus.BusClient` does by itself)."""
+        return operator_bus(self.endpoints.dir, ident)
 
     async def status(self) -> StatusReply:
         """``spacebotctl status`` as a struct; remembers every pid for cleanup."""
@@ -210,6 +237,15 @@ class SupervisorProcess:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
         return code
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """Inode and modification time of ``path`` (None when missing): tells a rewritten file."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def free_port() -> int:

@@ -1,16 +1,24 @@
-"""The asyncio bus client every child process uses: one DEALER whose identity is the process id."""
+"""The asyncio bus client every child process uses: one DEALER whose identity is the process id.
+
+The broker accepts only authenticated peers: a child gets its credentials in its spawn request; a
+client outside Spacebot's processes (tests, benchmarks) derives them from the run's key file when
+it starts (``spacebot.ipc.credentials``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
+from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from spacebot.ipc import codec
+from spacebot.ipc.credentials import Credentials, operator_bus
 from spacebot.ipc.drain import Pump
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import (
@@ -22,13 +30,61 @@ from spacebot.ipc.messages import (
     ErrorCode,
     Event,
     EventBody,
+    Kind,
     Ok,
     Ping,
+    ProcessExited,
     SyncEvents,
 )
 from spacebot.ipc.replies import BusError, Handler, PendingReplies, Reply, Responder
 
 log = logging.getLogger("spacebot.ipc")
+
+
+class ExitWatch:
+    """Fails this process's requests to another process the moment that one exits.
+
+    A request already routed to a process that then dies is lost with it; without this the caller
+    would learn it only at its deadline (10 s for memory requests — the longest part of recovering
+    from a memory restart). Each destination's ``proc.<kind>.<id>.exit`` topic is subscribed on
+    first use, on one events socket per process.
+    """
+
+    def __init__(self, bus: BusClient) -> None:
+        self._bus = bus
+        self._stream: EventStream | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, dst: str) -> None:
+        """Start following ``dst``'s exits (a no-op for the supervisor and ids of no kind)."""
+        kind = dst.partition(":")[0]
+        if dst == SUPERVISOR_ID or kind not in _KINDS or not self._bus.events_endpoint:
+            return
+        if self._stream is None:
+            self._stream = EventStream(
+                self._bus.events_endpoint, (), context=self._bus.context, credentials=self._bus.credentials
+            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="exit-watch")
+        self._stream.add_topic(f"proc.{kind}.{dst}.exit")
+
+    async def _run(self) -> None:
+        assert self._stream is not None
+        async for event in self._stream:
+            if isinstance(event.body, ProcessExited):
+                failed = self._bus.peer_exited(event.body.id)
+                if failed:
+                    log.info("peer exited id=%s requests_failed=%d", event.body.id, failed)
+
+    async def close(self) -> None:
+        """Stop following exits."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._stream is not None:
+            self._stream.close()
+
+
+_KINDS = frozenset(k.value for k in Kind)
 
 
 class BusClient:
@@ -49,15 +105,18 @@ class BusClient:
         context: zmq.asyncio.Context | None = None,
         max_frame: int = codec.DEFAULT_MAX_FRAME,
         hwm: int = 10_000,
+        credentials: Credentials | None = None,
     ) -> None:
         self.ident = ident
         self.endpoint = endpoint
+        self.credentials = credentials
+        """``None``: derived from ``<runtime_dir>/ctl.key`` at :meth:`start` (operator clients)."""
         self.events_endpoint = events_endpoint or endpoint.rsplit("/", 1)[0] + "/events"
         self.guard = codec.FrameGuard(ident, max_frame)
         self._own_context = context is None
         self.context = context or zmq.asyncio.Context()
         self._sock: zmq.Socket[bytes] = zmq.Socket(self.context, zmq.DEALER)
-        self._sock.setsockopt(zmq.IDENTITY, ident.encode())
+        # No routing identity: the broker knows this socket by the user its credentials prove.
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 1000)
@@ -66,11 +125,19 @@ class BusClient:
         self._handler: Handler | None = None
         self._pump: Pump | None = None
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self.exits = ExitWatch(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect and start the receive loop (call from inside the event loop)."""
+        """Connect and start the receive loop (call from inside the event loop).
+
+        Raises ``CredentialError`` when no credentials were given and the key file cannot be read.
+        """
+        if self.credentials is None:
+            runtime_dir = Path(self.endpoint.removeprefix("ipc://")).parent
+            self.credentials = operator_bus(runtime_dir, self.ident)
+        self.credentials.apply(self._sock)
         self._sock.connect(self.endpoint)
         self._pump = Pump(self._sock, self._on_frames, name=self.ident)
 
@@ -78,6 +145,7 @@ class BusClient:
         """Stop receiving, fail pending requests, close the socket (flushing for ``linger`` s)."""
         if self._pump is not None:
             self._pump.close()
+        await self.exits.close()
         self._replies.fail_all(f"bus client {self.ident!r} closed")
         for stream in list(self._streams):
             stream.close()  # they share our context, which cannot terminate while they are open
@@ -142,7 +210,8 @@ class BusClient:
 
     async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
         """Send ``body`` to ``dst`` and wait for its reply; return ``Ok.value`` or raise :class:`BusError`."""
-        rid, fut = self._replies.open()
+        self.exits.watch(dst)
+        rid, fut = self._replies.open(dst)
         try:
             sent = self._send(dst, Envelope(self.ident, dst, rid, 0, body))
         except BusError:
@@ -152,6 +221,11 @@ class BusClient:
             self._replies.discard(rid)
             raise BusError(ErrorCode.OVERLOADED, f"send queue to {dst!r} is full")
         return await self._replies.wait(rid, fut, timeout, dst)
+
+    def peer_exited(self, peer: str) -> int:
+        """``peer`` exited: its unanswered requests fail now with ``unavailable`` (transient, so
+        callers retry against its next incarnation) instead of waiting for their deadlines."""
+        return self._replies.fail_peer(peer, ErrorCode.UNAVAILABLE, f"{peer!r} exited before answering")
 
     def reply(self, env: Envelope, result: Reply) -> bool:
         """Answer ``env`` (a request) with ``result``."""
@@ -172,7 +246,9 @@ class BusClient:
 
     async def subscribe(self, *topics: str) -> EventStream:
         """Events whose topic starts with one of ``topics`` (all when none), confirmed live on return."""
-        stream = EventStream(self.events_endpoint, topics or ("",), context=self.context)
+        stream = EventStream(
+            self.events_endpoint, topics or ("",), context=self.context, credentials=self.credentials
+        )
         self._streams.add(stream)
         try:
             await stream.sync(self.sync_events)

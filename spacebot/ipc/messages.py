@@ -79,6 +79,14 @@ class ErrorCode(enum.StrEnum):
     """An unexpected error inside the receiver; the log has details."""
     UNAVAILABLE = "unavailable"
     """The receiver is hibernating or shutting down; retry shortly (it will be started again)."""
+    NOT_READY = "not_ready"
+    """The receiver is connected but still starting (loading its state); retry shortly."""
+
+
+TRANSIENT_CODES = frozenset(
+    {ErrorCode.NO_ROUTE, ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.NOT_READY}
+)
+"""Error codes that mean "not now": the same request may succeed if sent again after a short wait."""
 
 
 SUPERVISOR_ID = "supervisor"
@@ -529,6 +537,8 @@ class ZygoteSpawn(msgspec.Struct, frozen=True, tag="z_spawn"):
     """Where the sockets are."""
     supervisor_pid: int
     """The supervisor's pid: the child dies when it does."""
+    bus_key: str = ""
+    """The child's bus password (username: ``spec.id``); see ``spacebot.supervisor.auth``."""
 
 
 class ZygoteForked(msgspec.Struct, frozen=True, tag="z_forked"):
@@ -694,6 +704,24 @@ class TranscriptUnanswered(msgspec.Struct, frozen=True, tag="tr_unanswered"):
     """Most messages."""
 
 
+class TranscriptPendingChannels(msgspec.Struct, frozen=True, tag="tr_pending_channels"):
+    """Conversations that still owe an answer, oldest first; replies ``list[PendingChannel]``."""
+
+    limit: int = 1000
+    """Most conversations."""
+
+
+class PendingChannel(msgspec.Struct, frozen=True):
+    """One conversation with inbound messages still ``pending``."""
+
+    channel: str
+    """Conversation id."""
+    oldest_at: float
+    """When its oldest unanswered message was said (epoch seconds)."""
+    count: int
+    """How many messages wait."""
+
+
 class TranscriptSearch(msgspec.Struct, frozen=True, tag="tr_search"):
     """Full-text search across conversations; replies ``list[MessageHit]``."""
 
@@ -747,6 +775,7 @@ ToMemory = (
     | TranscriptPage
     | TranscriptMarkReply
     | TranscriptUnanswered
+    | TranscriptPendingChannels
     | TranscriptSearch
     | ChannelUpsert
     | ChannelList

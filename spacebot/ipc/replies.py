@@ -6,10 +6,10 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from spacebot.errors import SpacebotError
-from spacebot.ipc.messages import Envelope, Err, ErrorCode, Ok
+from spacebot.ipc.messages import TRANSIENT_CODES, Envelope, Err, ErrorCode, Ok
 
 log = logging.getLogger("spacebot.ipc")
 
@@ -26,19 +26,63 @@ class BusError(SpacebotError):
         self.message = message
 
 
+T = TypeVar("T")
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    what: str,
+    first_delay: float = 0.1,
+    max_delay: float = 2.0,
+) -> T:
+    """``await call()``, again after a growing pause while it fails with a transient code
+    (:data:`~spacebot.ipc.messages.TRANSIENT_CODES`: the peer is restarting, starting or busy).
+
+    Any other error, or the last attempt's, is raised as it came.
+    """
+    delay = first_delay
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except BusError as exc:
+            if exc.code not in TRANSIENT_CODES or attempt == attempts - 1:
+                raise
+            log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")
+
+
 class PendingReplies:
     """Futures of requests in flight, by request id."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._peers: dict[int, str] = {}
 
-    def open(self) -> tuple[int, asyncio.Future[Any]]:
-        """A fresh request id and the future its reply will resolve."""
+    def open(self, peer: str = "") -> tuple[int, asyncio.Future[Any]]:
+        """A fresh request id and the future its reply will resolve (``peer``: who must answer)."""
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        if peer:
+            self._peers[rid] = peer
         return rid, fut
+
+    def fail_peer(self, peer: str, code: ErrorCode, why: str) -> int:
+        """Fail every request in flight to ``peer`` (it exited: its answers will never come, and
+        the caller should not wait out its deadline to learn that); returns how many."""
+        failed = 0
+        for rid in [r for r, p in self._peers.items() if p == peer]:
+            self._peers.pop(rid, None)
+            fut = self._pending.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_exception(BusError(code, why))
+                failed += 1
+        return failed
 
     async def wait(self, rid: int, fut: asyncio.Future[Any], timeout: float, peer: str) -> Any:
         """The reply's value; :class:`BusError` for an ``Err`` or when ``timeout`` runs out."""
@@ -49,10 +93,12 @@ class PendingReplies:
             raise BusError(ErrorCode.TIMEOUT, f"no reply from {peer!r} within {timeout:g}s") from None
         finally:
             self._pending.pop(rid, None)
+            self._peers.pop(rid, None)
 
     def discard(self, rid: int) -> None:
         """Forget a request that was never sent."""
         self._pending.pop(rid, None)
+        self._peers.pop(rid, None)
 
     def resolve(self, rid: int, result: object) -> None:
         """Deliver a reply; late replies (the requester gave up or was cancelled) are dropped."""
@@ -72,6 +118,7 @@ class PendingReplies:
             if not fut.done():
                 fut.set_exception(BusError(ErrorCode.INTERNAL, why))
         self._pending.clear()
+        self._peers.clear()
 
 
 class Responder:

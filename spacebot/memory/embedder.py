@@ -115,3 +115,46 @@ class Embedder:
         pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class BackgroundEmbedder:
+    """An :class:`Embedder` built in a thread of its own, so the memory process can open its
+    database and indexes (and serve transcripts) while the model loads; ``embed`` waits for it.
+
+    Loading the ONNX session is about half of a memory process's start-up: overlapping it takes a
+    restarted memory back to serving sooner. A load failure is raised by the first ``embed``.
+    """
+
+    dim = DIM
+
+    def __init__(self, threads: int = 2, max_tokens: int = 256, batch_size: int = 32) -> None:
+        self._loaded = threading.Event()
+        self._embedder: Embedder | None = None
+        self._error: BaseException | None = None
+
+        def load() -> None:
+            try:
+                self._embedder = Embedder(threads, max_tokens, batch_size)
+            except BaseException as exc:  # handed to the first caller
+                self._error = exc
+            finally:
+                self._loaded.set()
+
+        threading.Thread(target=load, name="embedder-load", daemon=True).start()
+
+    def _get(self) -> Embedder:
+        self._loaded.wait()
+        if self._embedder is None:
+            assert self._error is not None
+            raise self._error
+        return self._embedder
+
+    def wait(self) -> None:
+        """Block until the model is loaded (raises what loading raised)."""
+        self._get()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._get().embed(texts)
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self._get().embed_one(text)

@@ -19,7 +19,7 @@ import numpy as np
 
 from spacebot.memory import graph, maintenance, recall
 from spacebot.memory.config import MemoryConfig
-from spacebot.memory.embedder import Embedder
+from spacebot.memory.embedder import BackgroundEmbedder, Embedder
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
 from spacebot.memory.store import Store
 from spacebot.memory.text import Doc, TextIndex
@@ -69,14 +69,16 @@ class MemoryEngine:
         self,
         data_dir: Path,
         config: MemoryConfig | None = None,
-        embedder: Embedder | None = None,
+        embedder: Embedder | BackgroundEmbedder | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.config = config or MemoryConfig()
         cfg = self.config
         self.data_dir = Path(data_dir)
         self.store = Store(self.data_dir / "agent.duckdb", cfg.duckdb_memory_mb, cfg.duckdb_threads)
-        self.embedder = embedder or Embedder(cfg.embed_threads, cfg.max_tokens, cfg.embed_batch)
+        self.embedder: Embedder | BackgroundEmbedder = embedder or Embedder(
+            cfg.embed_threads, cfg.max_tokens, cfg.embed_batch
+        )
         self.vectors = VectorIndex(
             self.data_dir / "vectors.hnsw",
             self.embedder.dim,

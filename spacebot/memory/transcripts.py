@@ -238,6 +238,20 @@ class Transcripts:
         rows = self.store.cursor().execute(sql + " ORDER BY id LIMIT ?", [*params, limit]).fetchall()
         return [_message(r) for r in rows]
 
+    def pending_channels(self, limit: int = 1000) -> list[tuple[str, float, int]]:
+        """``(conversation, oldest pending created_at, count)`` for every conversation that still
+        owes an answer, oldest first (what start-up wakes)."""
+        rows = (
+            self.store.cursor()
+            .execute(
+                "SELECT channel_id, min(created_at), count(*) FROM messages WHERE reply_state = 'pending' "
+                "GROUP BY channel_id ORDER BY min(created_at), channel_id LIMIT ?",
+                [limit],
+            )
+            .fetchall()
+        )
+        return [(str(c), float(t), int(n)) for c, t, n in rows]
+
     def search(
         self, query: str, limit: int = 20, channel_id: str | None = None, exclude_channel: str | None = None
     ) -> list[MessageHit]:

@@ -15,7 +15,6 @@ messages still ``pending``, and answers them; one whose reply was already stored
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import secrets
@@ -31,6 +30,7 @@ import spacebot.llm.providers.anthropic
 import spacebot.llm.providers.openai  # noqa: F401
 from spacebot.agent import context, identity
 from spacebot.ipc.messages import (
+    TRANSIENT_CODES,
     ChannelList,
     DelegateResult,
     DelegateStatus,
@@ -53,7 +53,7 @@ from spacebot.ipc.messages import (
     TranscriptReact,
     TranscriptUnanswered,
 )
-from spacebot.ipc.replies import BusError, Reply
+from spacebot.ipc.replies import BusError, Reply, retry_transient
 from spacebot.llm.partial import StreamedField
 from spacebot.llm.types import (
     AssistantMessage,
@@ -88,7 +88,8 @@ NO_MODEL = (
     "such as Ollama or vLLM), or an [llm] section in config.toml, then restart Spacebot."
 )
 
-_TRANSIENT = {ErrorCode.NO_ROUTE, ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED}
+RETRY_MAX_DELAY = 30.0
+"""Longest pause between attempts at a turn that failed because memory was away."""
 
 
 def gateway_of(conversation: str) -> str:
@@ -142,6 +143,8 @@ class Channel:
         self.burst_start = 0.0
         self.fresh: set[int] = set()
         self.burst_held = False
+        self.retry_step = 0
+        """Consecutive failed turns; the next retry waits ``0.5 * 2**(step-1)`` s (capped)."""
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -273,8 +276,11 @@ class Channel:
     async def _load(self) -> None:
         page = await self._mem(TranscriptPage(self.conversation, limit=self.settings.history_messages))
         for row in msgspec.convert(page, list[StoredMessage]):
+            if row.id in self.known:  # the message that woke us arrived before the page did
+                continue
             self.known.add(row.id)
             self.history.append(row)
+        self.history.sort(key=lambda m: (m.created_at, m.id))
         unanswered = await self._mem(TranscriptUnanswered(self.conversation, limit=500))
         for row in msgspec.convert(unanswered, list[StoredMessage]):
             if row.id in self.known:
@@ -291,18 +297,12 @@ class Channel:
             self.wake.set()
 
     async def _mem(self, body: Any, attempts: int = 20) -> Any:
-        """A memory request, retried while the memory process is restarting."""
-        delay = 0.1
-        for attempt in range(attempts):
-            try:
-                return await self.ctx.request(self.memory, body, timeout=10.0)
-            except BusError as exc:
-                if exc.code not in _TRANSIENT or attempt == attempts - 1:
-                    raise
-                log.warning("memory unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        """A memory request, retried while the memory process is restarting or starting."""
+        return await retry_transient(
+            lambda: self.ctx.request(self.memory, body, timeout=10.0),
+            attempts=attempts,
+            what=f"memory request {type(body).__name__}",
+        )
 
     async def mem(self, body: Any) -> Any:
         """A memory request (retried while the memory process restarts)."""
@@ -359,19 +359,54 @@ class Channel:
         self._out(OutTyping(self.conversation, "thinking"))
         try:
             if self.llm is None:
-                await self._notice(batch, "model", NO_MODEL)
+                if not await self._notice(batch, "model", NO_MODEL):
+                    self._retry_later(batch, RuntimeError("memory is unavailable"))
             else:
                 await self._answer(batch)
+            self.retry_step = 0
         except asyncio.CancelledError:
             raise
+        except BusError as exc:
+            if exc.code not in TRANSIENT_CODES:
+                log.exception("turn failed conversation=%s", self.conversation)
+            await self._failed(batch, exc)
         except Exception as exc:
             log.exception("turn failed conversation=%s", self.conversation)
-            await self._notice(batch, "model", f"Something went wrong while answering: {_describe(exc)}")
+            await self._failed(batch, exc)
         finally:
             running = self.work.delegates.running
             self._out(OutTyping(self.conversation, "working" if running else "idle", _working(running)))
             self.ctx.set_busy(bool(running), "idle" if not running else f"{len(running)} delegate(s) running")
             self.compactor.check()
+
+    async def _failed(self, batch: list[int], exc: Exception) -> None:
+        """A turn failed. Memory being away (restarting, starting) is not the person's problem:
+        the batch stays pending here and in storage and the turn is tried again after a pause.
+        Anything else is told to the conversation, and only once that notice is stored are the
+        messages settled — a channel never forgets what storage still holds as pending."""
+        transient = isinstance(exc, BusError) and exc.code in TRANSIENT_CODES
+        if transient or not await self._notice(
+            batch, "model", f"Something went wrong while answering: {_describe(exc)}"
+        ):
+            self._retry_later(batch, exc)
+
+    def _retry_later(self, batch: list[int], exc: Exception) -> None:
+        if not batch:
+            return  # a retrigger turn: the results stay unseen and come back with the next one
+        self.retry_step += 1
+        delay = min(0.5 * 2 ** (self.retry_step - 1), RETRY_MAX_DELAY)
+        self.hold_until = time.monotonic() + delay
+        log.warning(
+            "turn failed conversation=%s pending=%d retry_in=%.1fs error=%s",
+            self.conversation,
+            len(batch),
+            delay,
+            exc,
+        )
+        self.ctx.publish(
+            f"channel.{self.ctx.id}.retry",
+            Notice("retry", {"messages": len(batch), "delay": delay, "error": str(exc)[:200]}),
+        )
 
     def system_prompt(self) -> str:
         """Identity, how to talk here, and the live status block of running work."""
@@ -491,17 +526,22 @@ class Channel:
         limit = self.settings.max_reply_chars
         if len(content) > limit:
             content = content[:limit] + "\n\n(cut: the reply was longer than the limit)"
-        stored = await self._mem(
-            TranscriptAppend(
-                self.conversation,
-                content,
-                author_id=f"agent:{self.agent}",
-                author_name=self.name,
-                role="assistant",
-                platform_message_id=f"reply:{batch[0]}:{index}" if batch else None,
-                answers=batch,
+        try:
+            stored = await self._mem(
+                TranscriptAppend(
+                    self.conversation,
+                    content,
+                    author_id=f"agent:{self.agent}",
+                    author_name=self.name,
+                    role="assistant",
+                    platform_message_id=f"reply:{batch[0]}:{index}" if batch else None,
+                    answers=batch,
+                )
             )
-        )
+        except BusError:
+            if reply_id:  # the streamed text was not stored: take it back; the turn is retried
+                self._out(OutAbort(self.conversation, reply_id, "the reply could not be stored"))
+            raise
         message = msgspec.convert(stored, StoredMessage)
         self._settled(batch, ReplyState.ANSWERED)
         if message.id not in self.known:
@@ -532,10 +572,12 @@ class Channel:
                     msgspec.structs.replace(m, reply_state=state) if m.id == mid else m for m in self.history
                 ]
 
-    async def _notice(self, batch: list[int], code: str, text: str) -> None:
-        """Tell the conversation something went wrong; the messages stay in the history, skipped."""
+    async def _notice(self, batch: list[int], code: str, text: str) -> bool:
+        """Tell the conversation something went wrong; the messages stay in the history, skipped.
+
+        Returns False when the notice could not be stored: then nothing is settled."""
         self._out(OutError(self.conversation, code, text, batch[-1] if batch else None))
-        with contextlib.suppress(BusError):
+        try:
             stored = await self._mem(
                 TranscriptAppend(
                     self.conversation,
@@ -549,10 +591,14 @@ class Channel:
                 ),
                 attempts=3,
             )
-            message = msgspec.convert(stored, StoredMessage)
-            self._take(message)
-            self._out(OutMessage(self.conversation, message))
+        except BusError as exc:
+            log.warning("notice not stored conversation=%s error=%s", self.conversation, exc)
+            return False
+        message = msgspec.convert(stored, StoredMessage)
+        self._take(message)
+        self._out(OutMessage(self.conversation, message))
         self._settled(batch, ReplyState.SKIPPED)
+        return True
 
 
 def _working(running: dict[str, Any]) -> str:

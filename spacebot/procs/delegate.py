@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from spacebot.ipc.messages import DelegateResult, DelegateStatus, ErrorCode
-from spacebot.ipc.replies import BusError
+from spacebot.ipc.messages import DelegateResult, DelegateStatus
+from spacebot.ipc.replies import BusError, retry_transient
 from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage, ToolSpec
 from spacebot.supervisor.child import ChildContext
 
 log = logging.getLogger("spacebot.delegate")
 
 ToolRunner = Callable[[ToolCall], Awaitable[tuple[str, bool]]]
-_TRANSIENT = {ErrorCode.NO_ROUTE, ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED}
 
 
 class TurnCapReached(Exception):
@@ -74,19 +72,14 @@ def _user(text: str) -> Message:
 
 async def report(ctx: ChildContext, parent: str, result: DelegateResult, attempts: int = 30) -> bool:
     """Send the result to the parent, retrying while it restarts (a hibernated channel is woken)."""
-    delay = 0.1
-    for _ in range(attempts):
-        try:
-            await ctx.request(parent, result, timeout=10.0)
-            return True
-        except BusError as exc:
-            if exc.code not in _TRANSIENT:
-                log.error("cannot report to %s: %s", parent, exc)
-                return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
-    log.error("gave up reporting to %s", parent)
-    return False
+    try:
+        await retry_transient(
+            lambda: ctx.request(parent, result, timeout=10.0), attempts=attempts, what=f"report to {parent}"
+        )
+    except BusError as exc:
+        log.error("cannot report to %s: %s", parent, exc)
+        return False
+    return True
 
 
 def status(ctx: ChildContext, parent: str, text: str, kind: str = "progress") -> None:

@@ -32,17 +32,24 @@ from spacebot.ipc.messages import (
     MemSave,
     Notice,
     Ok,
+    PendingChannel,
     TranscriptAppend,
     TranscriptMarkReply,
     TranscriptPage,
+    TranscriptPendingChannels,
     TranscriptReact,
     TranscriptSearch,
     TranscriptUnanswered,
 )
+
+# Imported here, not on first use: the zygote imports this module before it forks the first memory
+# process, so a restarted memory does not pay for DuckDB, hnswlib and tantivy again (the ONNX
+# runtime stays lazy: importing it starts a thread, and the zygote must not have any).
+from spacebot.memory.embedder import BackgroundEmbedder
+from spacebot.memory.engine import MemoryEngine
 from spacebot.supervisor.child import ChildContext
 
 if TYPE_CHECKING:
-    from spacebot.memory.engine import MemoryEngine
     from spacebot.memory.types import IngestReport
     from spacebot.procs.llm_link import LinkedLLM
 
@@ -90,6 +97,9 @@ HANDLERS: dict[type, Handler] = {
     TranscriptPage: lambda e, r: e.transcripts.page(r.channel, r.limit, r.before_id),
     TranscriptMarkReply: lambda e, r: e.transcripts.mark_reply(r.message_id, r.state),
     TranscriptUnanswered: lambda e, r: e.transcripts.unanswered(r.channel, r.limit),
+    TranscriptPendingChannels: lambda e, r: [
+        PendingChannel(c, t, n) for c, t, n in e.transcripts.pending_channels(r.limit)
+    ],
     TranscriptSearch: lambda e, r: e.transcripts.search(r.query, r.limit, r.channel, r.exclude_channel),
     ChannelUpsert: lambda e, r: e.transcripts.upsert_channel(r.id, r.platform, r.display_name),
     ChannelList: lambda e, r: e.transcripts.channels(r.platform),
@@ -210,8 +220,6 @@ def _has_files(folder: Path) -> bool:
 
 async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest_every: float = 30.0) -> None:
     """Open the agent's memory (rebuilding indexes if needed), then serve until told to stop."""
-    from spacebot.memory.engine import MemoryEngine
-
     data_dir = await asyncio.to_thread(_data_dir, ctx.config.home, agent)
     topic = f"memory.{agent}.progress"
 
@@ -222,9 +230,10 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest
 
     loop = asyncio.get_running_loop()
     ctx.set_busy(True, f"opening {data_dir}")
-    engine: MemoryEngine = await asyncio.to_thread(
-        MemoryEngine, data_dir, ctx.config.memory, progress=progress
-    )
+    cfg = ctx.config.memory
+    # The model loads in a thread of its own while the database and indexes open.
+    embedder = BackgroundEmbedder(cfg.embed_threads, cfg.max_tokens, cfg.embed_batch)
+    engine = await asyncio.to_thread(MemoryEngine, data_dir, cfg, embedder, progress)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memory")
     ctx.set_busy(False, f"serving {engine.count()} memories")
     log.info("memory ready agent=%s memories=%d dir=%s", agent, engine.count(), data_dir)

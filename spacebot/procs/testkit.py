@@ -198,3 +198,22 @@ async def llm_probe(ctx: ChildContext) -> None:
 
 
 llm_probe.manual_ready = True  # type: ignore[attr-defined]
+
+
+async def gated_start(ctx: ChildContext, gate: str) -> None:
+    """Connected to the bus but loading until the file ``gate`` exists (like memory opening its
+    database); then answer requests like :func:`echo`. Requests before that get ``not_ready``."""
+    ctx.ready()
+    await _wait_for_file(gate, present=True)
+    ctx.on_message(lambda env: Ok(env.body))
+    ctx.publish(f"testkit.{ctx.id}.serving", Notice("serving"))
+    await ctx.stopping.wait()
+
+
+gated_start.manual_ready = True  # type: ignore[attr-defined]
+
+
+async def _wait_for_file(path: str, *, present: bool, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while os.path.exists(path) != present and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)

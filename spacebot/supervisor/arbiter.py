@@ -50,12 +50,14 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
-from spacebot.supervisor import coldstart, inspect, linux
+from spacebot.supervisor import coldstart, inspect, linux, targets
+from spacebot.supervisor.auth import Authenticator
 from spacebot.supervisor.control import ControlHandler, ControlServer
 from spacebot.supervisor.enforce import Enforcement
 from spacebot.supervisor.exits import ExitWatcher
 from spacebot.supervisor.kill import kill_tree
-from spacebot.supervisor.policy import decide
+from spacebot.supervisor.policy import decide, start_retry_delay
+from spacebot.supervisor.resume import Resumer
 from spacebot.supervisor.sdnotify import Notifier
 from spacebot.supervisor.table import LIVE, ProcessRecord, ProcessTable
 from spacebot.supervisor.wake import Waker
@@ -84,9 +86,16 @@ class Supervisor(Enforcement):
         )
         self.zygote = ZygoteLink(self.exits.code_arrived, self._zygote_lost)
         self.waker = Waker(self)
+        self.resumer = Resumer(
+            self._bus_request,
+            self.waker.ensure,
+            lambda ident: (r := self.table.get(ident)) is not None and r.state in LIVE,
+            self._publish,
+        )
         self._context: zmq.asyncio.Context | None = None
         self.broker: Broker | None = None
         self.control: ControlServer | None = None
+        self.auth: Authenticator | None = None
         self._commands: asyncio.Queue[ControlRequest] = asyncio.Queue()
         self._state_waiters: dict[str, list[asyncio.Future[ProcState]]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
@@ -103,17 +112,26 @@ class Supervisor(Enforcement):
         self._claim_sockets()
         self._context = zmq.asyncio.Context()
         rt = self.config.runtime
+        # -- peer authentication (spacebot/supervisor/auth.py): before any socket binds --
+        self.auth = Authenticator(self._context, self.endpoints.dir, self._publish)
+        self.auth.start()
         self.broker = Broker(
-            self._context, self.endpoints.bus, self.endpoints.events, max_frame=rt.max_frame_bytes, hwm=rt.hwm
+            self._context,
+            self.endpoints.bus,
+            self.endpoints.events,
+            max_frame=rt.max_frame_bytes,
+            hwm=rt.hwm,
+            auth=self.auth,
         )
         self.control = ControlServer(
-            self._context, self.endpoints.ctl, self._handlers(), max_frame=rt.max_frame_bytes
+            self._context, self.endpoints.ctl, self._handlers(), max_frame=rt.max_frame_bytes, auth=self.auth
         )
         self.broker.on_unroutable = self.waker.unroutable
         self.broker.bind()
         self.control.start()
         self.broker.start(self._on_bus)
         linux.set_child_subreaper()
+        linux.forbid_dumps()  # it holds keys: no same-user /proc/<pid>/environ or ptrace
         loop.add_signal_handler(signal.SIGTERM, self._commands.put_nowait, ShutdownRequest())
         loop.add_signal_handler(signal.SIGHUP, self._commands.put_nowait, ReloadRequest())
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
@@ -125,6 +143,10 @@ class Supervisor(Enforcement):
         if self.notifier.watchdog_interval:
             self.spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
         self.ready = True
+        for agent in self.config.agents:
+            self.resumer.sweep_soon(agent)  # answers acknowledged before a restart
+        if self.config.supervisor.resume_interval > 0:
+            self.spawn_task(self._resume_every(self.config.supervisor.resume_interval), "resume")
         self.notifier.ready(self._summary())
         if announce:
             print(
@@ -132,6 +154,9 @@ class Supervisor(Enforcement):
                 flush=True,
             )
             print(f"  try: spacebotctl --runtime-dir {self.endpoints.dir} status", flush=True)
+            from spacebot.tools.sandbox import summary as sandbox_summary
+
+            print(f"  tool sandbox: {sandbox_summary(self.config.delegates)}", flush=True)
             wc = self.config.webchat
             if wc.enabled:
                 print(f"  web chat: http://{wc.host}:{wc.port}/ (agent {wc.agent})", flush=True)
@@ -175,6 +200,17 @@ class Supervisor(Enforcement):
             for spec, result in zip(stage, results, strict=True):
                 if isinstance(result, Err):
                     log.error("core process failed to start id=%s error=%s", spec.id, result.message)
+
+    async def _bus_request(self, dst: str, body: object) -> object:
+        assert self.broker is not None
+        return await self.broker.request(dst, body, timeout=10.0)  # type: ignore[arg-type]
+
+    async def _resume_every(self, interval: float) -> None:
+        """The safety net: a message whose delivery gave up is still answered eventually."""
+        while True:
+            await asyncio.sleep(interval)
+            for agent in self.config.agents:
+                self.resumer.sweep_soon(agent)
 
     def _claim_sockets(self) -> None:
         """Refuse to start beside a live supervisor; remove sockets a dead one left behind."""
@@ -275,6 +311,11 @@ class Supervisor(Enforcement):
             return Err(ErrorCode.BAD_REQUEST, f"target {spec.target!r} must be 'package.module:function'")
         if spec.restart not in ("", "always", "on-failure", "never"):
             return Err(ErrorCode.BAD_REQUEST, f"restart {spec.restart!r} must be always, on-failure or never")
+        try:  # registered process types and config-checked arguments only (supervisor/targets.py)
+            targets.check(spec, self.config)
+        except targets.SpawnRefused as exc:
+            log.warning("spawn refused parent=%s target=%r reason=%s", parent, spec.target, exc)
+            return Err(ErrorCode.BAD_REQUEST, str(exc))
         ident = spec.id or f"{spec.kind.value}:{secrets.token_hex(4)}"
         spec = msgspec.structs.replace(spec, id=ident)
         existing = self.table.get(ident)
@@ -288,7 +329,7 @@ class Supervisor(Enforcement):
         try:
             await self._start(rec)
         except SpacebotError as exc:
-            self.table.transition(rec, ProcState.FAILED, f"spawn failed: {exc}")
+            self._start_failed(rec, exc)
             return Err(ErrorCode.SPAWN_FAILED, f"{ident!r}: {exc}")
         if spec.wait_ready:
             state = await self.wait_ready(rec, self.config.policy(rec.kind).ready_timeout + 1.0)
@@ -382,9 +423,14 @@ class Supervisor(Enforcement):
 
     def _mark_ready(self, rec: ProcessRecord) -> None:
         rec.last_heartbeat = time.monotonic()
+        rec.start_failures = 0
         if rec.state is ProcState.STARTING:
             self.table.transition(rec, ProcState.READY, "ready")
             self._wake(rec)
+            if rec.kind is Kind.MEMORY and self.ready and not self.shutting_down:
+                # Turns that failed while memory was away are retried by their channels; a
+                # conversation whose process gave up or was never started is woken here.
+                self.resumer.sweep_soon(str(rec.spec.args.get("agent", "")))
         if self.broker is not None and self.broker.holding(rec.id):
             self.broker.release(rec.id)  # messages that woke it, in order, before any newer one
 
@@ -424,6 +470,8 @@ class Supervisor(Enforcement):
             self.table.transition(rec, ProcState.EXITED, decision.reason)
         self._wake(rec)
         if decision.action == "restart":
+            if not policy.give_up:
+                self._down(rec, f"exited with code {code} ({decision.reason})", decision.delay)
             rec.restart_handle = asyncio.get_running_loop().call_later(decision.delay, self._restart, rec)
 
     def _restart(self, rec: ProcessRecord) -> None:
@@ -440,9 +488,34 @@ class Supervisor(Enforcement):
             try:
                 await self._start(rec)
             except SpacebotError as exc:
-                self.table.transition(rec, ProcState.FAILED, f"restart failed: {exc}")
+                self._start_failed(rec, exc)
 
         self.spawn_task(go(), f"restart:{rec.id}")
+
+    def _start_failed(self, rec: ProcessRecord, exc: Exception) -> None:
+        """A start or restart did not produce a process. Most kinds end ``failed``; the ones the
+        agent cannot work without (``give_up = false``: memory, gateways, cortex) are tried again
+        with back-off for as long as the supervisor runs — a zygote window never leaves them down."""
+        policy = self.config.policy(rec.kind)
+        if policy.give_up or self.shutting_down or rec.stop_requested:
+            self.table.transition(rec, ProcState.FAILED, f"start failed: {exc}")
+            self._wake(rec)
+            return
+        rec.start_failures += 1
+        delay = start_retry_delay(policy, rec.start_failures)
+        self.table.transition(rec, ProcState.EXITED, f"start failed: {exc}")
+        self._wake(rec)
+        self._down(rec, f"start failed: {exc}", delay)
+        rec.restart_handle = asyncio.get_running_loop().call_later(delay, self._restart, rec)
+
+    def _down(self, rec: ProcessRecord, reason: str, restart_in: float) -> None:
+        """Say loudly that a process the agent needs is not running, and when it comes back."""
+        rec.task = f"DOWN: {reason[:160]}; restarting in {restart_in:g}s"
+        log.error("down id=%s reason=%r restart_in=%.1fs", rec.id, reason, restart_in)
+        self._publish(
+            f"proc.{rec.kind.value}.{rec.id}.down",
+            Notice("down", {"reason": reason, "restart_in": restart_in}),
+        )
 
     def _zygote_lost(self) -> None:
         if self.shutting_down:
@@ -485,6 +558,7 @@ class Supervisor(Enforcement):
                     if r.pid and r.state in LIVE
                 )
             )
+        await self.resumer.close()
         await self.zygote.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -493,6 +567,8 @@ class Supervisor(Enforcement):
             await self.control.close()
         if self.broker is not None:
             await self.broker.close()
+        if self.auth is not None:
+            self.auth.close()  # after the sockets it secured; removes ctl.key
         if self._context is not None:
             self._context.term()
         for name in ("bus", "events", "ctl"):

@@ -27,6 +27,7 @@ import zmq.asyncio
 from spacebot import logs
 from spacebot.config import Config
 from spacebot.ipc.bus import BusClient
+from spacebot.ipc.credentials import Credentials
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import (
     SUPERVISOR_ID,
@@ -162,11 +163,13 @@ class ChildContext:
             self.request_stop(env.body.reason or f"stop from {env.src}")
             return Ok()
         if self._handler is None:
-            return None if env.id == 0 else _unsupported(self.id, env.body)
+            # Connected but still loading (memory opening its database): a retryable answer, so
+            # callers wait instead of failing the work (``unsupported`` would be final).
+            return None if env.id == 0 else _not_ready(self.id, env.body)
         return self._handler(env)
 
     async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
-        """Request/reply over the bus."""
+        """Request/reply over the bus (failed at once with ``unavailable`` if ``dst`` exits first)."""
         return await self.bus.request(dst, body, timeout=timeout)
 
     def publish(self, topic: str, body: EventBody) -> bool:
@@ -183,8 +186,8 @@ class ChildContext:
         return await self.bus.subscribe(*topics)
 
 
-def _unsupported(ident: str, body: object) -> Reply:
-    return Err(ErrorCode.UNSUPPORTED, f"{ident!r} does not handle {type(body).__name__}")
+def _not_ready(ident: str, body: object) -> Reply:
+    return Err(ErrorCode.NOT_READY, f"{ident!r} is starting and cannot handle {type(body).__name__} yet")
 
 
 async def _heartbeats(ctx: ChildContext) -> None:
@@ -205,6 +208,7 @@ async def _main(req: ZygoteSpawn, config: Config) -> int:
         context=context,
         max_frame=config.runtime.max_frame_bytes,
         hwm=config.runtime.hwm,
+        credentials=Credentials(spec.id, req.bus_key),  # from the spawn request, never the environment
     )
     ctx = ChildContext(spec, config, endpoints, bus)
     bus.on_message(ctx._dispatch)
@@ -240,8 +244,10 @@ async def _main(req: ZygoteSpawn, config: Config) -> int:
         beats.cancel()
         stop.cancel()
         await asyncio.gather(beats, stop, return_exceptions=True)
-        await bus.close(linger=1.0)
-        context.term()
+        await bus.close(linger=1.0)  # our last messages (replies, the exit) still go out
+        # Subscriptions and clients the entry left open would make ``term()`` wait for ever (and
+        # raise ``ContextTerminated`` in their loop callbacks): close whatever is left, then term.
+        context.destroy(linger=0)
     return code
 
 
@@ -287,5 +293,6 @@ def run_child(req: ZygoteSpawn) -> int:
     config = _config_decoder.decode(req.config)
     logs.setup(req.spec.id, config.runtime.log_level)
     linux.set_name(req.spec.id[-15:])
+    linux.forbid_dumps()  # it holds keys (environment, config): no same-user /proc/<pid>/environ
     watch_supervisor(req.supervisor_pid)
     return _event_loop_runner()(_main(req, config))

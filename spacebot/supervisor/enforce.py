@@ -128,12 +128,14 @@ class Enforcement:
                         f"proc.{rec.kind.value}.{rec.id}.hung", ProcessHung(rec.id, budget, seconds)
                     )
                     self.table.transition(rec, ProcState.STOPPING, f"hung: {budget} budget")
-                    self.spawn_task(self._kill_hung(rec), f"kill:{rec.id}")
+                    self.spawn_task(self._kill_hung(rec, rec.pid), f"kill:{rec.id}")
                 elif forgettable(rec, now):
                     self.table.remove(rec.id)
             if self.broker is not None:
                 self.broker.report_drops()
             self.notifier.status(self._summary())
 
-    async def _kill_hung(self, rec: ProcessRecord) -> None:
-        await kill_tree(rec.pid, grace=self.config.policy(rec.kind).grace, ident=rec.id)
+    async def _kill_hung(self, rec: ProcessRecord, pid: int) -> None:
+        # The pid of the incarnation found hung, taken then: by the time this runs it may have
+        # exited and a new incarnation (another pid) may be starting.
+        await kill_tree(pid, grace=self.config.policy(rec.kind).grace, ident=rec.id)

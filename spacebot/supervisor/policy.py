@@ -29,8 +29,10 @@ def decide(
     """Decide what follows an unrequested exit; returns the decision and the new back-off step.
 
     Up to ``flap_max_restarts`` restarts inside ``flap_window`` happen at once. Past that each
-    restart waits ``backoff_initial * 2**(step-1)``; after ``backoff_max_steps`` such waits the
-    process is declared failed. A window with fewer restarts resets the back-off.
+    restart waits ``backoff_initial * 2**(step-1)`` (at most ``backoff_max``); after
+    ``backoff_max_steps`` such waits the process is declared failed — unless its policy says
+    ``give_up = false`` (memory, gateways): those keep restarting at the capped wait.
+    A window with fewer restarts resets the back-off.
     """
     clean = exit_code == 0
     if policy.restart == "never" or (policy.restart == "on-failure" and clean):
@@ -40,8 +42,8 @@ def decide(
     restart_times[:] = recent
     if len(recent) < policy.flap_max_restarts:
         return Decision("restart", 0.0, f"exit code {exit_code}; restarting"), 0
-    step = backoff_step + 1
-    if step > policy.backoff_max_steps:
+    step = min(backoff_step + 1, 64)
+    if step > policy.backoff_max_steps and policy.give_up:
         return (
             Decision(
                 "fail",
@@ -52,5 +54,11 @@ def decide(
             ),
             step,
         )
-    delay = policy.backoff_initial * 2 ** (step - 1)
+    delay = min(policy.backoff_initial * 2 ** (step - 1), policy.backoff_max)
     return Decision("restart", delay, f"flapping: backing off {delay:g}s (step {step})"), step
+
+
+def start_retry_delay(policy: ProcessPolicy, failures: int) -> float:
+    """Wait before trying again to start a process that must never be left down, after its
+    ``failures``-th failed start in a row (the zygote being replaced, a fork that timed out)."""
+    return min(policy.backoff_initial * 2 ** max(0, min(failures, 32) - 1), policy.backoff_max)

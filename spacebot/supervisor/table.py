@@ -56,6 +56,8 @@ class ProcessRecord:
     restarts: int = 0
     restart_times: list[float] = field(default_factory=list)
     backoff_step: int = 0
+    start_failures: int = 0
+    """Starts in a row that produced no process (reset when one says ``Ready``)."""
     exit_code: int | None = None
     frame_errors: int = 0
     early_ready: int = 0
@@ -133,9 +135,11 @@ class ProcessTable:
             record.proc = None
 
     def detach_pid(self, record: ProcessRecord) -> None:
-        """The current incarnation is gone."""
+        """The current incarnation is gone: forget its pid, so that no check or kill can ever
+        target it again (the number may already belong to another process)."""
         if record.pid:
             self._by_pid.pop(record.pid, None)
+        record.pid = 0
         record.proc = None
 
     def transition(self, record: ProcessRecord, new: ProcState, reason: str = "") -> bool:

@@ -66,6 +66,22 @@ class Waker:
             self.sup.spawn_task(self._wake(spec), f"wake:{dst}")
         return True
 
+    async def ensure(self, ident: str) -> Reply:
+        """Start conversation process ``ident`` unless it runs; returns once it is ready (or not).
+
+        Used for conversations that owe an answer but have no message in flight to wake them
+        (see ``supervisor/resume.py``)."""
+        spec = channel_spec(ident, self.sup.config.agents)
+        if spec is None:
+            return Err(ErrorCode.BAD_REQUEST, f"{ident!r} is not a conversation of a configured agent")
+        if ident in self.waking:
+            return Ok()  # a message is waking it already
+        self.waking.add(ident)
+        await self._wake(spec)
+        rec = self.sup.table.get(ident)
+        ok = rec is not None and rec.state in (ProcState.READY, ProcState.BUSY, ProcState.IDLE)
+        return Ok() if ok else Err(ErrorCode.SPAWN_FAILED, f"{ident!r} did not start")
+
     async def _wake(self, spec: SpawnSpec) -> None:
         try:
             result = await self._start(spec)
@@ -91,7 +107,10 @@ class Waker:
                 log.info("waking id=%s", spec.id)
                 return await sup.spawn(spec, parent="supervisor")
             if rec.state is ProcState.STARTING:
-                state = await sup.wait_ready(rec, timeout)
+                # No pid yet: the fork waits for a zygote being replaced, which can take its
+                # whole start-up; only then does the process's ready budget begin.
+                wait = timeout + (0.0 if rec.pid else sup.config.supervisor.zygote_start_timeout)
+                state = await sup.wait_ready(rec, wait)
                 if state in (ProcState.READY, ProcState.BUSY, ProcState.IDLE):
                     return Ok()
                 return Err(ErrorCode.SPAWN_FAILED, f"{spec.id!r} did not start (state {state.value})")

@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != args.supervisor:
         return 1  # the supervisor died before PDEATHSIG was armed
     linux.set_name("spacebot-zygote")
+    linux.forbid_dumps()  # it holds keys (environment): no same-user /proc/<pid>/environ
     logs.setup("zygote", args.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     sock = socket.socket(fileno=args.fd)

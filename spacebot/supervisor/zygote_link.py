@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from spacebot.ipc.messages import (
     ZygoteHello,
     ZygoteSpawn,
 )
-from spacebot.supervisor import framing
+from spacebot.supervisor import auth, framing
 
 log = logging.getLogger("spacebot.supervisor")
 
@@ -80,18 +82,30 @@ class ZygoteLink:
             async with asyncio.timeout(config.supervisor.zygote_start_timeout):
                 msg = await self._read()
         except TimeoutError:
+            self._abandon()
             raise ProcessTimeout(
                 f"zygote pid {self.pid} did not finish importing within "
                 f"{config.supervisor.zygote_start_timeout:g}s"
             ) from None
         if not isinstance(msg, ZygoteHello):
-            raise ZygoteGone(f"zygote sent {type(msg).__name__} before hello")
+            self._abandon()
+            raise ZygoteGone(f"zygote sent {type(msg).__name__ if msg else 'nothing'} before hello")
         self.hello = msg
         self._up.set()
         for failure in msg.failed_imports:
             log.warning("zygote could not preload %s", failure)
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop(), name="zygote-reader")
         return msg
+
+    def _abandon(self) -> None:
+        """A zygote that never said hello: kill it, so the next start does not run beside it."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self._reader = None
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
 
     async def _read(self) -> framing.FromZygote | None:
         assert self._reader is not None
@@ -112,6 +126,12 @@ class ZygoteLink:
                     fut = self._pending.pop(ident, None)
                     if fut is not None and not fut.done():
                         fut.set_result(pid)
+                    else:
+                        # Nobody waits for this fork any more (the request timed out and was
+                        # sent again, or given up): it must not live on unsupervised.
+                        log.warning("killing late fork id=%s pid=%d", ident, pid)
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pid, signal.SIGKILL)
                 case ZygoteFailed(id=ident, error=error):
                     fut = self._pending.pop(ident, None)
                     if fut is not None and not fut.done():
@@ -134,28 +154,35 @@ class ZygoteLink:
         self._writer = None
         self.hello = None
 
-    async def spawn(self, spec: SpawnSpec, config: Config, runtime_dir: str, *, timeout: float = 10.0) -> int:
+    async def spawn(
+        self, spec: SpawnSpec, config: Config, runtime_dir: str, *, timeout: float | None = None
+    ) -> int:
         """Fork a child; returns its pid.
 
-        While a crashed zygote is being replaced this waits for the new one, and a request the
-        dying zygote never answered is sent again to its successor.
+        While a crashed zygote is being replaced this waits for the new one (until it has said
+        hello: a zygote still importing reads nothing), and a request that was lost with the dying
+        zygote, or not answered within ``timeout``, is sent again — within one overall bound of a
+        zygote start-up plus ``timeout``. A fork reported after its request was given up is killed.
         """
-        for attempt in (1, 2):
-            await self._wait_up(timeout)
+        timeout = config.supervisor.fork_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.supervisor.zygote_start_timeout + timeout
+        while True:
+            await self._wait_up(deadline - loop.time())
             try:
                 return await self._spawn_once(spec, config, runtime_dir, timeout)
-            except ZygoteGone:
-                if self._stopped or attempt == 2:
+            except (ZygoteGone, ProcessTimeout) as exc:
+                if self._stopped or loop.time() >= deadline:
                     raise
-        raise AssertionError("unreachable")
+                log.warning("spawn id=%s not done (%s); sending it again", spec.id, exc)
 
     async def _wait_up(self, timeout: float) -> None:
-        if self._writer is not None:
+        if self.alive:
             return
         if self._stopped:
             raise ZygoteGone("zygote is stopped")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max(timeout, 0.0)):
                 await self._up.wait()
         except TimeoutError:
             raise ZygoteGone(f"zygote is not running (waited {timeout:g}s for a new one)") from None
@@ -164,7 +191,7 @@ class ZygoteLink:
         assert self._writer is not None
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[spec.id] = fut
-        req = ZygoteSpawn(spec, encode(config), runtime_dir, os.getpid())
+        req = ZygoteSpawn(spec, encode(config), runtime_dir, os.getpid(), auth.child_password(spec.id))
         try:
             async with self._spawn_lock:
                 self._writer.write(framing.pack(req))

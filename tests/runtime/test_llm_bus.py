@@ -41,7 +41,10 @@ async def test_cooldown_is_shared_over_the_bus(short_tmp: Path) -> None:
     async with FakeLLM() as fake:
         fake.add(text="hello from the fake")
         fake.fail(429, retry_after="30", times=100, model="^main$")
-        sup = SupervisorProcess(short_tmp, config_text=fast_config() + _llm_table(fake))
+        # The probe builds its SDK client on its first call, which can hold its loop for most of
+        # a second on a loaded machine: this test is about cooldowns, not liveness budgets.
+        config = fast_config(worker={"heartbeat_miss_limit": 50}) + _llm_table(fake)
+        sup = SupervisorProcess(short_tmp, config_text=config)
         await sup.start()
         client = BusClient("tester", sup.endpoints.bus)
         client.start()

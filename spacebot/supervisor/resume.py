@@ -1,0 +1,94 @@
+"""Unanswered work is found, not waited for.
+
+A conversation process normally starts when a message arrives for it. After the supervisor
+restarts, or while memory was away, a conversation can hold messages that were acknowledged
+(stored ``pending``) but never answered, with nothing in flight that would start its process.
+:class:`Resumer` asks each agent's memory for those conversations and starts their processes,
+oldest first, a few at a time; each one finds its pending messages on load and answers them.
+
+It runs when the service is up, whenever a memory process becomes ready again after a restart,
+and every ``[supervisor] resume_interval`` seconds as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from spacebot.ipc.messages import Err, Notice, PendingChannel, TranscriptPendingChannels
+from spacebot.ipc.replies import BusError, Reply, retry_transient
+from spacebot.supervisor.wake import channel_id
+
+log = logging.getLogger("spacebot.supervisor")
+
+Request = Callable[[str, Any], Awaitable[Any]]
+"""``request(destination, body)`` over the bus; returns the reply's value or raises BusError."""
+
+
+class Resumer:
+    """Wakes every conversation that still owes an answer."""
+
+    def __init__(
+        self,
+        request: Request,
+        ensure: Callable[[str], Awaitable[Reply]],
+        is_live: Callable[[str], bool],
+        publish: Callable[[str, Notice], None],
+        parallel: int = 4,
+    ) -> None:
+        self._request = request
+        self._ensure = ensure
+        self._is_live = is_live
+        self._publish = publish
+        self._parallel = asyncio.Semaphore(parallel)
+        self._running: dict[str, asyncio.Task[int]] = {}
+
+    def sweep_soon(self, agent: str) -> asyncio.Task[int]:
+        """Start a sweep of ``agent`` unless one is already running; returns its task."""
+        task = self._running.get(agent)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self.sweep(agent), name=f"resume:{agent}")
+            self._running[agent] = task
+        return task
+
+    async def sweep(self, agent: str) -> int:
+        """Wake the conversations of ``agent`` with pending messages; returns how many were woken."""
+        try:
+            raw = await retry_transient(
+                lambda: self._request(f"memory:{agent}", TranscriptPendingChannels()),
+                attempts=30,
+                what=f"pending conversations of {agent}",
+            )
+        except BusError as exc:
+            log.error("resume sweep failed agent=%s error=%s", agent, exc)
+            return 0
+        rows = msgspec.convert(raw, list[PendingChannel])
+        todo = [channel_id(agent, r.channel) for r in rows]
+        todo = [ident for ident in todo if not self._is_live(ident)]
+        if not todo:
+            return 0
+        log.info("resuming conversations agent=%s count=%d", agent, len(todo))
+
+        async def one(ident: str) -> bool:
+            async with self._parallel:
+                if self._is_live(ident):
+                    return False
+                result = await self._ensure(ident)
+                if isinstance(result, Err):
+                    log.warning("resume failed id=%s error=%s", ident, result.message)
+                    return False
+                return True
+
+        woken = sum(await asyncio.gather(*(one(ident) for ident in todo)))
+        self._publish(f"sys.resume.{agent}", Notice("resume", {"woken": woken, "pending": len(todo)}))
+        return woken
+
+    async def close(self) -> None:
+        """Cancel sweeps in progress."""
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
