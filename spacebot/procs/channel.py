@@ -28,7 +28,7 @@ import msgspec
 import spacebot.llm.client
 import spacebot.llm.providers.anthropic
 import spacebot.llm.providers.openai  # noqa: F401
-from spacebot.agent import context, identity
+from spacebot.agent import context, identity, untrusted
 from spacebot.ipc.messages import (
     TRANSIENT_CODES,
     ChannelList,
@@ -416,7 +416,9 @@ class Channel:
 
     def transcript_text(self, limit: int = 40) -> str:
         """The recent transcript as plain lines (what a branch is given)."""
-        return "\n".join(f"{m.author_name}: {m.text}" for m in self.history[-limit:])
+        return "\n".join(
+            f"{untrusted.label(m.author_name)}: {untrusted.text(m.text)}" for m in self.history[-limit:]
+        )
 
     async def _answer(self, batch: list[int]) -> None:
         messages: list[Message] = context.build(self.system_prompt(), self.history, self.fresh)

@@ -177,15 +177,10 @@ class ChannelWork:
         ch = self.ch
         ws = Workspace(agent_dir(ch.ctx.config.home, ch.agent) / "workspace")
         try:
-            target = ws.resolve(path)
+            target, data = await asyncio.to_thread(ws.read_bytes, path, MAX_FILE_BYTES)
         except ToolError as exc:
             raise ToolArgumentError(f"send_file: {exc}") from None
-        if not target.is_file():
-            raise ToolArgumentError(f"send_file: {path!r} is not a file in the workspace")
-        size = target.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ToolArgumentError(f"send_file: {path!r} is {size} bytes; the limit is {MAX_FILE_BYTES}")
-        data = await asyncio.to_thread(target.read_bytes)
+        size = len(data)
         mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         attachment: dict[str, Any] = {
             "name": target.name,

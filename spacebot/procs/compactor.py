@@ -17,6 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from spacebot.agent import untrusted
 from spacebot.ipc.messages import DelegateResult, Kind, MemSave, Notice, SpawnSpec
 from spacebot.ipc.replies import BusError
 from spacebot.llm.types import Message, Usage
@@ -133,7 +134,9 @@ class Compactor:
 
     async def _start(self, name: str) -> None:
         ch = self.ch
-        transcript = "\n".join(f"{m.author_name}: {m.text}" for m in self.span)
+        transcript = "\n".join(
+            f"{untrusted.label(m.author_name)}: {untrusted.text(m.text)}" for m in self.span
+        )
         self._event("started", level=name, messages=len(self.span), tokens=self.size())
         spec = SpawnSpec(
             Kind.WORKER,
@@ -217,7 +220,9 @@ class Compactor:
         if not span:
             return
         digest = " / ".join(
-            f"{m.author_name}: {m.text[:200]}" for m in span if m.role in ("user", "assistant")
+            f"{untrusted.label(m.author_name)}: {untrusted.text(m.text[:200])}"
+            for m in span
+            if m.role in ("user", "assistant")
         )
         if digest:
             draft = MemoryDraft(

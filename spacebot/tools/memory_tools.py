@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from spacebot.agent import untrusted
 from spacebot.ipc.messages import MemAssociate, MemForget, MemRecall, MemSave, TranscriptSearch
 from spacebot.ipc.replies import BusError
 from spacebot.llm.types import ToolCall
@@ -138,4 +139,8 @@ class MemoryTools:
         )
         if not hits_:
             return "nothing found in other conversations"
-        return "\n".join(f"[{h.channel_name}] {h.message.author_name}: {h.message.text}" for h in hits_)
+        return "\n".join(
+            f"[{untrusted.label(h.channel_name)}] {untrusted.label(h.message.author_name)}: "
+            f"{untrusted.text(h.message.text)}"
+            for h in hits_
+        )

@@ -268,6 +268,18 @@ class Workspace:
             raise
         return fd
 
+    def read_bytes(self, path: str, limit: int, op: str = "send_file") -> tuple[Path, bytes]:
+        """The resolved path and the bytes of a regular file of at most ``limit`` bytes, read from
+        a descriptor opened with ``O_NOFOLLOW`` under walked-down parents: a file swapped for a
+        link between the check and the read is refused, never followed."""
+        target = self.resolve(path)
+        fd = self._open_file(op, path, target, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise self._refuse(op, path, f"is {size} bytes; the limit is {limit}")
+            return target, f.read(limit + 1)[:limit]
+
     # -- the tools -----------------------------------------------------------------------------
 
     def read(self, path: str, offset: int = 0, limit: int | None = None) -> str:

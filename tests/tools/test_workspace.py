@@ -3,6 +3,7 @@ refused (and logged)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -545,3 +546,37 @@ async def test_tool_calls_report_bad_arguments(tmp_path: Path) -> None:
     assert not err and "exit code 0" in text and "hi" in text
     text, err = await tools.call(ToolCall("5", "exec", {"program": "printf", "args": ["%s-%s", "a b", "c"]}))
     assert not err and "a b-c" in text
+
+
+def test_read_bytes_never_follows_a_link_swapped_in_while_in_use(ws: Workspace, outside: Path) -> None:
+    """``send_file`` reads through this: a worker swapping a file for a link to a secret (the
+    config) between the check and the read gets a refusal, never the secret."""
+    import threading
+
+    secret = (outside / "secret").read_bytes()
+    target = ws.root / "r.txt"
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                target.unlink()
+                target.write_bytes(b"harmless")
+            with contextlib.suppress(OSError):
+                target.unlink()
+                target.symlink_to(outside / "secret")
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    got: list[bytes] = []
+    refused = 0
+    try:
+        for _ in range(400):
+            try:
+                got.append(ws.read_bytes("r.txt", 1_000_000)[1])
+            except ToolError:
+                refused += 1
+    finally:
+        stop.set()
+        swapper.join()
+    assert secret not in got, f"read the secret through a link ({refused} refusals)"
