@@ -138,7 +138,10 @@ class SupervisorProcess:
         return self.proc.pid
 
     async def start(self, timeout: float = 60.0) -> None:
-        """Start it and wait until the control socket answers."""
+        """Start it (again, after a stop or a kill) and wait until the control socket answers."""
+        if self.ctl is not None:  # a client of a previous run: left open, its context would block GC
+            await self.ctl.close()
+            self.ctl = None
         out = self.log_file.open("wb") if self.capture else None
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns once forked
             [sys.executable, "-m", "spacebot.cli.main", "run", *self.run_args],
