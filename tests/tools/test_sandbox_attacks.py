@@ -301,7 +301,9 @@ def _marked(marker: str, but: int = 0) -> list[psutil.Process]:
 async def test_a_background_job_holding_the_output_cannot_stretch_the_call(ws: Path) -> None:
     marker = f"MARK-{os.getpid()}-bg"
     r = await sh(ws, f"setsid sh -c 'sleep 45; : {marker}' & sleep 30", timeout=2)
-    assert r.timed_out and r.signal == 9, r
+    # The call's processes are killed together; the shell is either killed itself or, on a loaded
+    # machine, sees its `sleep` killed first and exits with 128 + SIGKILL.
+    assert r.timed_out and (r.signal == 9 or r.exit_code == 128 + 9), r
     assert _marked(marker) == []
 
 
