@@ -60,6 +60,10 @@ class _NamedRouter(zmq.Socket[bytes]):
     routes: dict[bytes, bytes]
     on_refused: Callable[[bytes, str], None] | None = None
 
+    names: dict[bytes, bytes]
+    """Connection → the user its credentials proved (a connection's user never changes), so the
+    metadata is read once per connection, not once per message: the hot path stays a dict lookup."""
+
     def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
         while True:
             first = self.recv(flags, copy=False)  # a Frame: it carries the connection's metadata
@@ -67,10 +71,16 @@ class _NamedRouter(zmq.Socket[bytes]):
             parts: list[Any] = [route]
             while self.getsockopt(zmq.RCVMORE):
                 parts.append(self.recv(flags))
-            try:
-                name = str(first.get("User-Id")).encode()
-            except zmq.ZMQError:
-                name = b""
+            name = self.names.get(route, b"")
+            if not name:
+                try:
+                    name = str(first.get("User-Id")).encode()
+                except zmq.ZMQError:
+                    name = b""
+                if name:
+                    if len(self.names) > 100_000:  # connections come and go: bound the cache
+                        self.names.clear()
+                    self.names[route] = name
             if name:
                 if self.routes.get(name) != route:
                     self.routes[name] = route  # the newest connection of a name (a restart) wins
@@ -93,6 +103,7 @@ class _NamedRouter(zmq.Socket[bytes]):
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH and self.routes.get(name) == route:
                 del self.routes[name]  # that connection is gone
+                self.names.pop(route, None)
             raise
 
 
@@ -119,6 +130,7 @@ class Broker:
         if auth is not None:
             router = _NamedRouter(context, zmq.ROUTER)
             router.routes = {}
+            router.names = {}
             router.on_refused = self._refused_frame
             self._router = router
         else:  # peers name themselves by their routing identity (unauthenticated: benchmarks only)
