@@ -77,7 +77,7 @@ from spacebot.ipc.control_client import ControlClient  # noqa: E402
 from spacebot.ipc.messages import ProcessInfo, StatusReply, StatusRequest  # noqa: E402
 from spacebot.messaging.webchat_client import ChatClient, Frame  # noqa: E402
 from spacebot.paths import Endpoints  # noqa: E402
-from spacebot.testing import llm_table, short_tempdir  # noqa: E402
+from spacebot.testing import FakeLLMProcess, llm_table, short_tempdir  # noqa: E402
 
 CLASSES = ("channel", "branch", "worker", "memory", "gateway", "zygote", "supervisor")
 WINDOWS = ("zygote+channel", "zygote+memory", "memory-restart+channel", "startup")
@@ -143,45 +143,19 @@ def fake_script(latency: float) -> dict[str, Any]:
     }
 
 
-class FakeModel:
-    """``python -m spacebot.llm.fake`` in its own process (its work does not share our loop)."""
+class FakeModel(FakeLLMProcess):
+    """The scripted fake model of the soak, in its own process."""
 
     def __init__(self, root: Path, latency: float) -> None:
-        self.script = root / "chaos_model.json"
-        self.script.write_text(json.dumps(fake_script(latency)))
-        self.latency = latency
-        self.proc: asyncio.subprocess.Process | None = None
-        self.openai_url = ""
+        script = root / "chaos_model.json"
+        script.write_text(json.dumps(fake_script(latency)))
+        super().__init__(script, latency)
 
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "spacebot.llm.fake",
-            "--port",
-            "0",
-            "--script",
-            str(self.script),
-            "--ttft",
-            str(self.latency),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None and self.proc.stderr is not None
+    async def start(self, timeout: float = 60.0) -> None:
         try:
-            async with asyncio.timeout(60):
-                line = (await self.proc.stdout.readline()).decode()
-        except TimeoutError:
-            line = ""
-        if "OpenAI base_url: " not in line:
-            err = (await self.proc.stderr.read()).decode() if self.proc.returncode is not None else ""
-            raise Missing(f"the fake model server did not start: {line.strip() or err.strip()!r}")
-        self.openai_url = line.split("OpenAI base_url: ")[1].split(")")[0]
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await self.proc.wait()
+            await super().start(timeout)
+        except RuntimeError as exc:
+            raise Missing(str(exc)) from None
 
 
 # -- the system under test -------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import contextlib
 
 from _common import emit, machine, parser, percentile
 
-from spacebot.testing import ChatSystem, short_tempdir
+from spacebot.testing import ChatSystem, FakeLLMProcess, short_tempdir
 
 
 class _Fake:
@@ -42,34 +42,20 @@ class _Fake:
         self.latency = latency
         self.script = root / "chat_bench_script.json"
         self.rules = rules or []
-        self.proc: asyncio.subprocess.Process | None = None
+        self._server: FakeLLMProcess | None = None
         self.openai_url = ""
 
     async def start(self) -> None:
         reply = {"name": "reply", "arguments": {"content": "answer: {last_user}"}}
         script = {"rules": self.rules, "default": {"name": "bench", "tool_calls": [reply]}}
         self.script.write_text(json.dumps(script))
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "spacebot.llm.fake",
-            "--port",
-            "0",
-            "--script",
-            str(self.script),
-            "--ttft",
-            str(self.latency),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(60):
-            line = (await self.proc.stdout.readline()).decode()
-        self.openai_url = line.split("OpenAI base_url: ")[1].split(")")[0]
+        self._server = FakeLLMProcess(self.script, self.latency)
+        await self._server.start()
+        self.openai_url = self._server.openai_url
 
     async def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            await self.proc.wait()
+        if self._server is not None:
+            await self._server.stop()
 
 
 async def _ask(chat: Any, conv: str, marker: str) -> float | None:

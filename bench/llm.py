@@ -19,6 +19,7 @@ import anthropic
 import openai
 
 from spacebot.llm import LLM, LLMConfig, Request, TextDelta, UserMessage
+from spacebot.testing import FakeLLMProcess
 
 TEXT = " ".join(f"word{i}" for i in range(40))
 PROMPT = "Explain why the build failed and compare the two fixes."  # not stepped down by the scorer
@@ -29,23 +30,12 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-async def start_fake(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def start_fake(tmp: Path) -> FakeLLMProcess:
     script = tmp / "bench_llm_script.json"
     script.write_text(json.dumps({"default": {"name": "bench", "text": TEXT}}))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "spacebot.llm.fake",
-        "--port",
-        "0",
-        "--script",
-        str(script),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    async with asyncio.timeout(60):
-        line = (await proc.stdout.readline()).decode()
-    return proc, line.split("listening on ")[1].split(" ")[0]
+    fake = FakeLLMProcess(script)
+    await fake.start()
+    return fake
 
 
 async def raw_openai(client: openai.AsyncOpenAI) -> tuple[float, float]:
@@ -87,7 +77,8 @@ async def layered(llm: LLM, tier: str) -> tuple[float, float]:
 
 async def run(n: int) -> dict[str, float]:
     tmp = Path("/tmp")
-    proc, url = await start_fake(tmp)
+    fake = await start_fake(tmp)
+    url = fake.url
     try:
         cfg = LLMConfig.from_dict(
             {
@@ -123,8 +114,7 @@ async def run(n: int) -> dict[str, float]:
         await oa.close()
         await an.close()
     finally:
-        proc.terminate()
-        await proc.wait()
+        await fake.stop()
     table = {}
     for proto, r in rows.items():
         table[proto] = {

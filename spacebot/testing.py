@@ -242,6 +242,51 @@ class SupervisorProcess:
         return code
 
 
+class FakeLLMProcess:
+    """``python -m spacebot.llm.fake`` in its own process (benchmarks: its work must not share the
+    measuring loop), on a port it picks itself; ``url`` and ``openai_url`` once started."""
+
+    def __init__(self, script: Path, ttft: float | None = None) -> None:
+        self.script = script
+        self.ttft = ttft
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.openai_url = ""
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start it; ``RuntimeError`` with what it printed when it does not come up."""
+        args = ["--port", "0", "--script", str(self.script)]
+        if self.ttft is not None:
+            args += ["--ttft", str(self.ttft)]
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "spacebot.llm.fake",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        try:
+            async with asyncio.timeout(timeout):
+                line = (await self.proc.stdout.readline()).decode()
+        except TimeoutError:
+            line = ""
+        # "fake-llm listening on http://host:port (OpenAI base_url: http://host:port/v1)"
+        if "listening on " not in line or "OpenAI base_url: " not in line:
+            err = (await self.proc.stderr.read()).decode() if self.proc.returncode is not None else ""
+            await self.stop()
+            raise RuntimeError(f"the fake model server did not start: {line.strip() or err.strip()!r}")
+        self.url = line.split("listening on ")[1].split(" ")[0]
+        self.openai_url = line.split("OpenAI base_url: ")[1].split(")")[0]
+
+    async def stop(self) -> None:
+        """Terminate it and wait."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     """Inode and modification time of ``path`` (None when missing): tells a rewritten file."""
     try:

@@ -70,18 +70,23 @@ def _directive(text: str, name: str) -> list[str]:
     return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(f"{name}=")]
 
 
-@needs_analyze
-def test_unit_verifies(tmp_path: Path) -> None:
-    unit = UNIT.read_text()
+def _verify(tmp_path: Path, unit: str) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` of ``unit`` with its ExecStart pointing at this interpreter's venv."""
     bindir = str(Path(sys.executable).parent)
-    assert "Type=notify" in unit and "WatchdogSec=" in unit and "KillMode=mixed" in unit
     (tmp_path / "spacebot.service").write_text(unit.replace("/opt/spacebot/venv/bin", bindir))
-    result = subprocess.run(
+    return subprocess.run(
         ["systemd-analyze", "verify", str(tmp_path / "spacebot.service")],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@needs_analyze
+def test_unit_verifies(tmp_path: Path) -> None:
+    unit = UNIT.read_text()
+    assert "Type=notify" in unit and "WatchdogSec=" in unit and "KillMode=mixed" in unit
+    result = _verify(tmp_path, unit)
     assert result.returncode == 0, result.stderr
 
 
@@ -91,14 +96,7 @@ def test_unit_with_credentials_verifies(tmp_path: Path) -> None:
     unit = UNIT.read_text()
     enabled = unit.replace("#LoadCredential=", "LoadCredential=")
     assert _directive(enabled, "LoadCredential"), "the unit documents no LoadCredential= line"
-    bindir = str(Path(sys.executable).parent)
-    (tmp_path / "spacebot.service").write_text(enabled.replace("/opt/spacebot/venv/bin", bindir))
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "spacebot.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _verify(tmp_path, enabled)
     assert result.returncode == 0, result.stderr
 
 
