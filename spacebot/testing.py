@@ -22,6 +22,7 @@ import msgspec
 import psutil
 
 from spacebot.config import SupervisorSection
+from spacebot.ipc import ids
 from spacebot.ipc.control_client import ControlClient
 from spacebot.ipc.credentials import Credentials, operator_bus
 from spacebot.ipc.messages import Kind, ProcessInfo, Spawned, SpawnSpec, StatusReply, StatusRequest
@@ -388,7 +389,7 @@ class ChatSystem:
     async def channel_pid(self, conversation: str, agent: str = "main") -> int:
         """Pid of the conversation's process (0 when it is not running)."""
         try:
-            return (await self.sup.info(f"channel:{agent}:{conversation}")).pid
+            return (await self.sup.info(ids.channel(agent, conversation))).pid
         except KeyError:
             return 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from spacebot.cli.starter import IDENTITY_MD, ROLE_MD, SOUL_MD
+from spacebot.agent.defaults import IDENTITY_MD, ROLE_MD, SOUL_MD
 
 log = logging.getLogger("spacebot.agent")
 

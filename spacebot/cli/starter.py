@@ -8,6 +8,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from spacebot.agent.defaults import IDENTITY_MD, ROLE_MD, SOUL_MD
+
 CONFIG_TOML = """\
 # Spacebot configuration. Every key is optional: delete what you don't change.
 # Check it with `spacebot config check`; apply changes with `spacebotctl reload` (or SIGHUP).
@@ -67,27 +69,6 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # output_bytes = 64000
 # cpu_seconds = 600
 # address_space_mb = 4096
-"""
-
-SOUL_MD = """\
-# Soul
-
-You are warm, direct and curious. You keep answers short unless asked for depth, admit what you
-don't know, and never pretend to have done something you have not done.
-"""
-
-IDENTITY_MD = """\
-# Identity
-
-Your name is Spacebot. You are an assistant that lives in this community's chat and remembers
-what people tell you.
-"""
-
-ROLE_MD = """\
-# Role
-
-Help the people in this conversation: answer questions, keep track of decisions and to-dos, and
-hand longer tasks to workers so the conversation never waits on you.
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -32,7 +33,8 @@ T = TypeVar("T")
 async def retry_transient(
     call: Callable[[], Awaitable[T]],
     *,
-    attempts: int,
+    attempts: int | None = None,
+    deadline: float | None = None,
     what: str,
     first_delay: float = 0.1,
     max_delay: float = 2.0,
@@ -40,19 +42,26 @@ async def retry_transient(
     """``await call()``, again after a growing pause while it fails with a transient code
     (:data:`~spacebot.ipc.messages.TRANSIENT_CODES`: the peer is restarting, starting or busy).
 
-    Any other error, or the last attempt's, is raised as it came.
+    It gives up after ``attempts`` calls, or once the monotonic clock passes ``deadline`` (at least
+    one of them must be given). Any other error, or the last attempt's, is raised as it came.
     """
+    if attempts is None and deadline is None:
+        raise ValueError("retry_transient: give attempts or deadline")
     delay = first_delay
-    for attempt in range(attempts):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return await call()
         except BusError as exc:
-            if exc.code not in TRANSIENT_CODES or attempt == attempts - 1:
+            last = (attempts is not None and attempt >= attempts) or (
+                deadline is not None and time.monotonic() + delay > deadline
+            )
+            if exc.code not in TRANSIENT_CODES or last:
                 raise
             log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay)
-    raise AssertionError("unreachable")
 
 
 class PendingReplies:

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import time
 from importlib import resources
 from typing import Any
@@ -23,8 +22,8 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from spacebot.ipc import ids
 from spacebot.ipc.messages import (
-    TRANSIENT_CODES,
     ChannelList,
     ChannelUpsert,
     Envelope,
@@ -56,16 +55,14 @@ from spacebot.messaging.webchat_guard import (
     security_headers,
     token_ok,
 )
-from spacebot.supervisor.child import ChildContext
-from spacebot.supervisor.wake import channel_id
+from spacebot.runtime.child import ChildContext
 
 log = logging.getLogger("spacebot.webchat")
 
-GATEWAY_ID = "gateway:webchat"
+GATEWAY_ID = ids.gateway("web")
 PLATFORM = "web"
 RATE_WINDOW, RATE_MAX = 10.0, 20
 DELIVERY_DEADLINE = 120.0
-_RETRY = TRANSIENT_CODES
 _ID = re.compile(r"[0-9]{1,18}")  # a stored id or index: below 2**63 by construction
 CLOSE_UNAUTHORIZED, CLOSE_HELLO_TIMEOUT = 4401, 4408
 
@@ -114,7 +111,7 @@ class WebChat:
         self.ctx = ctx
         self.settings = ctx.config.webchat
         self.agent = self.settings.agent
-        self.memory = f"memory:{self.agent}"
+        self.memory = ids.memory(self.agent)
         self.token = _resolve_token(self.settings.token)
         self.clients: set[Client] = set()
         self.connections = Connections(self.settings.max_connections, self.settings.max_connections_per_ip)
@@ -159,7 +156,7 @@ class WebChat:
         if self.token and not token_ok(request.query.get("token", ""), self.token):
             raise web.HTTPUnauthorized(text="wrong or missing token")
         conv = request.match_info["conversation"]
-        if not conv.startswith(f"{PLATFORM}:"):
+        if not conv.startswith(f"{PLATFORM}:") or not ids.is_conversation(conv):
             raise web.HTTPNotFound(text=f"no web chat conversation {conv!r}")
         raw_id, raw_index = request.match_info["message"], request.match_info["index"]
         if not (_ID.fullmatch(raw_id) and _ID.fullmatch(raw_index)):
@@ -338,7 +335,7 @@ class WebChat:
         return [frames.conversation(c) for c in rows]
 
     async def _create(self, client: Client, frame: frames.Create) -> None:
-        ident = f"{PLATFORM}:{secrets.token_hex(8)}"
+        ident = ids.new_web_conversation()
         title = frame.title.strip() or time.strftime("Conversation %b %d %H:%M", time.gmtime())
         channel = msgspec.convert(await self._mem(ChannelUpsert(ident, PLATFORM, title)), Channel)
         self.conversations[ident] = channel
@@ -439,28 +436,25 @@ class WebChat:
             timestamp=stored.created_at,
             gateway=GATEWAY_ID,
         )
-        target = channel_id(self.agent, conv)
-        deadline = time.monotonic() + DELIVERY_DEADLINE
-        delay = 0.05
-        while True:
-            try:
-                await self.ctx.request(target, inbound, timeout=15.0)
-                return
-            except BusError as exc:
-                if exc.code not in _RETRY or time.monotonic() > deadline:
-                    log.error("delivery failed conversation=%s message=%d error=%s", conv, stored.id, exc)
-                    await self._broadcast(
-                        self.watchers[conv],
-                        frames.error(
-                            "unavailable",
-                            "the agent cannot be reached right now; your message is saved and will be "
-                            f"answered when it is back ({exc.message})",
-                            conversation=conv,
-                        ),
-                    )
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+        target = ids.channel(self.agent, conv)
+        try:
+            await retry_transient(
+                lambda: self.ctx.request(target, inbound, timeout=15.0),
+                deadline=time.monotonic() + DELIVERY_DEADLINE,
+                what=f"delivery to {target}",
+                first_delay=0.05,
+            )
+        except BusError as exc:
+            log.error("delivery failed conversation=%s message=%d error=%s", conv, stored.id, exc)
+            await self._broadcast(
+                self.watchers[conv],
+                frames.error(
+                    "unavailable",
+                    "the agent cannot be reached right now; your message is saved and will be "
+                    f"answered when it is back ({exc.message})",
+                    conversation=conv,
+                ),
+            )
 
     # -- from channels -------------------------------------------------------------------------
 
@@ -506,12 +500,17 @@ class WebChat:
     async def watch_channels(self) -> None:
         """When a conversation's process dies mid-reply, drop its half-streamed replies."""
         events = await self.ctx.events("proc.channel.")
-        prefix = f"channel:{self.agent}:"
         async for event in events:
             body = event.body
-            if not isinstance(body, ProcessExited) or not body.id.startswith(prefix):
+            if not isinstance(body, ProcessExited):
                 continue
-            conv = body.id[len(prefix) :]
+            try:
+                agent, parsed = ids.parse_channel(body.id)
+            except ids.IdError:
+                continue
+            conv = str(parsed)
+            if agent != self.agent:
+                continue
             streams = self.streams.pop(conv, {})
             watchers = self.watchers.get(conv, set())
             for reply_id in streams:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
+from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     DelegateResult,
     DelegateStatus,
@@ -25,7 +26,7 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.procs.delegate import TurnCapReached, model_loop, report
 from spacebot.procs.llm_link import connect_llm
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 from spacebot.tools.conversation import SPAWN_WORKER
 from spacebot.tools.memory_tools import MEMORY_TOOLS, MemoryTools
 from spacebot.tools.schema import ToolArgumentError, check
@@ -67,7 +68,7 @@ async def serve(
     try:
         llm = await connect_llm(ctx)
         memory = MemoryTools(
-            lambda body: ctx.request(f"memory:{agent}", body, timeout=30.0),
+            lambda body: ctx.request(ids.memory(agent), body, timeout=30.0),
             conversation=conversation,
             source=f"branch:{conversation}",
         )

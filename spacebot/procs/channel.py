@@ -29,6 +29,7 @@ import spacebot.llm.client
 import spacebot.llm.providers.anthropic
 import spacebot.llm.providers.openai  # noqa: F401
 from spacebot.agent import context, identity, untrusted
+from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     TRANSIENT_CODES,
     ChannelList,
@@ -73,14 +74,11 @@ from spacebot.memory.types import ReplyState
 from spacebot.procs.channel_work import ChannelWork
 from spacebot.procs.compactor import Compactor
 from spacebot.procs.llm_link import connect_llm
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 from spacebot.tools.conversation import CONVERSATION_TOOLS, DELEGATION_TOOLS
 from spacebot.tools.schema import ToolArgumentError, check
 
 log = logging.getLogger("spacebot.channel")
-
-GATEWAYS = {"web": "gateway:webchat"}
-"""Platform → bus id of the gateway that owns its conversations."""
 
 NO_MODEL = (
     "No language model is configured, so I cannot answer yet. The operator can set ANTHROPIC_API_KEY, "
@@ -90,12 +88,6 @@ NO_MODEL = (
 
 RETRY_MAX_DELAY = 30.0
 """Longest pause between attempts at a turn that failed because memory was away."""
-
-
-def gateway_of(conversation: str) -> str:
-    """Bus id of the gateway that owns ``conversation``."""
-    platform = conversation.partition(":")[0]
-    return GATEWAYS.get(platform, f"gateway:{platform}")
 
 
 def display_name(ident: identity.Identity) -> str:
@@ -123,8 +115,8 @@ class Channel:
         self.agent = agent
         self.conversation = conversation
         self.platform = conversation.partition(":")[0]
-        self.memory = f"memory:{agent}"
-        self.gateway = gateway_of(conversation)
+        self.memory = ids.memory(agent)
+        self.gateway = ids.gateway_of(conversation, agent)
         self.settings = ctx.config.channel
         self.identity = identity.load(ctx.config.home, agent)
         self.name = display_name(self.identity)
@@ -244,9 +236,20 @@ class Channel:
         return None
 
     async def _serve(self) -> None:
+        held = 0
         while True:
             due = self._due()
             now = time.monotonic()
+            if due is None and len(self.work.unseen) > held:
+                # Results came in but the retrigger cap keeps them for the next person's turn: say
+                # so, so that whoever watches knows no turn is coming for them.
+                held = len(self.work.unseen)
+                self.ctx.publish(
+                    f"channel.{self.ctx.id}.held",
+                    Notice("held", {"results": held, "reason": "retrigger cap"}),
+                )
+            elif not self.work.unseen:
+                held = 0
             if due is not None and due <= now:
                 await self._turn()
                 continue
@@ -378,6 +381,22 @@ class Channel:
             self._out(OutTyping(self.conversation, "working" if running else "idle", _working(running)))
             self.ctx.set_busy(bool(running), "idle" if not running else f"{len(running)} delegate(s) running")
             self.compactor.check()
+            # Every turn says how it ended: a test (or an operator) waits on this instead of a
+            # clock to know that nothing more is coming for these messages.
+            self.ctx.publish(
+                f"channel.{self.ctx.id}.turn",
+                Notice(
+                    "turn",
+                    {
+                        "turn": self.turns,
+                        "messages": len(batch),
+                        "results": len(self.fresh) - len(batch),
+                        "pending": len(self.pending),
+                        "unseen": len(self.work.unseen),
+                        "retry": bool(set(batch) & set(self.pending)),
+                    },
+                ),
+            )
 
     async def _failed(self, batch: list[int], exc: Exception) -> None:
         """A turn failed. Memory being away (restarting, starting) is not the person's problem:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from spacebot.agent.identity import agent_dir
+from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     DelegateInput,
     DelegateResult,
@@ -155,20 +156,20 @@ class ChannelWork:
 
     async def _send_message(self, target: str, text: str) -> str:
         ch = self.ch
-        if ":" not in target or target == ch.conversation:
-            raise ToolArgumentError(
-                "send_message: target_channel must be another conversation id (platform:id)"
-            )
+        if target == ch.conversation:
+            raise ToolArgumentError("send_message: target_channel must be another conversation")
+        try:
+            ids.parse_conversation(target)
+        except ids.IdError as exc:
+            raise ToolArgumentError(f"send_message: target_channel: {exc}") from None
         stored = await ch.mem(
             TranscriptAppend(
                 target, text, author_id=f"agent:{ch.agent}", author_name=ch.name, role="assistant"
             )
         )
         message = msgspec.convert(stored, StoredMessage)
-        from spacebot.procs.channel import gateway_of
-
         try:
-            ch.ctx.bus.send(gateway_of(target), OutMessage(target, message))
+            ch.ctx.bus.send(ids.gateway_of(target, ch.agent), OutMessage(target, message))
         except BusError as exc:
             log.warning("send_message to %s not shown live: %s", target, exc)
         return f"posted in {target}"

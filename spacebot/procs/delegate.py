@@ -9,7 +9,7 @@ from typing import Any
 from spacebot.ipc.messages import DelegateResult, DelegateStatus
 from spacebot.ipc.replies import BusError, retry_transient
 from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage, ToolSpec
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 
 log = logging.getLogger("spacebot.delegate")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 
 ADAPTERS = {"webchat": "spacebot.messaging.webchat:run"}
 """Adapter name → ``module:function`` taking the child context."""
@@ -10,7 +10,7 @@ ADAPTERS = {"webchat": "spacebot.messaging.webchat:run"}
 
 async def serve(ctx: ChildContext, adapter: str) -> None:
     """Entry point: run the named adapter until stopped."""
-    from spacebot.supervisor.child import resolve
+    from spacebot.runtime.child import resolve
 
     target = ADAPTERS.get(adapter)
     if target is None:

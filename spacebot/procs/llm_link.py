@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 
 if TYPE_CHECKING:
     from spacebot.llm.client import LLM

@@ -47,7 +47,7 @@ from spacebot.ipc.messages import (
 # runtime stays lazy: importing it starts a thread, and the zygote must not have any).
 from spacebot.memory.embedder import BackgroundEmbedder
 from spacebot.memory.engine import MemoryEngine
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 
 if TYPE_CHECKING:
     from spacebot.memory.types import IngestReport

@@ -14,7 +14,7 @@ import sys
 import time
 
 from spacebot.ipc.messages import Echo, Envelope, Notice, Ok, SpawnSpec
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 
 
 async def idle(ctx: ChildContext) -> None:

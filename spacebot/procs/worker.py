@@ -19,7 +19,7 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.procs.delegate import TurnCapReached, model_loop, report, status
 from spacebot.procs.llm_link import connect_llm
-from spacebot.supervisor.child import ChildContext
+from spacebot.runtime.child import ChildContext
 from spacebot.tools import sandbox
 from spacebot.tools.egress import EgressProxy
 from spacebot.tools.sandbox import Network

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
 import socket
 import time
@@ -23,6 +22,7 @@ from spacebot import config as config_mod
 from spacebot import logs
 from spacebot.config import Config
 from spacebot.errors import ConfigError, SpacebotError
+from spacebot.ipc import ids
 from spacebot.ipc.broker import Broker
 from spacebot.ipc.events import SYNC_PREFIX
 from spacebot.ipc.messages import (
@@ -50,7 +50,7 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
-from spacebot.supervisor import coldstart, inspect, linux, targets
+from spacebot.supervisor import coldstart, introspect, linux, targets
 from spacebot.supervisor.auth import Authenticator
 from spacebot.supervisor.control import ControlHandler, ControlServer
 from spacebot.supervisor.enforce import Enforcement
@@ -178,7 +178,7 @@ class Supervisor(Enforcement):
             SpawnSpec(
                 kind=Kind.MEMORY,
                 target="spacebot.procs.memory:serve",
-                id=f"memory:{agent}",
+                id=ids.memory(agent),
                 args={"agent": agent},
                 task=f"memory of agent {agent}",
             )
@@ -190,7 +190,7 @@ class Supervisor(Enforcement):
                 SpawnSpec(
                     kind=Kind.GATEWAY,
                     target="spacebot.procs.gateway:serve",
-                    id="gateway:webchat",
+                    id=ids.gateway("web"),
                     args={"adapter": "webchat"},
                     task="web chat",
                 )
@@ -266,10 +266,10 @@ class Supervisor(Enforcement):
         }
 
     async def _status(self, _req: StatusRequest) -> Reply:
-        return Ok(await inspect.status(self))
+        return Ok(await introspect.status(self))
 
     async def _tree(self, _req: TreeRequest) -> Reply:
-        return Ok(await asyncio.to_thread(inspect.tree, self))
+        return Ok(await asyncio.to_thread(introspect.tree, self))
 
     async def _sync_events(self, req: SyncEvents) -> Reply:
         return self._publish_sync(req)
@@ -316,7 +316,7 @@ class Supervisor(Enforcement):
         except targets.SpawnRefused as exc:
             log.warning("spawn refused parent=%s target=%r reason=%s", parent, spec.target, exc)
             return Err(ErrorCode.BAD_REQUEST, str(exc))
-        ident = spec.id or f"{spec.kind.value}:{secrets.token_hex(4)}"
+        ident = spec.id or ids.process(spec.kind.value)
         spec = msgspec.structs.replace(spec, id=ident)
         existing = self.table.get(ident)
         if existing is not None and existing.state in LIVE:

@@ -53,7 +53,7 @@ def main() -> int:
                 importlib.import_module(name)
             except Exception as exc:
                 print(f"coldstart: cannot preload {name}: {exc}", file=sys.stderr)
-    from spacebot.supervisor.child import run_child
+    from spacebot.runtime.child import run_child
 
     return run_child(req)
 

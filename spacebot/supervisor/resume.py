@@ -19,9 +19,9 @@ from typing import Any
 
 import msgspec
 
+from spacebot.ipc import ids
 from spacebot.ipc.messages import Err, Notice, PendingChannel, TranscriptPendingChannels
 from spacebot.ipc.replies import BusError, Reply, retry_transient
-from spacebot.supervisor.wake import channel_id
 
 log = logging.getLogger("spacebot.supervisor")
 
@@ -59,7 +59,7 @@ class Resumer:
         """Wake the conversations of ``agent`` with pending messages; returns how many were woken."""
         try:
             raw = await retry_transient(
-                lambda: self._request(f"memory:{agent}", TranscriptPendingChannels()),
+                lambda: self._request(ids.memory(agent), TranscriptPendingChannels()),
                 attempts=30,
                 what=f"pending conversations of {agent}",
             )
@@ -67,7 +67,12 @@ class Resumer:
             log.error("resume sweep failed agent=%s error=%s", agent, exc)
             return 0
         rows = msgspec.convert(raw, list[PendingChannel])
-        todo = [channel_id(agent, r.channel) for r in rows]
+        todo = []
+        for row in rows:
+            try:
+                todo.append(ids.channel(agent, row.channel))
+            except ids.IdError as exc:  # a row no process can serve: say so, never crash the sweep
+                log.error("cannot resume conversation=%r agent=%s: %s", row.channel, agent, exc)
         todo = [ident for ident in todo if not self._is_live(ident)]
         if not todo:
             return 0

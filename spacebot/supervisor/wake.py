@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from spacebot.ipc import ids
 from spacebot.ipc.messages import Err, ErrorCode, Kind, Ok, ProcState, SpawnSpec
 from spacebot.ipc.replies import Reply
 
@@ -24,20 +25,15 @@ CHANNEL_TARGET = "spacebot.procs.channel:serve"
 """Entry point of conversation processes."""
 
 
-def channel_id(agent: str, conversation: str) -> str:
-    """Bus id of the process of ``conversation`` for ``agent``."""
-    return f"channel:{agent}:{conversation}"
-
-
 def channel_spec(ident: str, agents: list[str]) -> SpawnSpec | None:
     """The spawn spec for bus id ``ident`` if it names a conversation of a configured agent."""
-    kind, _, rest = ident.partition(":")
-    agent, _, conversation = rest.partition(":")
-    if kind != Kind.CHANNEL.value or agent not in agents or ":" not in conversation:
+    try:
+        agent, conv = ids.parse_channel(ident)
+    except ids.IdError:
         return None
-    platform, _, local = conversation.partition(":")
-    if not platform or not local:
+    if agent not in agents:
         return None
+    conversation = str(conv)
     return SpawnSpec(
         kind=Kind.CHANNEL,
         target=CHANNEL_TARGET,

@@ -36,7 +36,7 @@ def _preload(modules: list[str]) -> list[str]:
         except Exception as exc:  # an optional module missing must not stop the zygote
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
     # The child runtime itself, warmed up, so a fork has nothing left to import or build.
-    child = importlib.import_module("spacebot.supervisor.child")
+    child = importlib.import_module("spacebot.runtime.child")
     child.warm_up()
     return failed
 
@@ -88,7 +88,7 @@ def _fork(req: ZygoteSpawn, sock: socket.socket, wake_r: int, wake_w: int) -> in
         sock.close()
         os.close(wake_r)
         os.close(wake_w)
-        from spacebot.supervisor.child import run_child
+        from spacebot.runtime.child import run_child
 
         code = run_child(req)
     except BaseException:
