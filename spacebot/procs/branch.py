@@ -8,9 +8,11 @@ working: only its final answer goes back to the channel, as a :class:`DelegateRe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
+from spacebot.agent.delegated import model_loop, run_and_report
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     DelegateResult,
@@ -24,9 +26,8 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
-from spacebot.procs.delegate import TurnCapReached, model_loop, report
-from spacebot.procs.llm_link import connect_llm
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.llm_link import connect_llm
 from spacebot.tools.conversation import SPAWN_WORKER
 from spacebot.tools.memory_tools import MEMORY_TOOLS, MemoryTools
 from spacebot.tools.schema import ToolArgumentError, check
@@ -63,10 +64,10 @@ async def serve(
     """Think about ``description`` and report one conclusion to ``report_to``."""
     settings = ctx.config.delegates
     ctx.set_busy(True, f"branch: {description[:80]}")
-    outcome, text = "failed", "the branch could not start"
-    llm = None
-    try:
+
+    async def work(stack: contextlib.AsyncExitStack[bool | None]) -> str:
         llm = await connect_llm(ctx)
+        stack.push_async_callback(llm.aclose)
         memory = MemoryTools(
             lambda body: ctx.request(ids.memory(agent), body, timeout=30.0),
             conversation=conversation,
@@ -120,30 +121,22 @@ async def serve(
             SystemMessage(BRANCH_PROMPT.format(description=description, system=system)),
             UserMessage(f"The conversation so far:\n{transcript}\n\nNow work out: {description}"),
         ]
-        async with asyncio.timeout(settings.branch_timeout):
-            text = await model_loop(
-                ctx,
-                llm,
-                messages,
-                [*MEMORY_TOOLS, SPAWN_WORKER],
-                run_tool,
-                max_turns=settings.branch_max_turns,
-                process="branch",
-            )
-        outcome = "success"
-    except TurnCapReached as exc:
-        outcome, text = (
-            "partial",
-            f"could not conclude within {settings.branch_max_turns} steps. {exc.last_text}",
+        return await model_loop(
+            ctx,
+            llm,
+            messages,
+            [*MEMORY_TOOLS, SPAWN_WORKER],
+            run_tool,
+            max_turns=settings.branch_max_turns,
+            process="branch",
         )
-    except TimeoutError:
-        outcome, text = "timed_out", f"could not conclude within {settings.branch_timeout:.0f} s"
-    except asyncio.CancelledError:
-        outcome, text = "cancelled", f"cancelled ({ctx.stop_reason or 'stopped'})"
-    except Exception as exc:
-        log.exception("branch failed")
-        outcome, text = "failed", f"the branch failed: {exc}"
-    finally:
-        if llm is not None:
-            await llm.aclose()
-        await report(ctx, report_to, DelegateResult(ctx.id, outcome, text.strip() or "(no conclusion)"))
+
+    await run_and_report(
+        ctx,
+        report_to,
+        "branch",
+        work,
+        max_turns=settings.branch_max_turns,
+        timeout=settings.branch_timeout,
+        empty="(no conclusion)",
+    )

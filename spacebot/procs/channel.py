@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 from typing import Any
 
@@ -28,7 +27,11 @@ import msgspec
 import spacebot.llm.client
 import spacebot.llm.providers.anthropic
 import spacebot.llm.providers.openai  # noqa: F401
-from spacebot.agent import context, identity, untrusted
+from spacebot.agent import context, identity
+from spacebot.conversation.context_budget import ContextBudget
+from spacebot.conversation.delegation import Briefing, Delegation
+from spacebot.conversation.streaming import ReplyStreamer
+from spacebot.conversation.transcript import AgentVoice, MemoryLink, Transcript
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     TRANSIENT_CODES,
@@ -41,40 +44,25 @@ from spacebot.ipc.messages import (
     Inbound,
     Notice,
     Ok,
-    OutAbort,
     Outbound,
-    OutDelta,
     OutError,
     OutMessage,
     OutReaction,
     OutTyping,
-    TranscriptAppend,
+    ProcessExited,
+    ProcessHung,
     TranscriptMarkReply,
     TranscriptPage,
     TranscriptReact,
     TranscriptUnanswered,
 )
-from spacebot.ipc.replies import BusError, Reply, retry_transient
-from spacebot.llm.partial import StreamedField
-from spacebot.llm.types import (
-    AssistantMessage,
-    Fallback,
-    Message,
-    Request,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallDone,
-    ToolMessage,
-    UsageEvent,
-)
+from spacebot.ipc.replies import BusError, Reply
+from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage
 from spacebot.memory.types import Channel as ChannelInfo
 from spacebot.memory.types import Message as StoredMessage
 from spacebot.memory.types import ReplyState
-from spacebot.procs.channel_work import ChannelWork
-from spacebot.procs.compactor import Compactor
-from spacebot.procs.llm_link import connect_llm
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.llm_link import LinkedLLM, connect_llm
 from spacebot.tools.conversation import CONVERSATION_TOOLS, DELEGATION_TOOLS
 from spacebot.tools.schema import ToolArgumentError, check
 
@@ -96,55 +84,61 @@ def display_name(ident: identity.Identity) -> str:
     return match.group(1).strip() if match else ident.agent
 
 
-class _Stream:
-    """One tool call (or the plain text) being streamed in the current model call."""
-
-    def __init__(self, name: str = "") -> None:
-        self.name = name
-        self.call_id = ""
-        self.reply_id = secrets.token_hex(6)
-        self.field = StreamedField("content")
-        self.shown = False
-
-
 class Channel:
-    """The conversation's state and its turn loop."""
+    """One conversation: intake, the turn loop, and the conversation tools. What it is made of
+    lives in ``spacebot.conversation``: the transcript and the agent's voice, reply streaming,
+    delegation (branches and workers), and the context budget (compaction)."""
 
     def __init__(self, ctx: ChildContext, agent: str, conversation: str) -> None:
         self.ctx = ctx
         self.agent = agent
         self.conversation = conversation
         self.platform = conversation.partition(":")[0]
-        self.memory = ids.memory(agent)
         self.gateway = ids.gateway_of(conversation, agent)
         self.settings = ctx.config.channel
         self.identity = identity.load(ctx.config.home, agent)
-        self.name = display_name(self.identity)
         self.title = conversation
-        self.history: list[StoredMessage] = []
-        self.pending: dict[int, StoredMessage] = {}
-        self.known: set[int] = set()
+        self.transcript = Transcript(conversation)
+        self.memory = MemoryLink(ctx, ids.memory(agent))
+        self.voice = AgentVoice(self.memory, agent, display_name(self.identity), conversation)
         self.wake = asyncio.Event()
         self.closing = False
-        self.llm: Any = None
+        self.llm: LinkedLLM | None = None
         self.turns = 0
-        self.work = ChannelWork(self)
-        self.compactor = Compactor(self)
+        self.work = Delegation(
+            ctx,
+            agent,
+            conversation,
+            self.settings,
+            voice=self.voice,
+            post=self.post,
+            out=self.out,
+            briefing=lambda: Briefing(self.system_prompt(), self.transcript.text()),
+            add_event=self.transcript.add_event,
+            wake=self.wake.set,
+        )
+        self.budget = ContextBudget(
+            ctx, agent, self.transcript, self.memory, self.system_prompt, self.settings.context_window
+        )
+        self.streamer = ReplyStreamer(conversation, self.out, ctx.progress, self.budget.observe)
         self.retriggers = 0
         self.hold_until = 0.0
         self.burst_start = 0.0
         self.fresh: set[int] = set()
-        self.burst_held = False
         self.retry_step = 0
         """Consecutive failed turns; the next retry waits ``0.5 * 2**(step-1)`` s (capped)."""
+
+    @property
+    def pending(self) -> dict[int, StoredMessage]:
+        return self.transcript.pending
 
     # -- intake --------------------------------------------------------------------------------
 
     def on_message(self, env: Envelope) -> Reply | None:
         body = env.body
         if isinstance(body, DelegateResult):
-            if self.compactor.owns(body):
-                self.compactor.on_result(body)
+            if self.budget.owns(body):
+                self.budget.on_result(body)
             else:
                 self.work.on_result(body)
             return Ok()
@@ -158,7 +152,7 @@ class Channel:
         if body.conversation != self.conversation:
             return Err(ErrorCode.BAD_REQUEST, f"message for {body.conversation!r} sent to {self.ctx.id}")
         self.gateway = body.gateway or self.gateway
-        if body.stored_id not in self.known:
+        if body.stored_id not in self.transcript.known:
             self._coalesce(body)
             self._take(
                 StoredMessage(
@@ -178,16 +172,8 @@ class Channel:
         return Ok()
 
     def _take(self, message: StoredMessage) -> None:
-        self.known.add(message.id)
-        self.history.append(message)
-        self.history.sort(key=lambda m: (m.created_at, m.id))
-        if message.reply_state is ReplyState.PENDING:
-            self.pending[message.id] = message
+        if self.transcript.take(message):
             self.wake.set()
-
-    def add_event(self, event: StoredMessage) -> None:
-        """A result or status of a branch/worker, shown to the model like a line of the transcript."""
-        self.history.append(event)
 
     def _coalesce(self, inbound: Inbound) -> None:
         """In a group conversation, a burst of messages is answered in one turn (see ``[channel]``).
@@ -200,7 +186,8 @@ class Channel:
         """
         now = time.monotonic()
         s = self.settings
-        recent = {m.author_id for m in self.history[-20:] if m.role == "user"} | {inbound.author_id}
+        history = self.transcript.history
+        recent = {m.author_id for m in history[-20:] if m.role == "user"} | {inbound.author_id}
         group = not inbound.direct and len(recent) >= 2 and not inbound.text.startswith("/")
         if group and s.coalesce_debounce > 0 and len(self.pending) + 1 >= s.coalesce_min_messages:
             if not self.burst_start:
@@ -210,6 +197,19 @@ class Channel:
             self.hold_until = 0.0
             self.burst_start = 0.0
 
+    async def watch_children(self) -> None:
+        """Exit and hung events of the processes this conversation starts: an exit without a
+        result is an outcome too, for a branch, a worker or the compaction process."""
+        events = await self.ctx.events("proc.branch.", "proc.worker.")
+        async for event in events:
+            match event.body:
+                case ProcessHung() as hung:
+                    self.work.on_hung(hung)
+                case ProcessExited() as exited if self.budget.owns_process(exited.id):
+                    self.budget.on_exit(exited.id)
+                case ProcessExited() as exited:
+                    self.work.on_exit(exited)
+
     # -- life ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -218,7 +218,7 @@ class Channel:
             self.llm = await connect_llm(self.ctx)
         try:
             await self._load()
-            watcher = asyncio.get_running_loop().create_task(self.work.watch(), name="delegate-events")
+            watcher = asyncio.get_running_loop().create_task(self.watch_children(), name="delegate-events")
             try:
                 await self._serve()
             finally:
@@ -257,7 +257,7 @@ class Channel:
                 timeout: float | None = due - now
             else:
                 idle = self.settings.idle_timeout
-                busy = bool(self.work.delegates.running) or self.compactor.running
+                busy = bool(self.work.delegates.running) or self.budget.running
                 timeout = idle if idle > 0 and not busy else None
             try:
                 async with asyncio.timeout(timeout):
@@ -277,95 +277,60 @@ class Channel:
         )
 
     async def _load(self) -> None:
-        page = await self._mem(TranscriptPage(self.conversation, limit=self.settings.history_messages))
-        for row in msgspec.convert(page, list[StoredMessage]):
-            if row.id in self.known:  # the message that woke us arrived before the page did
-                continue
-            self.known.add(row.id)
-            self.history.append(row)
-        self.history.sort(key=lambda m: (m.created_at, m.id))
-        unanswered = await self._mem(TranscriptUnanswered(self.conversation, limit=500))
-        for row in msgspec.convert(unanswered, list[StoredMessage]):
-            if row.id in self.known:
-                self.pending[row.id] = row
-            else:
-                self._take(row)
-        for row in self.history:
-            if row.reply_state is ReplyState.PENDING:
-                self.pending.setdefault(row.id, row)
-        channels = msgspec.convert(await self._mem(ChannelList(self.platform)), list[ChannelInfo])
+        page = await self.memory.request(
+            TranscriptPage(self.conversation, limit=self.settings.history_messages)
+        )
+        unanswered = await self.memory.request(TranscriptUnanswered(self.conversation, limit=500))
+        self.transcript.load(
+            msgspec.convert(page, list[StoredMessage]), msgspec.convert(unanswered, list[StoredMessage])
+        )
+        channels = msgspec.convert(await self.memory.request(ChannelList(self.platform)), list[ChannelInfo])
         self.title = next((c.display_name for c in channels if c.id == self.conversation), self.conversation)
         if self.pending:
             log.info("resuming conversation=%s unanswered=%d", self.conversation, len(self.pending))
             self.wake.set()
 
-    async def _mem(self, body: Any, attempts: int = 20) -> Any:
-        """A memory request, retried while the memory process is restarting or starting."""
-        return await retry_transient(
-            lambda: self.ctx.request(self.memory, body, timeout=10.0),
-            attempts=attempts,
-            what=f"memory request {type(body).__name__}",
-        )
-
-    async def mem(self, body: Any) -> Any:
-        """A memory request (retried while the memory process restarts)."""
-        return await self._mem(body)
-
     def out(self, body: Outbound) -> None:
         """Send something to the conversation's gateway."""
-        self._out(body)
-
-    async def post(self, text: str, attachments: list[dict[str, Any]] | None = None) -> StoredMessage:
-        """Store and show an agent message that answers nothing in particular (a shared file...)."""
-        stored = await self._mem(
-            TranscriptAppend(
-                self.conversation,
-                text,
-                author_id=f"agent:{self.agent}",
-                author_name=self.name,
-                role="assistant",
-                attachments=attachments,
-            )
-        )
-        message = msgspec.convert(stored, StoredMessage)
-        self._take(message)
-        self._out(OutMessage(self.conversation, message))
-        return message
-
-    def _out(self, body: Outbound) -> None:
         try:
             self.ctx.bus.send(self.gateway, body)
         except BusError as exc:  # oversized: never for our sizes, but never fatal either
             log.error("cannot send to gateway=%s error=%s", self.gateway, exc)
 
+    async def post(self, text: str, attachments: list[dict[str, Any]] | None = None) -> StoredMessage:
+        """Store and show an agent message that answers nothing in particular (a shared file...)."""
+        message = await self.voice.say(text, attachments=attachments)
+        self._take(message)
+        self.out(OutMessage(self.conversation, message))
+        return message
+
     # -- one turn ------------------------------------------------------------------------------
 
     async def _turn(self) -> None:
         batch = sorted(self.pending)
-        self.burst_held = bool(self.hold_until)
+        held = bool(self.hold_until)
         self.hold_until = self.burst_start = 0.0
         if batch:
             self.retriggers = 0
         else:
             self.retriggers += 1  # started by finished work, not by a person
         self.fresh = set(batch) | set(self.work.take_unseen())
-        if self.burst_held and len(batch) >= self.settings.coalesce_min_messages:
+        if held and len(batch) >= self.settings.coalesce_min_messages:
             people = len({self.pending[m].author_id for m in batch})
             self.ctx.publish(
                 f"channel.{self.ctx.id}.coalesced",
                 Notice("coalesced", {"messages": len(batch), "people": people}),
             )
-        self.burst_held = False
         self.turns += 1
-        self.compactor.check()  # before the call: an emergency must not reach the model
+        self.budget.check()  # before the call: an emergency must not reach the model
         self.ctx.set_busy(True, f"answering {len(batch)} message(s)")
-        self._out(OutTyping(self.conversation, "thinking"))
+        self.out(OutTyping(self.conversation, "thinking"))
         try:
             if self.llm is None:
                 if not await self._notice(batch, "model", NO_MODEL):
                     self._retry_later(batch, RuntimeError("memory is unavailable"))
             else:
-                await self._answer(batch)
+                await self._answer(self.llm, batch)
             self.retry_step = 0
         except asyncio.CancelledError:
             raise
@@ -378,9 +343,9 @@ class Channel:
             await self._failed(batch, exc)
         finally:
             running = self.work.delegates.running
-            self._out(OutTyping(self.conversation, "working" if running else "idle", _working(running)))
+            self.out(OutTyping(self.conversation, "working" if running else "idle", _working(running)))
             self.ctx.set_busy(bool(running), "idle" if not running else f"{len(running)} delegate(s) running")
-            self.compactor.check()
+            self.budget.check()
             # Every turn says how it ended: a test (or an operator) waits on this instead of a
             # clock to know that nothing more is coming for these messages.
             self.ctx.publish(
@@ -433,76 +398,29 @@ class Channel:
         block = self.work.delegates.block()
         return f"{base}\n{block}" if block else base
 
-    def transcript_text(self, limit: int = 40) -> str:
-        """The recent transcript as plain lines (what a branch is given)."""
-        return "\n".join(
-            f"{untrusted.label(m.author_name)}: {untrusted.text(m.text)}" for m in self.history[-limit:]
-        )
-
-    async def _answer(self, batch: list[int]) -> None:
-        messages: list[Message] = context.build(self.system_prompt(), self.history, self.fresh)
+    async def _answer(self, llm: LinkedLLM, batch: list[int]) -> None:
+        messages: list[Message] = context.build(self.system_prompt(), self.transcript.history, self.fresh)
         replies = 0
+        tools = CONVERSATION_TOOLS + DELEGATION_TOOLS
         for _ in range(self.settings.max_turns):
-            text, calls, reply_ids = await self._call(messages)
-            if not calls:
-                if text.strip():
-                    await self._deliver(text.strip(), batch, replies, reply_ids.get("", ""))
+            request = Request(messages, tools=tools, max_tokens=2048)
+            got = await self.streamer.call(llm, request, self.settings.turn_timeout)
+            if not got.calls:
+                if got.text.strip():
+                    await self._deliver(got.text.strip(), batch, replies, got.reply_ids.get("", ""))
                 elif batch:
                     log.info("empty answer conversation=%s; nothing sent", self.conversation)
                     await self._settle(batch, ReplyState.SKIPPED)
                 return
-            results, done, replies = await self._run_tools(calls, batch, replies, reply_ids)
+            results, done, replies = await self._run_tools(got.calls, batch, replies, got.reply_ids)
             if done:
                 return
-            messages += [AssistantMessage(text, calls), *results]
+            messages += [AssistantMessage(got.text, got.calls), *results]
         await self._notice(
             batch,
             "model",
             f"I used {self.settings.max_turns} steps without finishing an answer; please ask again.",
         )
-
-    async def _call(self, messages: list[Message]) -> tuple[str, list[ToolCall], dict[str, str]]:
-        """One streamed model call: returns text, tool calls and the reply id streamed per call id."""
-        request = Request(messages, tools=CONVERSATION_TOOLS + DELEGATION_TOOLS, max_tokens=2048)
-        text = _Stream()
-        streams: dict[int, _Stream] = {}
-        parts: list[str] = []
-        calls: list[ToolCall] = []
-        async with asyncio.timeout(self.settings.turn_timeout):
-            async for ev in self.llm.llm.stream(request, process="channel"):
-                self.ctx.progress()
-                if isinstance(ev, TextDelta):
-                    parts.append(ev.text)
-                    if not streams:  # text streams provisionally while no tool is being called
-                        self._show(text, ev.text)
-                elif isinstance(ev, ToolCallDelta):
-                    stream = streams.setdefault(ev.index, _Stream(ev.name))
-                    if text.shown:  # a tool call follows: the text will not be delivered
-                        self._out(OutAbort(self.conversation, text.reply_id, "the model called a tool"))
-                        text = _Stream()
-                    stream.name = ev.name or stream.name
-                    stream.call_id = ev.id or stream.call_id
-                    if stream.name == "reply":
-                        self._show(stream, stream.field.feed(ev.arguments))
-                elif isinstance(ev, ToolCallDone):
-                    calls.append(ev.call)
-                elif isinstance(ev, Fallback):
-                    for s in [text, *streams.values()]:
-                        if s.shown:
-                            self._out(OutAbort(self.conversation, s.reply_id, f"retrying: {ev.error}"))
-                    text, streams, parts, calls = _Stream(), {}, [], []
-                elif isinstance(ev, UsageEvent):
-                    self.ctx.progress()
-                    self.compactor.observe(ev.usage, messages)
-        reply_ids = {s.call_id: s.reply_id for s in streams.values() if s.shown}
-        if text.shown:
-            reply_ids[""] = text.reply_id
-        return "".join(parts), calls, reply_ids
-
-    def _show(self, stream: _Stream, chunk: str) -> None:
-        if chunk:
-            stream.shown = True
-            self._out(OutDelta(self.conversation, stream.reply_id, chunk))
 
     async def _run_tools(
         self, calls: list[ToolCall], batch: list[int], replies: int, reply_ids: dict[str, str]
@@ -517,29 +435,31 @@ class Channel:
                 if spec is None:
                     raise ToolArgumentError(f"unknown tool {call.name!r} (tools: {', '.join(tools)})")
                 args = check(spec, call)
-                if call.name == "reply":
-                    await self._deliver(args["content"], batch, replies, reply_ids.get(call.id, ""))
-                    replies += 1
-                    done = True
-                    content = "sent"
-                elif call.name == "react":
-                    if not batch and "message_id" not in args:
-                        raise ToolArgumentError("react: give message_id (no new message to react to)")
-                    content = await self._react(
-                        args["emoji"], args.get("message_id", batch[-1] if batch else 0)
-                    )
-                elif call.name != "skip":
-                    content = await self.work.call(call.name, args)
-                else:
-                    await self._settle(batch, ReplyState.SKIPPED)
-                    log.info("skipped conversation=%s reason=%r", self.conversation, args.get("reason", ""))
-                    done = True
-                    content = "skipped"
+                match call.name:
+                    case "reply":
+                        await self._deliver(args["content"], batch, replies, reply_ids.get(call.id, ""))
+                        replies += 1
+                        done = True
+                        content = "sent"
+                    case "react":
+                        if not batch and "message_id" not in args:
+                            raise ToolArgumentError("react: give message_id (no new message to react to)")
+                        content = await self._react(
+                            args["emoji"], args.get("message_id", batch[-1] if batch else 0)
+                        )
+                    case "skip":
+                        await self._settle(batch, ReplyState.SKIPPED)
+                        log.info(
+                            "skipped conversation=%s reason=%r", self.conversation, args.get("reason", "")
+                        )
+                        done = True
+                        content = "skipped"
+                    case _:
+                        content = await self.work.call(call.name, args)
                 results.append(ToolMessage(call.id, content, name=call.name))
             except ToolArgumentError as exc:
                 results.append(ToolMessage(call.id, str(exc), is_error=True, name=call.name))
-                if reply_ids.get(call.id):
-                    self._out(OutAbort(self.conversation, reply_ids[call.id], "invalid reply"))
+                self.streamer.abort(reply_ids.get(call.id, ""), "invalid reply")
         return results, done, replies
 
     async def _deliver(self, content: str, batch: list[int], index: int, reply_id: str) -> StoredMessage:
@@ -548,77 +468,55 @@ class Channel:
         if len(content) > limit:
             content = content[:limit] + "\n\n(cut: the reply was longer than the limit)"
         try:
-            stored = await self._mem(
-                TranscriptAppend(
-                    self.conversation,
-                    content,
-                    author_id=f"agent:{self.agent}",
-                    author_name=self.name,
-                    role="assistant",
-                    platform_message_id=f"reply:{batch[0]}:{index}" if batch else None,
-                    answers=batch,
-                )
+            message = await self.voice.say(
+                content,
+                platform_message_id=f"reply:{batch[0]}:{index}" if batch else None,
+                answers=batch,
             )
         except BusError:
-            if reply_id:  # the streamed text was not stored: take it back; the turn is retried
-                self._out(OutAbort(self.conversation, reply_id, "the reply could not be stored"))
+            # The streamed text was not stored: take it back; the turn is retried.
+            self.streamer.abort(reply_id, "the reply could not be stored")
             raise
-        message = msgspec.convert(stored, StoredMessage)
-        self._settled(batch, ReplyState.ANSWERED)
-        if message.id not in self.known:
-            self._take(message)
-        self._out(OutMessage(self.conversation, message, reply_id))
+        self.transcript.settled(batch, ReplyState.ANSWERED)
+        self._take(message)
+        self.out(OutMessage(self.conversation, message, reply_id))
         return message
 
     async def _react(self, emoji: str, message_id: int) -> str:
-        if message_id not in self.known:
+        if message_id not in self.transcript.known:
             raise ToolArgumentError(f"react: no message [#{message_id}] in this conversation")
-        stored = msgspec.convert(await self._mem(TranscriptReact(message_id, emoji)), StoredMessage)
-        self.history = [stored if m.id == message_id else m for m in self.history]
-        self._out(OutReaction(self.conversation, message_id, emoji))
+        stored = await self.memory.request(TranscriptReact(message_id, emoji))
+        self.transcript.update(msgspec.convert(stored, StoredMessage))
+        self.out(OutReaction(self.conversation, message_id, emoji))
         return f"reacted {emoji} to [#{message_id}]"
 
     async def _settle(self, batch: list[int], state: ReplyState) -> None:
         """Mark ``batch`` answered/skipped without sending anything."""
         for mid in batch:
             if mid in self.pending:
-                await self._mem(TranscriptMarkReply(mid, state))
-        self._settled(batch, state)
-
-    def _settled(self, batch: list[int], state: ReplyState) -> None:
-        for mid in batch:
-            msg = self.pending.pop(mid, None)
-            if msg is not None:
-                self.history = [
-                    msgspec.structs.replace(m, reply_state=state) if m.id == mid else m for m in self.history
-                ]
+                await self.memory.request(TranscriptMarkReply(mid, state))
+        self.transcript.settled(batch, state)
 
     async def _notice(self, batch: list[int], code: str, text: str) -> bool:
         """Tell the conversation something went wrong; the messages stay in the history, skipped.
 
         Returns False when the notice could not be stored: then nothing is settled."""
-        self._out(OutError(self.conversation, code, text, batch[-1] if batch else None))
+        self.out(OutError(self.conversation, code, text, batch[-1] if batch else None))
         try:
-            stored = await self._mem(
-                TranscriptAppend(
-                    self.conversation,
-                    text,
-                    author_id=f"agent:{self.agent}",
-                    author_name=self.name,
-                    role="system",
-                    platform_message_id=f"notice:{batch[0]}:{int(time.time())}" if batch else None,
-                    answers=batch,
-                    answers_state=ReplyState.SKIPPED,
-                ),
+            message = await self.voice.say(
+                text,
+                role="system",
+                platform_message_id=f"notice:{batch[0]}:{int(time.time())}" if batch else None,
+                answers=batch,
+                answers_state=ReplyState.SKIPPED,
                 attempts=3,
             )
         except BusError as exc:
             log.warning("notice not stored conversation=%s error=%s", self.conversation, exc)
             return False
-        message = msgspec.convert(stored, StoredMessage)
         self._take(message)
-        self._out(OutMessage(self.conversation, message))
-        self._settled(batch, ReplyState.SKIPPED)
+        self.out(OutMessage(self.conversation, message))
+        self.transcript.settled(batch, ReplyState.SKIPPED)
         return True
 
 

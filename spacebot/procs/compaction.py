@@ -13,13 +13,13 @@ import logging
 import re
 
 import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
+from spacebot.agent.delegated import report
 from spacebot.ipc import ids
 from spacebot.ipc.messages import DelegateResult, MemSave
 from spacebot.llm.types import Request, SystemMessage, UserMessage
 from spacebot.memory.types import MemoryDraft, MemoryType
-from spacebot.procs.delegate import report
-from spacebot.procs.llm_link import connect_llm
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.llm_link import connect_llm
 
 log = logging.getLogger("spacebot.compaction")
 

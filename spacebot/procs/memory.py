@@ -51,7 +51,7 @@ from spacebot.runtime.child import ChildContext
 
 if TYPE_CHECKING:
     from spacebot.memory.types import IngestReport
-    from spacebot.procs.llm_link import LinkedLLM
+    from spacebot.runtime.llm_link import LinkedLLM
 
 log = logging.getLogger("spacebot.memory")
 
@@ -160,7 +160,7 @@ class Ingestor:
         """Ingest whatever is in the folder now; one report per file."""
         from spacebot.llm.types import Request, UserMessage
         from spacebot.memory.ingest import ingest_folder, llm_extractor
-        from spacebot.procs.llm_link import connect_llm
+        from spacebot.runtime.llm_link import connect_llm
 
         if not self.configured:
             raise ConfigError(NO_MODEL)

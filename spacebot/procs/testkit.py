@@ -172,7 +172,7 @@ async def llm_probe(ctx: ChildContext) -> None:
     in this process.
     """
     from spacebot.llm.types import Request, UserMessage
-    from spacebot.procs.llm_link import connect_llm
+    from spacebot.runtime.llm_link import connect_llm
 
     linked = await connect_llm(ctx)
 

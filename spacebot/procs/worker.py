@@ -9,17 +9,18 @@ input (``DelegateStatus(kind="waiting")``) and resume when the channel routes a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
 import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
+from spacebot.agent.delegated import Finished, model_loop, run_and_report, status
 from spacebot.agent.identity import agent_dir
-from spacebot.ipc.messages import DelegateInput, DelegateResult, Envelope, Err, ErrorCode, Ok
+from spacebot.ipc.messages import DelegateInput, Envelope, Err, ErrorCode, Ok
 from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
-from spacebot.procs.delegate import TurnCapReached, model_loop, report, status
-from spacebot.procs.llm_link import connect_llm
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.llm_link import connect_llm
 from spacebot.tools import sandbox
 from spacebot.tools.egress import EgressProxy
 from spacebot.tools.sandbox import Network
@@ -50,13 +51,6 @@ FINISH = spec(
 )
 
 
-class _Finished(Exception):
-    def __init__(self, result: str, outcome: str) -> None:
-        super().__init__(result)
-        self.result = result
-        self.outcome = outcome
-
-
 async def serve(
     ctx: ChildContext, agent: str, report_to: str, task: str, task_type: str = "", interactive: bool = False
 ) -> None:
@@ -79,16 +73,6 @@ async def serve(
     # killed when their call ends; with "loopback-deny" an egress proxy outside the sandbox is the
     # only TCP port the commands may reach.
     sandbox.adopt_orphans()
-    egress = await EgressProxy().start() if settings.network == "loopback-deny" else None
-    network = Network(settings.network, egress.port if egress is not None else 0)
-    limits, policy = from_settings(settings, network)
-    tools = TaskTools(Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind), policy)
-
-    async def run_tool(call: ToolCall) -> tuple[str, bool]:
-        if call.name == "finish":
-            args = check(FINISH, call)
-            raise _Finished(args["result"], args.get("outcome", "success"))
-        return await tools.call(call)
 
     async def wait_for_input(answer: str) -> str | None:
         if not interactive:
@@ -108,38 +92,46 @@ async def serve(
         ),
         UserMessage(task),
     ]
-    outcome, text = "failed", "the worker could not start"
-    llm = None
-    try:
+
+    async def work(stack: contextlib.AsyncExitStack[bool | None]) -> str:
+        if settings.network == "loopback-deny":
+            egress = await EgressProxy().start()
+            stack.push_async_callback(egress.close)
+        else:
+            egress = None
+        network = Network(settings.network, egress.port if egress is not None else 0)
+        limits, policy = from_settings(settings, network)
+        tools = TaskTools(
+            Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind), policy
+        )
+
+        async def run_tool(call: ToolCall) -> tuple[str, bool]:
+            if call.name == "finish":
+                args = check(FINISH, call)
+                raise Finished(args["result"], args.get("outcome", "success"))
+            return await tools.call(call)
+
         llm = await connect_llm(ctx)
-        async with asyncio.timeout(settings.worker_timeout):
-            text = await model_loop(
-                ctx,
-                llm,
-                messages,
-                specs,
-                run_tool,
-                max_turns=settings.worker_max_turns,
-                process="worker",
-                task=task_type or None,
-                on_text=wait_for_input,
-            )
-        outcome = "success"
-    except _Finished as done:
-        outcome, text = done.outcome, done.result
-    except TurnCapReached as exc:
-        outcome, text = "partial", f"stopped after {settings.worker_max_turns} steps. {exc.last_text}"
-    except TimeoutError:
-        outcome, text = "timed_out", f"stopped at the {settings.worker_timeout:.0f} s limit"
-    except asyncio.CancelledError:
-        outcome, text = "cancelled", f"cancelled ({ctx.stop_reason or 'stopped'})"
-    except Exception as exc:
-        log.exception("worker failed")
-        outcome, text = "failed", f"the worker failed: {exc}"
-    finally:
-        sandbox.kill_all()
-        if egress is not None:
-            await egress.close()
-        if llm is not None:
-            await llm.aclose()
-        await report(ctx, report_to, DelegateResult(ctx.id, outcome, text.strip() or "(no result text)"))
+        stack.push_async_callback(llm.aclose)
+        stack.callback(sandbox.kill_all)  # first on the way out: no command outlives the worker
+        return await model_loop(
+            ctx,
+            llm,
+            messages,
+            specs,
+            run_tool,
+            max_turns=settings.worker_max_turns,
+            process="worker",
+            task=task_type or None,
+            on_text=wait_for_input,
+        )
+
+    await run_and_report(
+        ctx,
+        report_to,
+        "worker",
+        work,
+        max_turns=settings.worker_max_turns,
+        timeout=settings.worker_timeout,
+        empty="(no result text)",
+    )

@@ -12,7 +12,7 @@ from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.memory.types import Message, ReplyState
 from spacebot.procs.compaction import parse
-from spacebot.procs.compactor import choose_span, level_for
+from spacebot.conversation.context_budget import choose_span, level_for
 from spacebot.testing import ChatSystem, eventually
 
 

@@ -2,6 +2,10 @@
 and results, and the tools that manage them (branch, spawn_worker, route, cancel, send_message,
 send_file).
 
+It is given what it reads (the conversation's settings, a briefing for branches) and what it may
+do (spawn and message processes, post and show agent messages, add result lines to the transcript,
+wake the turn loop), never the conversation process itself.
+
 A result arrives as a :class:`DelegateResult` request from the branch or worker; if the process
 dies without sending one (killed, crashed, hung past its budget), its exit event produces a
 ``failed`` (or ``timed_out``) outcome instead, so nothing stays "running" forever.
@@ -15,11 +19,14 @@ import itertools
 import logging
 import mimetypes
 import time
-from typing import TYPE_CHECKING, Any
-
-import msgspec
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from spacebot.agent.identity import agent_dir
+from spacebot.config import ChannelSection
+from spacebot.conversation.roster import Delegate, Delegates
+from spacebot.conversation.transcript import AgentVoice
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     DelegateInput,
@@ -28,22 +35,19 @@ from spacebot.ipc.messages import (
     KillRequest,
     Kind,
     Notice,
+    Outbound,
     OutMessage,
     OutTyping,
     ProcessExited,
     ProcessHung,
     SpawnSpec,
-    TranscriptAppend,
 )
 from spacebot.ipc.replies import BusError
 from spacebot.memory.types import Message as StoredMessage
 from spacebot.memory.types import ReplyState
-from spacebot.procs.delegates import Delegate, Delegates
+from spacebot.runtime.child import ChildContext
 from spacebot.tools.schema import ToolArgumentError
 from spacebot.tools.workspace import ToolError, Workspace
-
-if TYPE_CHECKING:
-    from spacebot.procs.channel import Channel
 
 log = logging.getLogger("spacebot.channel")
 
@@ -51,13 +55,42 @@ MAX_FILE_BYTES = 256_000
 _event_ids = itertools.count(-1, -1)
 
 
-class ChannelWork:
-    """Branches and workers of one channel."""
+@dataclass(frozen=True)
+class Briefing:
+    """What a new branch is given: the conversation's system prompt and recent transcript."""
 
-    def __init__(self, channel: Channel) -> None:
-        self.ch = channel
-        s = channel.settings
-        self.delegates = Delegates(s.max_branches, s.max_workers)
+    system: str
+    transcript: str
+
+
+class Delegation:
+    """Branches and workers of one conversation."""
+
+    def __init__(
+        self,
+        ctx: ChildContext,
+        agent: str,
+        conversation: str,
+        settings: ChannelSection,
+        *,
+        voice: AgentVoice,
+        post: Callable[[str, list[dict[str, Any]]], Awaitable[object]],
+        out: Callable[[Outbound], None],
+        briefing: Callable[[], Briefing],
+        add_event: Callable[[StoredMessage], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.ctx = ctx
+        self.agent = agent
+        self.conversation = conversation
+        self.settings = settings
+        self.voice = voice
+        self.post = post
+        self.out = out
+        self.briefing = briefing
+        self.add_event = add_event
+        self.wake = wake
+        self.delegates = Delegates(settings.max_branches, settings.max_workers)
         self.unseen: list[int] = []  # ids of result events no turn has seen yet
         self.due = 0.0  # when gathered results should start a turn
         self.hung: set[str] = set()
@@ -81,7 +114,6 @@ class ChannelWork:
         return await self._send_file(args["path"], args.get("caption", ""))
 
     async def _start(self, kind: str, task: str, task_type: str = "", interactive: bool = False) -> str:
-        ch = self.ch
         task = task.strip()
         if not task:
             raise ToolArgumentError(f"{kind}: the task/description is empty")
@@ -89,21 +121,22 @@ class ChannelWork:
         if refusal:
             return refusal
         if kind == "branch":
+            brief = self.briefing()
             args: dict[str, Any] = {
-                "agent": ch.agent,
-                "report_to": ch.ctx.id,
-                "conversation": ch.conversation,
+                "agent": self.agent,
+                "report_to": self.ctx.id,
+                "conversation": self.conversation,
                 "description": task,
-                "system": ch.system_prompt(),
-                "transcript": ch.transcript_text(),
+                "system": brief.system,
+                "transcript": brief.transcript,
             }
             spec = SpawnSpec(
                 Kind.BRANCH, "spacebot.procs.branch:serve", args=args, task=task[:120], wait_ready=False
             )
         else:
             args = {
-                "agent": ch.agent,
-                "report_to": ch.ctx.id,
+                "agent": self.agent,
+                "report_to": self.ctx.id,
                 "task": task,
                 "task_type": task_type,
                 "interactive": interactive,
@@ -112,12 +145,14 @@ class ChannelWork:
                 Kind.WORKER, "spacebot.procs.worker:serve", args=args, task=task[:120], wait_ready=False
             )
         try:
-            spawned = await ch.ctx.spawn(spec, timeout=30.0)
+            spawned = await self.ctx.spawn(spec, timeout=30.0)
         except BusError as exc:
             return f"could not start the {kind}: {exc.message}"
         self.delegates.add(Delegate(spawned.id, kind, task, task_type, interactive))
-        ch.ctx.publish(f"channel.{ch.ctx.id}.delegate", Notice("started", {"id": spawned.id, "kind": kind}))
-        ch.out(OutTyping(ch.conversation, "working", task[:80]))
+        self.ctx.publish(
+            f"channel.{self.ctx.id}.delegate", Notice("started", {"id": spawned.id, "kind": kind})
+        )
+        self.out(OutTyping(self.conversation, "working", task[:80]))
         return f"started {spawned.id}; its result will come to you when it finishes"
 
     async def _route(self, worker_id: str, message: str) -> str:
@@ -135,7 +170,7 @@ class ChannelWork:
         if not d.interactive:
             raise ToolArgumentError(f"route: {worker_id} is not interactive; it takes no input")
         try:
-            await self.ch.ctx.request(worker_id, DelegateInput(message), timeout=10.0)
+            await self.ctx.request(worker_id, DelegateInput(message), timeout=10.0)
         except BusError as exc:
             return f"route failed: {exc.message}"
         d.waiting = False
@@ -148,35 +183,28 @@ class ChannelWork:
                 f"cancel: {ident!r} is not a running branch or worker of this conversation"
             )
         try:
-            await self.ch.ctx.request("supervisor", KillRequest(ident), timeout=30.0)
+            await self.ctx.request("supervisor", KillRequest(ident), timeout=30.0)
         except BusError as exc:
             return f"cancel failed: {exc.message}"
         log.info("cancelled id=%s reason=%r", ident, reason)
         return f"cancelled {ident}" + (f" ({reason})" if reason else "")
 
     async def _send_message(self, target: str, text: str) -> str:
-        ch = self.ch
-        if target == ch.conversation:
+        if target == self.conversation:
             raise ToolArgumentError("send_message: target_channel must be another conversation")
         try:
             ids.parse_conversation(target)
         except ids.IdError as exc:
             raise ToolArgumentError(f"send_message: target_channel: {exc}") from None
-        stored = await ch.mem(
-            TranscriptAppend(
-                target, text, author_id=f"agent:{ch.agent}", author_name=ch.name, role="assistant"
-            )
-        )
-        message = msgspec.convert(stored, StoredMessage)
+        message = await self.voice.say(text, conversation=target)
         try:
-            ch.ctx.bus.send(ids.gateway_of(target, ch.agent), OutMessage(target, message))
+            self.ctx.bus.send(ids.gateway_of(target, self.agent), OutMessage(target, message))
         except BusError as exc:
             log.warning("send_message to %s not shown live: %s", target, exc)
         return f"posted in {target}"
 
     async def _send_file(self, path: str, caption: str) -> str:
-        ch = self.ch
-        ws = Workspace(agent_dir(ch.ctx.config.home, ch.agent) / "workspace")
+        ws = Workspace(agent_dir(self.ctx.config.home, self.agent) / "workspace")
         try:
             target, data = await asyncio.to_thread(ws.read_bytes, path, MAX_FILE_BYTES)
         except ToolError as exc:
@@ -196,7 +224,7 @@ class ChannelWork:
                 text += f"\n\n```\n{body}\n```"
         except UnicodeDecodeError:
             pass
-        await ch.post(text, attachments=[attachment])
+        await self.post(text, [attachment])
         return f"shared {ws.relative(target)}"
 
     # -- from branches and workers -------------------------------------------------------------
@@ -214,13 +242,13 @@ class ChannelWork:
         if d is not None and status.kind == "waiting":
             self._event(d, waiting=status.text)
 
-    def on_proc_event(self, body: object) -> None:
-        """Exit/hung events of our children: an exit without a result is an outcome too."""
-        if isinstance(body, ProcessHung) and body.id in self.delegates.running:
+    def on_hung(self, body: ProcessHung) -> None:
+        if body.id in self.delegates.running:
             self.hung.add(body.id)
-        elif isinstance(body, ProcessExited) and body.id == self.ch.compactor.worker_id:
-            self.ch.compactor.on_exit(body.id)
-        elif isinstance(body, ProcessExited) and body.id in self.delegates.running:
+
+    def on_exit(self, body: ProcessExited) -> None:
+        """An exit without a result is an outcome too (killed, crashed, hung past its budget)."""
+        if body.id in self.delegates.running:
             outcome = "timed_out" if body.id in self.hung else "failed"
             if outcome == "timed_out":
                 text = "killed: it went past its time or progress budget"
@@ -231,11 +259,10 @@ class ChannelWork:
                 self._event(d)
 
     def _event(self, d: Delegate, waiting: str = "") -> None:
-        ch = self.ch
         text = f"is waiting for input: {waiting}" if waiting else f"finished ({d.outcome}): {d.result}"
         event = StoredMessage(
             id=next(_event_ids),
-            channel_id=ch.conversation,
+            channel_id=self.conversation,
             platform_message_id=None,
             author_id=d.id,
             author_name=f"{d.kind} {d.id} — {d.task[:60]}",
@@ -246,24 +273,18 @@ class ChannelWork:
             reply_state=ReplyState.NONE,
             replied_at=None,
         )
-        ch.add_event(event)
+        self.add_event(event)
         self.unseen.append(event.id)
         if not self.due:
-            self.due = time.monotonic() + ch.settings.retrigger_window
-        ch.ctx.publish(
-            f"channel.{ch.ctx.id}.delegate",
+            self.due = time.monotonic() + self.settings.retrigger_window
+        self.ctx.publish(
+            f"channel.{self.ctx.id}.delegate",
             Notice("finished" if not waiting else "waiting", {"id": d.id, "outcome": d.outcome}),
         )
         if not self.delegates.running:
-            ch.out(OutTyping(ch.conversation, "idle"))
-        ch.wake.set()
+            self.out(OutTyping(self.conversation, "idle"))
+        self.wake()
 
     def take_unseen(self) -> list[int]:
         seen, self.unseen, self.due = self.unseen, [], 0.0
         return seen
-
-    async def watch(self) -> None:
-        """Follow exit and hung events of the processes this channel starts."""
-        events = await self.ch.ctx.events("proc.branch.", "proc.worker.")
-        async for event in events:
-            self.on_proc_event(event.body)

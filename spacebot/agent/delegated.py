@@ -1,7 +1,10 @@
-"""What branches and workers share: a tool-calling model loop and reporting back to their parent."""
+"""What branches and workers share: a tool-calling model loop, the ladder that turns how the work
+ended into an outcome, and reporting that outcome back to their parent."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +25,62 @@ class TurnCapReached(Exception):
     def __init__(self, last_text: str) -> None:
         super().__init__("turn cap reached")
         self.last_text = last_text
+
+
+class Finished(Exception):
+    """The model ended the work itself (an interactive worker's ``finish`` tool), with its outcome."""
+
+    def __init__(self, result: str, outcome: str) -> None:
+        super().__init__(result)
+        self.result = result
+        self.outcome = outcome
+
+
+_ENDINGS = {
+    "branch": ("could not conclude within {turns} steps.", "could not conclude within {seconds:.0f} s"),
+    "worker": ("stopped after {turns} steps.", "stopped at the {seconds:.0f} s limit"),
+}
+"""How a branch / a worker says it ran out of steps, and out of time."""
+
+
+async def run_and_report(
+    ctx: ChildContext,
+    report_to: str,
+    kind: str,
+    work: Callable[[contextlib.AsyncExitStack[bool | None]], Awaitable[str]],
+    *,
+    max_turns: int,
+    timeout: float,
+    empty: str,
+) -> None:
+    """Run ``work`` within ``timeout`` and report how it ended to ``report_to``, always once.
+
+    ``work`` returns the result text; what it opens it registers on the exit stack it is given,
+    which is closed before the report goes out. The outcome ladder: returned → ``success``;
+    :class:`Finished` → the model's own outcome; :class:`TurnCapReached` → ``partial`` with the
+    last text; time limit → ``timed_out``; stopped (``cancel`` or the supervisor) → ``cancelled``;
+    anything else → ``failed`` with the error."""
+    turns_out, time_out = _ENDINGS[kind]
+    outcome, text = "failed", f"the {kind} could not start"
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(timeout):
+                    text = await work(stack)
+                outcome = "success"
+            except Finished as done:
+                outcome, text = done.outcome, done.result
+            except TurnCapReached as exc:
+                outcome, text = "partial", f"{turns_out.format(turns=max_turns)} {exc.last_text}"
+            except TimeoutError:
+                outcome, text = "timed_out", time_out.format(seconds=timeout)
+    except asyncio.CancelledError:
+        outcome, text = "cancelled", f"cancelled ({ctx.stop_reason or 'stopped'})"
+    except Exception as exc:
+        log.exception("%s failed", kind)
+        outcome, text = "failed", f"the {kind} failed: {exc}"
+    finally:
+        await report(ctx, report_to, DelegateResult(ctx.id, outcome, text.strip() or empty))
 
 
 async def model_loop(

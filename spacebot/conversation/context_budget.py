@@ -1,5 +1,5 @@
-"""The compactor: a programmatic monitor inside each channel that keeps its context under the model's
-window without the conversation ever going dark.
+"""The context budget: a programmatic monitor inside each conversation process that keeps its
+context under the model's window without the conversation ever going dark.
 
 Size = the prompt tokens the provider reported for the last call, plus an estimate (4 characters a
 token) for what was added since. Above 80 % of the window it summarises the oldest 30 % in the
@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from spacebot.agent import untrusted
+from spacebot.conversation.transcript import MemoryLink, Transcript, lines
 from spacebot.ipc.messages import DelegateResult, Kind, MemSave, Notice, SpawnSpec
 from spacebot.ipc.replies import BusError
 from spacebot.llm.types import Message, Usage
 from spacebot.memory.types import MemoryDraft, MemoryType, ReplyState
 from spacebot.memory.types import Message as StoredMessage
-
-if TYPE_CHECKING:
-    from spacebot.procs.channel import Channel
+from spacebot.runtime.child import ChildContext
 
 log = logging.getLogger("spacebot.compactor")
 
@@ -71,12 +69,29 @@ def choose_span(history: list[StoredMessage], fraction: float) -> int:
     return cut
 
 
-class Compactor:
-    """Tracks the context size of one channel and compacts it."""
+class ContextBudget:
+    """Tracks the context size of one conversation and compacts it.
 
-    def __init__(self, channel: Channel) -> None:
-        self.ch = channel
-        self.window = self._window()
+    It reads the transcript and rewrites its oldest span (through :class:`Transcript`), starts the
+    compaction process, saves digests through the memory link, and reads the system prompt's size;
+    nothing else of the conversation."""
+
+    def __init__(
+        self,
+        ctx: ChildContext,
+        agent: str,
+        transcript: Transcript,
+        memory: MemoryLink,
+        system_prompt: Callable[[], str],
+        configured_window: int = 0,
+    ) -> None:
+        self.ctx = ctx
+        self.agent = agent
+        self.conversation = transcript.conversation
+        self.transcript = transcript
+        self.memory = memory
+        self.system_prompt = system_prompt
+        self.window = self._window(configured_window)
         self.reported = 0
         self.reported_len = 0
         self.running = False
@@ -86,14 +101,11 @@ class Compactor:
         self.compactions = 0
         self._task: asyncio.Task[None] | None = None
 
-    def _window(self) -> int:
-        configured = self.ch.settings.context_window
+    def _window(self, configured: int) -> int:
         if configured > 0:
             return configured
         windows = [
-            m.context_window
-            for m in self.ch.ctx.config.llm.models.values()
-            if getattr(m, "context_window", 0)
+            m.context_window for m in self.ctx.config.llm.models.values() if getattr(m, "context_window", 0)
         ]
         return min(windows) if windows else DEFAULT_WINDOW
 
@@ -103,12 +115,12 @@ class Compactor:
         """The provider's count for the prompt just sent."""
         del messages
         self.reported = usage.input_tokens + usage.cached_tokens + usage.output_tokens
-        self.reported_len = len(self.ch.history)
+        self.reported_len = len(self.transcript.history)
 
     def size(self) -> int:
         """Tokens the next prompt will have (reported + estimated for newer entries)."""
-        newer = self.ch.history[self.reported_len :] if self.reported else self.ch.history
-        base = self.reported or estimate_tokens(self.ch.system_prompt())
+        newer = self.transcript.history[self.reported_len :] if self.reported else self.transcript.history
+        base = self.reported or estimate_tokens(self.system_prompt())
         return base + sum(estimate_tokens(m.text) + 8 for m in newer)
 
     # -- acting --------------------------------------------------------------------------------
@@ -124,40 +136,41 @@ class Compactor:
             return
         if self.running:
             return
-        n = choose_span(self.ch.history, fraction)
+        n = choose_span(self.transcript.history, fraction)
         if n == 0:
             return
         self.running = True
         self.level = name
-        self.span = self.ch.history[:n]
+        self.span = self.transcript.history[:n]
         self._task = asyncio.get_running_loop().create_task(self._start(name))
 
     async def _start(self, name: str) -> None:
-        ch = self.ch
-        transcript = "\n".join(
-            f"{untrusted.label(m.author_name)}: {untrusted.text(m.text)}" for m in self.span
-        )
+        transcript = lines(self.span)
         self._event("started", level=name, messages=len(self.span), tokens=self.size())
         spec = SpawnSpec(
             Kind.WORKER,
             "spacebot.procs.compaction:serve",
             args={
-                "agent": ch.agent,
-                "report_to": ch.ctx.id,
-                "conversation": ch.conversation,
+                "agent": self.agent,
+                "report_to": self.ctx.id,
+                "conversation": self.conversation,
                 "transcript": transcript,
             },
-            task=f"compaction ({name}) of {ch.conversation}",
+            task=f"compaction ({name}) of {self.conversation}",
             wait_ready=False,
         )
         try:
-            spawned = await ch.ctx.spawn(spec, timeout=30.0)
+            spawned = await self.ctx.spawn(spec, timeout=30.0)
             self.worker_id = spawned.id
         except BusError as exc:
             self._fail(f"could not start the compaction process: {exc.message}")
 
     def owns(self, result: DelegateResult) -> bool:
-        return bool(self.worker_id) and result.id == self.worker_id
+        return self.owns_process(result.id)
+
+    def owns_process(self, ident: str) -> bool:
+        """Whether ``ident`` is the compaction process this budget started."""
+        return bool(self.worker_id) and ident == self.worker_id
 
     def on_result(self, result: DelegateResult) -> None:
         """The compaction process finished: swap the span for its summary (or truncate)."""
@@ -175,7 +188,7 @@ class Compactor:
             self._fail("the compaction process ended without a result")
 
     def _fail(self, why: str) -> None:
-        log.warning("compaction failed conversation=%s reason=%s; truncating", self.ch.conversation, why)
+        log.warning("compaction failed conversation=%s reason=%s; truncating", self.conversation, why)
         self._event("failed", level=self.level, reason=why)
         span = self.span
         self._reset()
@@ -189,47 +202,27 @@ class Compactor:
 
     def _replace(self, summary: str) -> None:
         """Put ``summary`` where the span was (entries added meanwhile stay after it)."""
-        ids = {id(m) for m in self.span}
-        rest = [m for m in self.ch.history if id(m) not in ids]
-        first = self.span[0] if self.span else None
-        note = StoredMessage(
-            id=first.id if first else 0,
-            channel_id=self.ch.conversation,
-            platform_message_id=None,
-            author_id="summary",
-            author_name="summary",
-            role="system",
-            text=summary,
-            attachments=[],
-            created_at=first.created_at if first else time.time(),
-            reply_state=ReplyState.NONE,
-            replied_at=None,
-        )
-        self.ch.history = [note, *rest]
+        self.transcript.replace_span(self.span, summary)
         self.reported = 0  # the next provider count replaces the estimate
         self.compactions += 1
 
     def _truncate(self, fraction: float, why: str) -> None:
-        n = choose_span(self.ch.history, fraction)
+        n = choose_span(self.transcript.history, fraction)
         if n:
-            self._truncate_span(self.ch.history[:n], why)
+            self._truncate_span(self.transcript.history[:n], why)
 
     def _truncate_span(self, span: list[StoredMessage], why: str) -> None:
         """Drop ``span`` without a model; a plain digest is saved to memory first (nothing is lost:
         the transcript itself stays in the memory store and is searchable)."""
         if not span:
             return
-        digest = " / ".join(
-            f"{untrusted.label(m.author_name)}: {untrusted.text(m.text[:200])}"
-            for m in span
-            if m.role in ("user", "assistant")
-        )
+        digest = lines([m for m in span if m.role in ("user", "assistant")], chars=200, sep=" / ")
         if digest:
             draft = MemoryDraft(
-                content=f"Conversation excerpt ({self.ch.conversation}): {digest[:3000]}",
+                content=f"Conversation excerpt ({self.conversation}): {digest[:3000]}",
                 type=MemoryType.EVENT,
                 source="compaction:truncate",
-                channel=self.ch.conversation,
+                channel=self.conversation,
             )
             self._task = asyncio.get_running_loop().create_task(self._save([draft]))
         self.span = span
@@ -239,10 +232,10 @@ class Compactor:
 
     async def _save(self, drafts: list[MemoryDraft]) -> None:
         try:
-            await self.ch.mem(MemSave(drafts))
+            await self.memory.request(MemSave(drafts))
         except BusError as exc:
             log.error("could not save the digest of a dropped span: %s", exc)
 
     def _event(self, what: str, **detail: Any) -> None:
-        log.info("compaction %s conversation=%s %s", what, self.ch.conversation, detail)
-        self.ch.ctx.publish(f"channel.{self.ch.ctx.id}.compaction", Notice(what, detail))
+        log.info("compaction %s conversation=%s %s", what, self.conversation, detail)
+        self.ctx.publish(f"channel.{self.ctx.id}.compaction", Notice(what, detail))
