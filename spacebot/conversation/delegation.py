@@ -46,8 +46,8 @@ from spacebot.ipc.replies import BusError
 from spacebot.memory.types import Message as StoredMessage
 from spacebot.memory.types import ReplyState
 from spacebot.runtime.child import ChildContext
-from spacebot.tools.schema import ToolArgumentError
-from spacebot.tools.workspace import ToolError, Workspace
+from spacebot.tools.errors import ToolArgumentError, ToolError
+from spacebot.tools.workspace import Workspace
 
 log = logging.getLogger("spacebot.channel")
 
@@ -204,8 +204,8 @@ class Delegation:
         return f"posted in {target}"
 
     async def _send_file(self, path: str, caption: str) -> str:
-        ws = Workspace(agent_dir(self.ctx.config.home, self.agent) / "workspace")
         try:
+            ws = Workspace(agent_dir(self.ctx.config.home, self.agent) / "workspace")
             target, data = await asyncio.to_thread(ws.read_bytes, path, MAX_FILE_BYTES)
         except ToolError as exc:
             raise ToolArgumentError(f"send_file: {exc}") from None

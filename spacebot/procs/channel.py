@@ -64,7 +64,8 @@ from spacebot.memory.types import ReplyState
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import LinkedLLM, connect_llm
 from spacebot.tools.conversation import CONVERSATION_TOOLS, DELEGATION_TOOLS
-from spacebot.tools.schema import ToolArgumentError, check
+from spacebot.tools.errors import ToolArgumentError, ToolError
+from spacebot.tools.schema import check
 
 log = logging.getLogger("spacebot.channel")
 
@@ -457,7 +458,7 @@ class Channel:
                     case _:
                         content = await self.work.call(call.name, args)
                 results.append(ToolMessage(call.id, content, name=call.name))
-            except ToolArgumentError as exc:
+            except ToolError as exc:  # arguments, workspace and sandbox refusals: said to the model
                 results.append(ToolMessage(call.id, str(exc), is_error=True, name=call.name))
                 self.streamer.abort(reply_ids.get(call.id, ""), "invalid reply")
         return results, done, replies

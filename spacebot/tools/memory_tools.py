@@ -15,7 +15,8 @@ from spacebot.ipc.messages import MemAssociate, MemForget, MemRecall, MemSave, T
 from spacebot.ipc.replies import BusError
 from spacebot.llm.types import ToolCall
 from spacebot.memory.types import MemoryDraft, MemoryType, MessageHit, RecallHit, Relation
-from spacebot.tools.schema import ToolArgumentError, check, spec
+from spacebot.tools.errors import ToolArgumentError, ToolError
+from spacebot.tools.schema import check, spec
 
 TYPES = [t.value for t in MemoryType]
 RELATIONS = [r.value for r in Relation]
@@ -82,9 +83,9 @@ class MemoryTools:
         spec_ = self.specs.get(call.name)
         try:
             if spec_ is None:
-                raise ToolArgumentError(f"unknown tool {call.name!r}")
+                raise ToolArgumentError(f"unknown tool {call.name!r} (tools: {', '.join(self.specs)})")
             return await self._run(call.name, check(spec_, call)), False
-        except ToolArgumentError as exc:
+        except ToolError as exc:
             return str(exc), True
         except BusError as exc:
             return f"{call.name} failed: {exc.message}", True

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from spacebot.tools.errors import SandboxError
+
 if TYPE_CHECKING:
     from spacebot.config import DelegateSection
 
@@ -80,10 +82,6 @@ _active: set[int] = set()
 """Root pids of calls in flight in this process (never swept as escapees)."""
 _adopting = False
 """This process is a subreaper and every other child it has is a tool's escapee."""
-
-
-class SandboxError(ValueError):
-    """A request the sandbox refuses (a working directory outside the workspace...)."""
 
 
 class Limits(msgspec.Struct, frozen=True):

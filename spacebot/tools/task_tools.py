@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,13 +13,16 @@ import msgspec
 
 from spacebot.llm.types import ToolCall, ToolSpec
 from spacebot.tools import sandbox
-from spacebot.tools.sandbox import Limits, Network, RunResult, SandboxError
-from spacebot.tools.schema import ToolArgumentError, check, spec
+from spacebot.tools.errors import ToolArgumentError, ToolError
+from spacebot.tools.sandbox import Limits, Network, RunResult
+from spacebot.tools.schema import check, spec
 from spacebot.tools.workspace import TOOL_SPECS as WORKSPACE_SPECS
-from spacebot.tools.workspace import ToolError, Workspace
+from spacebot.tools.workspace import Workspace
 
 if TYPE_CHECKING:
     from spacebot.config import DelegateSection
+
+log = logging.getLogger("spacebot.tools")
 
 SHELL = spec(
     "shell",
@@ -148,14 +152,22 @@ class TaskTools:
         )
 
     async def call(self, call: ToolCall) -> tuple[str, bool]:
-        """Run one call; returns (text for the model, is_error)."""
+        """Run one call; returns (text for the model, is_error).
+
+        The arguments are checked by ``schema.check`` against the tool's spec (JSON ``null`` for
+        an optional argument means its default); every :class:`ToolError` becomes an error result.
+        """
         spec_ = self.specs.get(call.name)
         try:
             if spec_ is None:
                 raise ToolArgumentError(f"unknown tool {call.name!r} (tools: {', '.join(self.specs)})")
             args = check(spec_, call)
             return await self._run(call.name, args), False
-        except (ToolArgumentError, ToolError, SandboxError) as exc:
+        except ToolArgumentError as exc:
+            given = call.arguments if isinstance(call.arguments, dict) else {}
+            log.warning("%s refused: path=%r reason=%s", call.name, given.get("path"), exc)
+            return str(exc), True
+        except ToolError as exc:
             return str(exc), True
         except OSError as exc:
             return f"{call.name}: {exc}", True

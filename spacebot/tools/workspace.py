@@ -14,8 +14,11 @@ Confinement, in order:
   on the way or for the file itself) makes the open fail instead of redirecting it.
 
 Every refusal is logged on ``spacebot.tools`` at WARNING with the path and the reason, and raised as
-:class:`ToolError`, whose message is written for the model. The functions are synchronous; callers
-run them in a thread.
+:class:`~spacebot.tools.errors.ToolError`, whose message is written for the model. The functions are
+synchronous; callers run them in a thread.
+
+A model's call reaches these methods through ``task_tools.TaskTools.call``, which first checks its
+arguments against :data:`TOOL_SPECS` with ``schema.check``.
 """
 
 from __future__ import annotations
@@ -27,19 +30,20 @@ import logging
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from spacebot.tools.errors import ToolError
+
+# ToolError stays importable from here for the callers outside spacebot.tools that still do.
+__all__ = ["TOOL_SPECS", "ToolError", "Workspace"]
 
 log = logging.getLogger("spacebot.tools")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BINARY_SAMPLE = 8192
 _CONTROL_OK = frozenset("\t\n\r\f\b\x1b")
-
-
-class ToolError(ValueError):
-    """A tool call that cannot be done as asked; the message is for the model."""
 
 
 def _utf8_boundary(data: bytes | bytearray) -> int:
@@ -523,7 +527,7 @@ class Workspace:
         return False
 
 
-# -- tool descriptions and dispatch ------------------------------------------------------------
+# -- tool descriptions (run by ``task_tools.TaskTools``) -------------------------------------------
 
 _PATH = {"type": "string", "description": "Path relative to the workspace root."}
 
@@ -604,64 +608,3 @@ TOOL_SPECS: list[dict[str, Any]] = [
         },
     },
 ]
-
-_SPECS = {spec["name"]: spec for spec in TOOL_SPECS}
-_TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
-    "string": ("a string", lambda v: isinstance(v, str)),
-    "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "boolean": ("a boolean", lambda v: isinstance(v, bool)),
-}
-_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of ``value``'s type, for error messages."""
-    if value is None:
-        return "null"
-    return _JSON_NAMES.get(type(value), type(value).__name__)
-
-
-def _check_args(name: str, args: object) -> dict[str, Any]:
-    """The arguments of a call to tool ``name``, checked against its spec; null optionals dropped."""
-    if not isinstance(args, dict):
-        raise ToolError(f"{name}: the arguments must be a JSON object, got {_json_type(args)}")
-    params = _SPECS[name]["parameters"]
-    props: dict[str, dict[str, Any]] = params["properties"]
-    required: builtins.list[str] = params["required"]
-    checked: dict[str, Any] = {}
-    for arg in args:
-        if arg not in props:
-            known = ", ".join(props)
-            raise ToolError(f"{name}: unknown argument {arg!r} (arguments: {known})")
-    for arg, schema in props.items():
-        expected, ok = _TYPES[schema["type"]]
-        if arg not in args or (args[arg] is None and arg not in required):
-            if arg in required:
-                raise ToolError(f"{name}: missing required argument {arg!r} ({expected})")
-            continue
-        value = args[arg]
-        if not ok(value):
-            raise ToolError(f"{name}: argument {arg!r} must be {expected}, got {_json_type(value)}")
-        if "minimum" in schema and value < schema["minimum"]:
-            raise ToolError(f"{name}: argument {arg!r} must be >= {schema['minimum']}, got {value}")
-        checked[arg] = value
-    return checked
-
-
-def call(ws: Workspace, name: str, args: dict[str, Any]) -> str:
-    """Run tool ``name`` on ``ws`` with the model's ``args``; raises :class:`ToolError` for bad calls."""
-    try:
-        if name not in _SPECS:
-            raise ToolError(f"unknown tool {name!r} (tools: {', '.join(_SPECS)})")
-        a = _check_args(name, args)
-    except ToolError as exc:
-        path = args.get("path") if isinstance(args, dict) else None
-        log.warning("%s refused: path=%r reason=%s", name, path, exc)
-        raise
-    if name == "file_read":
-        return ws.read(a["path"], a.get("offset", 0), a.get("limit"))
-    if name == "file_write":
-        return ws.write(a["path"], a["content"], append=a.get("append", False))
-    if name == "file_edit":
-        return ws.edit(a["path"], a["old"], a["new"], count=a.get("count", 1))
-    return ws.list(a.get("path", "."), recursive=a.get("recursive", False), pattern=a.get("pattern"))

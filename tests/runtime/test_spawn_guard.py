@@ -13,7 +13,8 @@ from spacebot.cli import ctl
 from spacebot.ipc.bus import BusClient, BusError
 from spacebot.ipc.messages import ErrorCode, Kind, SpawnSpec
 from spacebot.testing import SupervisorProcess, fast_config
-from spacebot.tools.workspace import ToolError, Workspace
+from spacebot.tools.errors import ToolError
+from spacebot.tools.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(180)
 

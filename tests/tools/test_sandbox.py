@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from spacebot.tools import sandbox
-from spacebot.tools.sandbox import Limits, SandboxError
+from spacebot.tools.errors import SandboxError
+from spacebot.tools.sandbox import Limits
 
 MODES = ["native", "python"]
 

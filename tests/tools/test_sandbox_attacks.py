@@ -25,7 +25,8 @@ from spacebot.config import DelegateSection
 from spacebot.llm.types import ToolCall
 from spacebot.tools import sandbox
 from spacebot.tools.egress import EgressProxy, refusal
-from spacebot.tools.sandbox import Limits, Network, SandboxError
+from spacebot.tools.errors import SandboxError
+from spacebot.tools.sandbox import Limits, Network
 from spacebot.tools.task_tools import Policy, TaskTools
 
 

@@ -4,6 +4,7 @@ refused (and logged)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -15,10 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spacebot.llm.toolcall import finish_tool_call
 from spacebot.llm.types import ToolCall
+from spacebot.tools.errors import ToolError
 from spacebot.tools.sandbox import Limits
 from spacebot.tools.task_tools import TaskTools
-from spacebot.tools.workspace import TOOL_SPECS, ToolError, Workspace, call
+from spacebot.tools.workspace import TOOL_SPECS, Workspace
 
 
 @pytest.fixture
@@ -471,7 +474,23 @@ def test_writes_never_land_outside(layout: Path, parts: list[str]) -> None:
     assert _files_under(layout / "outside") == set() and _files_under(layout / "ws-evil") == set()
 
 
-# -- the tool surface --------------------------------------------------------------------------
+# -- the tool surface: what a worker runs (TaskTools.call -> schema.check -> Workspace) ---------
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> TaskTools:
+    return TaskTools(tmp_path / "ws", Limits(), lambda text, kind: None)
+
+
+async def _call(tools: TaskTools, name: str, args: object) -> tuple[str, bool]:
+    """One call as a worker runs it; ``args`` as decoded from the model's JSON."""
+    return await tools.call(ToolCall("1", name, args, json.dumps(args)))  # type: ignore[arg-type]
+
+
+async def _ok(tools: TaskTools, name: str, args: dict[str, object]) -> str:
+    text, err = await _call(tools, name, args)
+    assert not err, text
+    return text
 
 
 def test_tool_specs() -> None:
@@ -483,15 +502,55 @@ def test_tool_specs() -> None:
         assert all(p["type"] in ("string", "integer", "boolean") for p in params["properties"].values())
 
 
-def test_call_dispatches(ws: Workspace) -> None:
-    assert call(ws, "file_write", {"path": "d/f", "content": "one\ntwo\n"}) == "wrote 8 bytes to d/f"
-    assert call(ws, "file_write", {"path": "d/f", "content": "3\n", "append": True}).startswith("wrote 2")
-    assert call(ws, "file_read", {"path": "d/f", "offset": 1, "limit": 1}) == "two\n"
-    assert call(ws, "file_read", {"path": "d/f", "offset": None, "limit": None}) == "one\ntwo\n3\n"
-    assert "replaced 1" in call(ws, "file_edit", {"path": "d/f", "old": "two", "new": "2"})
-    assert "replaced 3" in call(ws, "file_edit", {"path": "d/f", "old": "\n", "new": ";", "count": -1})
-    assert call(ws, "file_list", {}).split()[-1] == "d/"
-    assert call(ws, "file_list", {"path": "d", "recursive": True, "pattern": "f"}).split()[-1] == "d/f"
+async def test_call_dispatches(tools: TaskTools) -> None:
+    assert await _ok(tools, "file_write", {"path": "d/f", "content": "one\ntwo\n"}) == "wrote 8 bytes to d/f"
+    wrote = await _ok(tools, "file_write", {"path": "d/f", "content": "3\n", "append": True})
+    assert wrote.startswith("wrote 2")
+    assert await _ok(tools, "file_read", {"path": "d/f", "offset": 1, "limit": 1}) == "two\n"
+    assert await _ok(tools, "file_read", {"path": "d/f", "offset": None, "limit": None}) == "one\ntwo\n3\n"
+    assert "replaced 1" in await _ok(tools, "file_edit", {"path": "d/f", "old": "two", "new": "2"})
+    edit_all = {"path": "d/f", "old": "\n", "new": ";", "count": -1}
+    assert "replaced 3" in await _ok(tools, "file_edit", edit_all)
+    assert (await _ok(tools, "file_list", {})).split()[-1] == "d/"
+    listed = await _ok(tools, "file_list", {"path": "d", "recursive": True, "pattern": "f"})
+    assert listed.split()[-1] == "d/f"
+
+
+async def test_null_means_absent_for_an_optional_argument(tools: TaskTools) -> None:
+    """Models send ``null`` for "not given": the tool's default applies, it is not an error."""
+    await _ok(tools, "file_write", {"path": "f", "content": "a\nb\n"})
+    replaced = await _ok(tools, "file_write", {"path": "f", "content": "c\n", "append": None})
+    assert replaced == "wrote 2 bytes to f"
+    assert await _ok(tools, "file_read", {"path": "f", "offset": None}) == "c\n"  # append=null replaced
+    assert "replaced 1" in await _ok(tools, "file_edit", {"path": "f", "old": "c", "new": "d", "count": None})
+    listing = await _ok(tools, "file_list", {"path": None, "recursive": None, "pattern": None})
+    assert listing.split() == ["file", "2", "f"]
+    shell = await _ok(tools, "shell", {"command": "cat f", "cwd": None, "timeout": None})
+    assert shell == "exit code 0\nstdout:\nd\n"  # no note about a clamped timeout
+    program = {"program": "cat", "args": ["f"], "env": None, "cwd": None, "timeout": None}
+    assert await _ok(tools, "exec", program) == "exit code 0\nstdout:\nd\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        (
+            "file_read",
+            {"path": None},
+            "file_read: argument 'path' must be a string, got null (it is required)",
+        ),
+        ("file_write", {"path": "x", "content": None}, "argument 'content' must be a string, got null"),
+        ("file_edit", {"path": "x", "old": None, "new": "b"}, "argument 'old' must be a string, got null"),
+        ("shell", {"command": None, "timeout": None}, "shell: argument 'command' must be a string, got null"),
+        ("exec", {"program": None}, "exec: argument 'program' must be a string, got null"),
+    ],
+)
+async def test_null_for_a_required_argument_is_refused(
+    tools: TaskTools, name: str, args: dict[str, object], message: str
+) -> None:
+    text, err = await _call(tools, name, args)
+    assert err and message in text
+    assert _files_under(tools.files.root) == set()
 
 
 @pytest.mark.parametrize(
@@ -514,32 +573,45 @@ def test_call_dispatches(ws: Workspace) -> None:
         ("file_list", {"pattern": {}}, "argument 'pattern' must be a string, got object"),
         ("file_read", {"path": "x", "lines": 3}, "unknown argument 'lines' (arguments: path, offset, limit)"),
         ("file_read", ["x"], "the arguments must be a JSON object, got array"),
-        ("file_delete", {"path": "x"}, "unknown tool 'file_delete' (tools: file_read, file_write"),
+        (
+            "file_delete",
+            {"path": "x"},
+            "unknown tool 'file_delete' (tools: shell, exec, file_read, file_write, file_edit, file_list, "
+            "set_status)",
+        ),
     ],
 )
-def test_call_checks_arguments(
-    ws: Workspace, name: str, args: dict[str, object], message: str, caplog: pytest.LogCaptureFixture
+async def test_call_checks_arguments(
+    tools: TaskTools, name: str, args: object, message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="spacebot.tools"), pytest.raises(ToolError) as err:
-        call(ws, name, args)
-    assert message in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="spacebot.tools"):
+        text, err = await _call(tools, name, args)
+    assert err
+    assert message in text
     assert "refused" in caplog.text and "path=" in caplog.text
-    assert _files_under(ws.root) == set()
+    assert _files_under(tools.files.root) == set()
 
 
-def test_call_refusals_are_tool_errors(ws: Workspace) -> None:
-    with pytest.raises(ToolError, match="outside the workspace"):
-        call(ws, "file_read", {"path": "../../etc/passwd"})
-    with pytest.raises(ToolError, match="count must be"):
-        call(ws, "file_edit", {"path": "x", "old": "a", "new": "b", "count": 0})
+async def test_arguments_that_are_not_a_json_object_as_they_arrive(tools: TaskTools) -> None:
+    """What a provider stream hands the worker when the model's arguments are not an object."""
+    for raw in ('["x"]', '{"path": "x"'):
+        text, err = await tools.call(finish_tool_call("1", "file_read", raw))
+        assert err and text.startswith("file_read: the arguments are not a JSON object")
+        assert "call it again with one JSON object" in text
 
 
-async def test_tool_calls_report_bad_arguments(tmp_path: Path) -> None:
-    tools = TaskTools(tmp_path / "ws", Limits(), lambda text, kind: None)
+async def test_call_refusals_are_tool_errors(tools: TaskTools) -> None:
+    text, err = await _call(tools, "file_read", {"path": "../../etc/passwd"})
+    assert err and "outside the workspace" in text
+    text, err = await _call(tools, "file_edit", {"path": "x", "old": "a", "new": "b", "count": 0})
+    assert err and "count must be" in text
+
+
+async def test_tool_calls_report_bad_arguments(tools: TaskTools) -> None:
     text, err = await tools.call(ToolCall("1", "file_write", {"path": "x"}))
     assert err and "missing required argument 'content'" in text
     text, err = await tools.call(ToolCall("2", "shell", {"command": 3}))
-    assert err and "'command' must be string" in text
+    assert err and "shell: argument 'command' must be a string, got integer" in text
     text, err = await tools.call(ToolCall("3", "file_read", {"path": "../../etc/passwd"}))
     assert err and "outside the workspace" in text
     text, err = await tools.call(ToolCall("4", "shell", {"command": "echo hi > f && cat f"}))
