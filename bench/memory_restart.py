@@ -22,6 +22,7 @@ import time
 
 from spacebot.ipc.bus import BusClient
 from spacebot.ipc.messages import (
+    MemoryDraft,
     MemSave,
     ProcState,
     StateChanged,
@@ -29,7 +30,6 @@ from spacebot.ipc.messages import (
     TranscriptPage,
 )
 from spacebot.ipc.replies import retry_transient
-from spacebot.memory.types import MemoryDraft
 from spacebot.testing import SupervisorProcess, fast_config, short_tempdir
 
 

@@ -17,12 +17,11 @@ from typing import Any, Literal
 import msgspec
 
 from spacebot.errors import ConfigError
-from spacebot.ipc.messages import Kind
+from spacebot.ipc.messages import Kind, RestartPolicy
 from spacebot.llm.config import LLMConfig, credentials_configure_llm
 from spacebot.llm.errors import LLMConfigError
 from spacebot.memory.config import MemoryConfig
 
-RestartPolicy = Literal["always", "on-failure", "never"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -104,6 +103,10 @@ class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """Seconds between liveness checks of every process."""
     zygote_start_timeout: float = 60.0
     """Seconds the zygote has to import ``preload`` and say it is ready."""
+    spare_zygote: bool = True
+    """Keep a second zygote warm, which takes over at once when the forking one dies (else every
+    start waits out a new zygote's imports, seconds on a busy machine). Costs one idle process
+    (see ``bench/README.md``); off for the smallest machines."""
     shutdown_timeout: float = 30.0
     """Longest a graceful shutdown may take before everything left is SIGKILLed."""
     fork_timeout: float = 10.0

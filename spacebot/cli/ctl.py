@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import msgspec
 import zmq
@@ -31,7 +31,6 @@ from spacebot.ipc.messages import (
     KillReport,
     KillRequest,
     Kind,
-    Ok,
     ReloadRequest,
     ShutdownRequest,
     Spawned,
@@ -42,9 +41,12 @@ from spacebot.ipc.messages import (
     TreeNode,
     TreeRequest,
 )
+from spacebot.ipc.replies import BusError, typed
 from spacebot.paths import Endpoints, runtime_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+T = TypeVar("T")
 
 
 class Unreachable(Exception):
@@ -86,8 +88,13 @@ class Client:
                 raise Denied(str(exc)) from None
         return self._credentials
 
-    def call(self, request: ControlRequest, timeout: float | None = None) -> Ok | Err:
-        """Send one request and wait for its reply."""
+    @overload
+    def call(self, request: ControlRequest, *, returns: type[T], timeout: float | None = None) -> T | Err: ...
+    @overload
+    def call(self, request: ControlRequest, *, returns: None, timeout: float | None = None) -> Err | None: ...
+    def call(self, request: ControlRequest, *, returns: Any, timeout: float | None = None) -> Any:
+        """Send one request and wait for its reply: the value as ``returns`` (``None``: no value), or
+        the daemon's :class:`Err` — also made here, ``bad_reply``, for a value that does not fit."""
         path = self.endpoints.ctl_path
         credentials = self.credentials()
         ctx = zmq.Context()
@@ -104,8 +111,14 @@ class Client:
                 if not sock.poll(int(left * 1000)):
                     break
                 reply = codec.control_reply_decoder.decode(sock.recv())
-                if reply.id == rid:
+                if reply.id != rid:
+                    continue
+                if isinstance(reply.result, Err):
                     return reply.result
+                try:
+                    return typed(reply.result.value, returns, self.endpoints.ctl)
+                except BusError as exc:
+                    return Err(exc.code, exc.message)
             raise Unreachable(f"no answer from {path} within {timeout or self.timeout:g}s")
         finally:
             sock.close(linger=0)
@@ -195,10 +208,9 @@ def _to_json(value: Any) -> str:
 
 
 def _cmd_status(client: Client, args: argparse.Namespace) -> int:
-    result = client.call(StatusRequest())
-    if isinstance(result, Err):
-        return _fail(result)
-    reply = msgspec.convert(result.value, StatusReply)
+    reply = client.call(StatusRequest(), returns=StatusReply)
+    if isinstance(reply, Err):
+        return _fail(reply)
     if args.json:
         print(_to_json(reply))
     else:
@@ -207,10 +219,9 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_tree(client: Client, args: argparse.Namespace) -> int:
-    result = client.call(TreeRequest())
-    if isinstance(result, Err):
-        return _fail(result)
-    node = msgspec.convert(result.value, TreeNode)
+    node = client.call(TreeRequest(), returns=TreeNode)
+    if isinstance(node, Err):
+        return _fail(node)
     print(_to_json(node)) if args.json else _print_tree(node)
     return EXIT_OK
 
@@ -218,10 +229,9 @@ def _cmd_tree(client: Client, args: argparse.Namespace) -> int:
 def _cmd_kill(client: Client, args: argparse.Namespace) -> int:
     req = KillRequest(args.id, args.signal, args.grace, args.restart)
     wait = (args.grace if args.grace is not None else 30.0) + 15.0
-    result = client.call(req, timeout=max(client.timeout, wait))
-    if isinstance(result, Err):
-        return _fail(result)
-    report = msgspec.convert(result.value, KillReport)
+    report = client.call(req, returns=KillReport, timeout=max(client.timeout, wait))
+    if isinstance(report, Err):
+        return _fail(report)
     if args.json:
         print(_to_json(report))
     else:
@@ -235,7 +245,7 @@ def _cmd_kill(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_reload(client: Client, args: argparse.Namespace) -> int:
-    result = client.call(ReloadRequest())
+    result = client.call(ReloadRequest(), returns=None)
     if isinstance(result, Err):
         return _fail(result)
     print("configuration reloaded")
@@ -243,7 +253,7 @@ def _cmd_reload(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(client: Client, args: argparse.Namespace) -> int:
-    result = client.call(ShutdownRequest())
+    result = client.call(ShutdownRequest(), returns=None)
     if isinstance(result, Err):
         return _fail(result)
     print("shutdown started")
@@ -273,10 +283,9 @@ def _cmd_spawn(client: Client, args: argparse.Namespace) -> int:
         wait_ready=not args.no_wait,
         restart=args.restart or "",
     )
-    result = client.call(spec, timeout=max(client.timeout, 60.0))
-    if isinstance(result, Err):
-        return _fail(result)
-    spawned = msgspec.convert(result.value, Spawned)
+    spawned = client.call(spec, returns=Spawned, timeout=max(client.timeout, 60.0))
+    if isinstance(spawned, Err):
+        return _fail(spawned)
     print(_to_json(spawned) if args.json else f"{spawned.id} pid {spawned.pid} {spawned.state.value}")
     return EXIT_OK
 
@@ -288,7 +297,9 @@ def _cmd_listen(client: Client, args: argparse.Namespace) -> int:
         stream = EventStream(client.endpoints.events, args.topic or [""], credentials=credentials)
 
         async def trigger(nonce: str) -> None:
-            result = await asyncio.to_thread(client.call, SyncEvents(nonce), 2.0)
+            result = await asyncio.to_thread(
+                lambda: client.call(SyncEvents(nonce), returns=None, timeout=2.0)
+            )
             if isinstance(result, Err):
                 raise Unreachable(f"subscription handshake failed: {result.message}")
 

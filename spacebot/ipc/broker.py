@@ -16,9 +16,8 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import msgspec
 import zmq
 import zmq.asyncio
 
@@ -40,9 +39,11 @@ from spacebot.ipc.messages import (
     EventBody,
     FramesDropped,
 )
-from spacebot.ipc.replies import BusError, Handler, PendingReplies, Reply, Responder
+from spacebot.ipc.replies import UNTYPED, BusError, Handler, PendingReplies, Reply, Responder
 
 log = logging.getLogger("spacebot.broker")
+
+T = TypeVar("T")
 
 _SUPERVISOR_FRAME = SUPERVISOR_ID.encode()
 
@@ -195,13 +196,20 @@ class Broker:
             return False
         return self._deliver(env.src, Envelope(SUPERVISOR_ID, env.src, 0, env.id, result))
 
-    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
-        """Request/reply from the supervisor to a child."""
+    @overload
+    async def request(self, dst: str, body: Body, *, returns: type[T], timeout: float = 5.0) -> T: ...
+    @overload
+    async def request(self, dst: str, body: Body, *, returns: None, timeout: float = 5.0) -> None: ...
+    @overload
+    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any: ...
+    async def request(self, dst: str, body: Body, *, returns: Any = UNTYPED, timeout: float = 5.0) -> Any:
+        """Request/reply from the supervisor to a child; the reply's value converted to ``returns``
+        (as :meth:`spacebot.ipc.bus.BusClient.request`)."""
         rid, fut = self._replies.open()
         if not self._deliver(dst, Envelope(SUPERVISOR_ID, dst, rid, 0, body)):
             self._replies.discard(rid)
             raise BusError(ErrorCode.NO_ROUTE, f"cannot deliver to {dst!r}")
-        return await self._replies.wait(rid, fut, timeout, dst)
+        return await self._replies.wait(rid, fut, timeout, dst, returns)
 
     def publish(self, topic: str, body: EventBody, *, src: str = SUPERVISOR_ID) -> None:
         """Publish an event (PUB never blocks; past its high-water mark a slow subscriber loses events)."""
@@ -332,11 +340,8 @@ class Broker:
         if src is None:
             self.guard.count("malformed", f"non-UTF-8 identity {src_raw[:64]!r}")
             return
-        try:  # decoded only to find the request id; the frame was already counted as bad
-            env = codec.envelope_decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-            return
-        if env.id == 0 or env.src != src:
+        env = codec.head(payload)  # only the request id is needed; the body may be what is wrong
+        if env is None or env.id == 0 or env.src != src:
             return  # one-way messages get no error reply; the counter and log have it
         err = Envelope(BROKER_ID, src, 0, env.id, Err(code, message))
         try:
@@ -349,7 +354,7 @@ class Broker:
         if src is None:
             self.guard.count("malformed", f"non-UTF-8 identity {src_raw[:64]!r}")
             return
-        env = self.guard.envelope((src_raw, payload), src)
+        env = self.guard.envelope((src_raw, payload), src, self._refused)
         if env is None:
             return
         if env.reply_to:
@@ -357,6 +362,17 @@ class Broker:
             return
         assert self._handler is not None
         self._responder.run(self._handler, env)
+
+    def _refused(self, head: codec.EnvelopeHead, why: codec.Refusal, detail: str) -> None:
+        """A message to the supervisor whose body did not decode: its sender hears why."""
+        if head.reply_to:
+            self._replies.fail(
+                head.reply_to, ErrorCode.BAD_REPLY, f"undecodable reply from {head.src!r}: {detail}"
+            )
+        elif head.id:
+            code = ErrorCode.UNSUPPORTED if why == "unknown" else ErrorCode.BAD_REQUEST
+            err = Err(code, f"{SUPERVISOR_ID!r} cannot read the message: {detail}")
+            self._deliver(head.src, Envelope(SUPERVISOR_ID, head.src, 0, head.id, err))
 
     def _after_batch(self) -> None:
         self.report_drops()

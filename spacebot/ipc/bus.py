@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import zmq
 import zmq.asyncio
@@ -36,9 +35,11 @@ from spacebot.ipc.messages import (
     ProcessExited,
     SyncEvents,
 )
-from spacebot.ipc.replies import BusError, Handler, PendingReplies, Reply, Responder
+from spacebot.ipc.replies import UNTYPED, BusError, Handler, PendingReplies, Reply, Responder
 
 log = logging.getLogger("spacebot.ipc")
+
+T = TypeVar("T")
 
 
 class ExitWatch:
@@ -124,7 +125,9 @@ class BusClient:
         self._responder = Responder(ident, self.reply)
         self._handler: Handler | None = None
         self._pump: Pump | None = None
-        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self._streams: set[EventStream] = set()
+        """Open subscriptions made through this client, closed with it: one its caller dropped without
+        closing would otherwise keep the shared context from terminating."""
         self.exits = ExitWatch(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -208,8 +211,19 @@ class BusClient:
         """Like :meth:`send`, but a full queue is not counted as shed: the caller will retry."""
         return self._send(dst, Envelope(self.ident, dst, 0, 0, body), count_shed=False)
 
-    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
-        """Send ``body`` to ``dst`` and wait for its reply; return ``Ok.value`` or raise :class:`BusError`."""
+    @overload
+    async def request(self, dst: str, body: Body, *, returns: type[T], timeout: float = 5.0) -> T: ...
+    @overload
+    async def request(self, dst: str, body: Body, *, returns: None, timeout: float = 5.0) -> None: ...
+    @overload
+    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any: ...
+    async def request(self, dst: str, body: Body, *, returns: Any = UNTYPED, timeout: float = 5.0) -> Any:
+        """Send ``body`` to ``dst`` and wait for its reply: ``Ok.value`` converted to ``returns``.
+
+        ``returns=None`` expects no value. Raises :class:`BusError`: the peer's ``Err``, ``timeout``,
+        or ``bad_reply`` when the value does not fit ``returns``. Without ``returns`` the value
+        comes as decoded (plain data, unchecked): callers should say what they expect.
+        """
         self.exits.watch(dst)
         rid, fut = self._replies.open(dst)
         try:
@@ -220,7 +234,7 @@ class BusClient:
         if not sent:
             self._replies.discard(rid)
             raise BusError(ErrorCode.OVERLOADED, f"send queue to {dst!r} is full")
-        return await self._replies.wait(rid, fut, timeout, dst)
+        return await self._replies.wait(rid, fut, timeout, dst, returns)
 
     def peer_exited(self, peer: str) -> int:
         """``peer`` exited: its unanswered requests fail now with ``unavailable`` (transient, so
@@ -242,13 +256,14 @@ class BusClient:
 
     async def sync_events(self, nonce: str) -> None:
         """Ask the supervisor to publish ``sys.sync.<nonce>`` (see :mod:`spacebot.ipc.events`)."""
-        await self.request(SUPERVISOR_ID, SyncEvents(nonce), timeout=2.0)
+        await self.request(SUPERVISOR_ID, SyncEvents(nonce), returns=None, timeout=2.0)
 
     async def subscribe(self, *topics: str) -> EventStream:
         """Events whose topic starts with one of ``topics`` (all when none), confirmed live on return."""
         stream = EventStream(
             self.events_endpoint, topics or ("",), context=self.context, credentials=self.credentials
         )
+        self._streams = {s for s in self._streams if not s.closed}
         self._streams.add(stream)
         try:
             await stream.sync(self.sync_events)
@@ -264,16 +279,28 @@ class BusClient:
         if src is None:
             self.guard.count("malformed", "empty or non-UTF-8 source frame")
             return
-        env = self.guard.envelope(frames, src)
+        env = self.guard.envelope(frames, src, self._refused)
         if env is None:
             return
         if env.reply_to:
             self._replies.resolve(env.reply_to, env.body)
             return
-        if isinstance(env.body, Ping):
-            self.reply(env, Ok(env.body.payload))
-            return
-        self._dispatch(env)
+        match env.body:
+            case Ping(payload=payload):
+                self.reply(env, Ok(payload))
+            case _:
+                self._dispatch(env)
+
+    def _refused(self, head: codec.EnvelopeHead, why: codec.Refusal, detail: str) -> None:
+        """A message whose body did not decode: its sender hears why rather than waiting for nothing."""
+        if head.reply_to:
+            self._replies.fail(
+                head.reply_to, ErrorCode.BAD_REPLY, f"undecodable reply from {head.src!r}: {detail}"
+            )
+        elif head.id:
+            code = ErrorCode.UNSUPPORTED if why == "unknown" else ErrorCode.BAD_REQUEST
+            err = Err(code, f"{self.ident!r} cannot read the message: {detail}")
+            self._send(head.src, Envelope(self.ident, head.src, 0, head.id, err))
 
     def _dispatch(self, env: Envelope) -> None:
         if self._handler is None:

@@ -1,14 +1,17 @@
 """Encoding, decoding and frame checks shared by the broker and every bus endpoint.
 
 Nothing here raises into a receive loop: :meth:`FrameGuard.envelope` and friends return ``None``
-for a bad frame after counting it and logging who sent it.
+for a bad frame after counting it and logging who sent it. A well-framed envelope whose body is
+refused (a type the receiver does not know, a field out of its set of values) is also handed to
+the caller's ``on_refused``, so a request gets an ``Err`` naming the field instead of no answer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import msgspec
 
@@ -27,6 +30,51 @@ envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 event_decoder = msgspec.msgpack.Decoder(Event)
 control_decoder = msgspec.msgpack.Decoder(ControlFrame)
 control_reply_decoder = msgspec.msgpack.Decoder(ControlReply)
+
+
+class EnvelopeHead(msgspec.Struct, frozen=True, array_like=True):
+    """An :class:`Envelope` with its body left undecoded: who to answer when the body is refused."""
+
+    src: str
+    dst: str
+    id: int
+    reply_to: int
+    body: msgspec.Raw
+
+
+_head_decoder = msgspec.msgpack.Decoder(EnvelopeHead)
+
+Refusal = Literal["unknown", "malformed"]
+"""Why a body was refused: a message type the receiver does not know, or a bad field."""
+
+OnRefused = Callable[[EnvelopeHead, Refusal, str], None]
+"""Called with the head of a refused envelope, why, and msgspec's explanation."""
+
+
+class ControlHead(msgspec.Struct, frozen=True, array_like=True):
+    """A :class:`ControlFrame` with its request left undecoded: the id to answer a refusal with."""
+
+    id: int
+    request: msgspec.Raw
+
+
+_control_head_decoder = msgspec.msgpack.Decoder(ControlHead)
+
+
+def control_id(payload: bytes) -> int:
+    """The request id of an encoded control frame whose request did not decode (0 if unreadable)."""
+    try:
+        return _control_head_decoder.decode(payload).id
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return 0
+
+
+def head(payload: bytes) -> EnvelopeHead | None:
+    """The routing fields of an encoded envelope, whatever its body; ``None`` if even they are bad."""
+    try:
+        return _head_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
 
 
 class FrameGuard:
@@ -79,8 +127,13 @@ class FrameGuard:
                 self.errors + self.shed,
             )
 
-    def envelope(self, frames: Sequence[bytes], src: str) -> Envelope | None:
-        """Decode the payload of a ``[src, payload]`` pair, or count why it is bad."""
+    def envelope(
+        self, frames: Sequence[bytes], src: str, on_refused: OnRefused | None = None
+    ) -> Envelope | None:
+        """Decode the payload of a ``[src, payload]`` pair, or count why it is bad.
+
+        ``on_refused`` hears of an envelope from ``src`` whose body did not decode.
+        """
         if len(frames) != 2:
             self.count("malformed", f"{len(frames)} frames from {src!r}, expected 2")
             return None
@@ -92,8 +145,12 @@ class FrameGuard:
             env = envelope_decoder.decode(payload)
         except msgspec.ValidationError as exc:
             # An unrecognised tag reads "Invalid value 'x' - at `$[4].type`": a message type we don't know.
-            kind = "unknown" if str(exc).endswith("[4].type`") else "malformed"
+            kind: Refusal = "unknown" if str(exc).endswith("[4].type`") else "malformed"
             self.count(kind, f"invalid message from {src!r}: {exc}")
+            if on_refused is not None:
+                refused = head(payload)
+                if refused is not None and refused.src == src:
+                    on_refused(refused, kind, str(exc).replace("`$[4]", "`body"))
             return None
         except (msgspec.DecodeError, ValueError) as exc:  # ValueError: e.g. invalid UTF-8 in a str
             self.count("malformed", f"undecodable frame from {src!r}: {exc}")

@@ -7,8 +7,7 @@ a client may be created before the supervisor has written it.
 from __future__ import annotations
 
 import asyncio
-import weakref
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import zmq
 import zmq.asyncio
@@ -17,8 +16,10 @@ from spacebot.ipc import codec
 from spacebot.ipc.credentials import Credentials, operator_ctl
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import ControlFrame, ControlRequest, ErrorCode, SyncEvents
-from spacebot.ipc.replies import BusError, PendingReplies
+from spacebot.ipc.replies import UNTYPED, BusError, PendingReplies
 from spacebot.paths import Endpoints
+
+T = TypeVar("T")
 
 
 class ControlClient:
@@ -39,7 +40,9 @@ class ControlClient:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._connected = False
         self._replies = PendingReplies()
-        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self._streams: set[EventStream] = set()
+        """Open subscriptions made through this client, closed with it: one its caller dropped without
+        closing would otherwise keep the shared context from terminating."""
         self._reader: asyncio.Task[None] | None = None
 
     async def _read(self) -> None:
@@ -60,8 +63,15 @@ class ControlClient:
             self._sock.connect(self.endpoints.ctl)
             self._connected = True
 
-    async def call(self, request: ControlRequest, *, timeout: float = 10.0) -> Any:
-        """Send ``request``; return ``Ok.value`` or raise :class:`BusError`."""
+    @overload
+    async def call(self, request: ControlRequest, *, returns: type[T], timeout: float = 10.0) -> T: ...
+    @overload
+    async def call(self, request: ControlRequest, *, returns: None, timeout: float = 10.0) -> None: ...
+    @overload
+    async def call(self, request: ControlRequest, *, timeout: float = 10.0) -> Any: ...
+    async def call(self, request: ControlRequest, *, returns: Any = UNTYPED, timeout: float = 10.0) -> Any:
+        """Send ``request``; return ``Ok.value`` converted to ``returns`` or raise :class:`BusError`
+        (``bad_reply`` when the value does not fit; see :meth:`spacebot.ipc.bus.BusClient.request`)."""
         self._connect()
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -76,17 +86,18 @@ class ControlClient:
             raise BusError(
                 ErrorCode.TIMEOUT, f"could not send to {self.endpoints.ctl!r} within {timeout:g}s"
             ) from None
-        return await self._replies.wait(rid, fut, timeout, self.endpoints.ctl)
+        return await self._replies.wait(rid, fut, timeout, self.endpoints.ctl, returns)
 
     async def events(self, *topics: str) -> EventStream:
         """A subscription that is confirmed live before it is returned."""
         stream = EventStream(
             self.endpoints.events, topics or ("",), context=self.context, credentials=self._credentials()
         )
+        self._streams = {s for s in self._streams if not s.closed}
         self._streams.add(stream)
 
         async def trigger(nonce: str) -> None:
-            await self.call(SyncEvents(nonce), timeout=2.0)
+            await self.call(SyncEvents(nonce), returns=None, timeout=2.0)
 
         await stream.sync(trigger)
         return stream

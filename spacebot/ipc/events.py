@@ -108,6 +108,11 @@ class EventStream:
         while True:
             yield await self.next()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return bool(self._sock.closed)
+
     def close(self) -> None:
         """Close the socket (and the context if this stream made it); closing twice is harmless."""
         if self._sock.closed:

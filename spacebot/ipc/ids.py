@@ -160,3 +160,9 @@ def gateway_of(conversation_id: str, agent: str = "") -> str:
 def process(kind: str) -> str:
     """A fresh id for a process of ``kind`` that has no name of its own (branch, worker)."""
     return f"{kind}:{secrets.token_hex(4)}"
+
+
+def is_delegate(ident: str) -> bool:
+    """Whether ``ident`` names a branch or worker process (the author of a result line)."""
+    kind = ident.partition(":")[0]
+    return kind in ("branch", "worker") and len(ident) > len(kind) + 1

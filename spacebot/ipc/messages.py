@@ -1,7 +1,21 @@
 """Every message that crosses a Spacebot socket.
 
-All wire types live here and nowhere else. They are frozen, tagged ``msgspec.Struct`` s encoded as
-msgpack. Unions are named by direction:
+All wire types live here and nowhere else: the requests, events and replies of every process,
+including the memory engine's values (``Memory``, ``RecallHit``, ``StoredMessage``,
+``ConversationInfo`` …, which the memory process returns as they are) and the LLM layer's two
+bus events (``CooldownNotice``, ``UsageReport``, with their ``Usage``). Two other type modules
+stay, and hold nothing that travels on the bus:
+
+* ``spacebot.llm.types`` — a model call inside one process: prompt messages, tool specs, stream
+  events (``TextDelta`` … ``Stop``), ``Result``. Every process calls its models itself; none of
+  these is ever sent to another process.
+* ``spacebot.memory.types`` — the engine's own constants (``DEFAULT_IMPORTANCE``, recall source
+  names); it also re-exports, under their old names too, the memory types that moved here.
+
+They are frozen ``msgspec.Struct`` s encoded as msgpack; every struct that can stand in a union
+has a ``tag`` unique across this module (``tests/runtime/test_codec.py`` checks it). Fields with a
+fixed set of values are ``Literal`` s or enums, so a bad value is refused when the message is
+decoded, and the sender gets ``bad_request`` naming the field. Unions are named by direction:
 
 * ``ToSupervisor``  — a child process talking to the supervisor over the bus.
 * ``ToChild``       — the supervisor talking to a child.
@@ -15,18 +29,19 @@ Frames on the bus (ZeroMQ multipart):
   The broker sees ``[src_identity, dst, payload]`` and routes on ``dst`` without decoding.
 * broker → child DEALER: ``[src, payload]``; the receiver checks ``envelope.src == src``.
 * publish: ``[b"@pub", topic, payload]`` where ``payload`` is an encoded :class:`Event`.
+
+Replies: an :class:`Ok` carries any msgpack-able value, decoded as plain data (the envelope
+decoder cannot know what the requester expects). The requester names the type it expects —
+``await bus.request(dst, body, returns=list[StoredMessage])`` — and gets it converted and checked
+there, once; a reply that does not fit raises ``BusError`` with :attr:`ErrorCode.BAD_REPLY`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
-
-from spacebot.llm.types import CooldownNotice, UsageReport
-from spacebot.memory.types import MemoryDraft, ReplyState
-from spacebot.memory.types import Message as StoredMessage
 
 # --------------------------------------------------------------------------------------------
 # Shared vocabulary
@@ -81,6 +96,8 @@ class ErrorCode(enum.StrEnum):
     """The receiver is hibernating or shutting down; retry shortly (it will be started again)."""
     NOT_READY = "not_ready"
     """The receiver is connected but still starting (loading its state); retry shortly."""
+    BAD_REPLY = "bad_reply"
+    """The reply did not have the type the requester expects (a bug in one of the two)."""
 
 
 TRANSIENT_CODES = frozenset(
@@ -108,7 +125,8 @@ class Ok(msgspec.Struct, frozen=True, tag="ok"):
     """A successful reply."""
 
     value: Any = None
-    """The result: a struct from this module, a builtin, or ``None``."""
+    """The result: a struct from this module, a builtin, or ``None``. Decoded as plain data; the
+    requester's ``request(..., returns=T)`` converts it to ``T``."""
 
 
 class Err(msgspec.Struct, frozen=True, tag="err"):
@@ -160,6 +178,10 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
     """The child's bus error counters."""
 
 
+RestartPolicy = Literal["always", "on-failure", "never"]
+"""When a process is restarted after it exits (``[processes.<kind>] restart``)."""
+
+
 class SpawnSpec(msgspec.Struct, frozen=True, tag="spawn"):
     """Ask the supervisor to start a process (from a child over the bus, or from ``spacebotctl``)."""
 
@@ -175,7 +197,7 @@ class SpawnSpec(msgspec.Struct, frozen=True, tag="spawn"):
     """Initial one-line task description."""
     wait_ready: bool = True
     """Reply only once the child has sent :class:`Ready` (or failed to)."""
-    restart: str = ""
+    restart: RestartPolicy | Literal[""] = ""
     """Override of the kind's restart policy (``always``/``on-failure``/``never``); empty keeps it."""
 
 
@@ -383,7 +405,7 @@ class KilledProc(msgspec.Struct, frozen=True, tag="killed_proc"):
     """OS pid."""
     name: str
     """Process id for managed processes, the command name otherwise."""
-    how: str
+    how: Literal["exited", "signal", "sigkill"]
     """``exited`` (before any signal), ``signal`` (the first signal), ``sigkill`` (escalated)."""
 
 
@@ -420,13 +442,17 @@ class StateChanged(msgspec.Struct, frozen=True, tag="state"):
     """Why (``ready``, ``exit code 1``, ``heartbeat missed``, ``flapping``, …)."""
 
 
+Budget = Literal["ready", "heartbeat", "progress", "wall_clock"]
+"""A liveness budget a process can run out of (``ready``: it never said it was ready)."""
+
+
 class ProcessHung(msgspec.Struct, frozen=True, tag="hung"):
     """The supervisor found a process alive but stuck past its budget and is killing it."""
 
     id: str
     """Process id."""
-    budget: str
-    """Which budget ran out: ``heartbeat``, ``progress`` or ``wall_clock``."""
+    budget: Budget
+    """Which budget ran out: ``ready``, ``heartbeat``, ``progress`` or ``wall_clock``."""
     seconds: float
     """How long it went without."""
 
@@ -478,6 +504,47 @@ class Notice(msgspec.Struct, frozen=True, tag="notice"):
     """What happened."""
     fields: dict[str, Any] = {}
     """Structured details."""
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Token counts of one model call."""
+
+    input_tokens: int = 0
+    """Prompt tokens billed at the full rate (excludes cached)."""
+    output_tokens: int = 0
+    """Generated tokens."""
+    cached_tokens: int = 0
+    """Prompt tokens served from the provider's cache."""
+
+
+class CooldownNotice(msgspec.Struct, frozen=True, tag="llm_cooldown"):
+    """A model was rate-limited or overloaded; every process of the agent should skip it until ``until``."""
+
+    model: str
+    """Model id ``provider/model``."""
+    until: float
+    """Wall-clock epoch seconds when the model may be used again."""
+    reason: str
+    """Why (e.g. ``rate_limited status=429``)."""
+
+
+class UsageReport(msgspec.Struct, frozen=True, tag="llm_usage"):
+    """Tokens and cost of one finished model call."""
+
+    model: str
+    """Model id that answered."""
+    process: str
+    """Process type that made the call (channel, worker, ...)."""
+    task: str | None
+    """Task type if any."""
+    usage: Usage
+    """Token counts."""
+    cost_usd: float
+    """Estimated cost in US dollars."""
+    latency_ms: float
+    """Wall time of the successful attempt."""
+    fallbacks: list[str] = []
+    """Models abandoned before this one."""
 
 
 EventBody = (
@@ -576,7 +643,231 @@ FromZygote = ZygoteHello | ZygoteForked | ZygoteFailed | ZygoteExit
 
 
 # --------------------------------------------------------------------------------------------
-# Anyone → memory:<agent> (replies carry the structs of ``spacebot.memory.types``)
+# Memory values: what the memory process stores and returns (its engine uses them in-process too)
+#
+# Untagged: no union holds them (a reply names its type with ``returns=``), and the tag field
+# (``type``) would clash with the field of that name in ``MemoryDraft`` and ``Memory``.
+# --------------------------------------------------------------------------------------------
+
+
+class MemoryType(enum.StrEnum):
+    """What kind of thing a memory records."""
+
+    FACT = "fact"
+    PREFERENCE = "preference"
+    DECISION = "decision"
+    IDENTITY = "identity"
+    EVENT = "event"
+    OBSERVATION = "observation"
+    GOAL = "goal"
+    TODO = "todo"
+
+
+class Relation(enum.StrEnum):
+    """The kind of an association between two memories."""
+
+    RELATED_TO = "related_to"
+    UPDATES = "updates"
+    CONTRADICTS = "contradicts"
+    CAUSED_BY = "caused_by"
+    PART_OF = "part_of"
+
+
+class ReplyState(enum.StrEnum):
+    """Whether an inbound message has been dealt with."""
+
+    PENDING = "pending"
+    ANSWERED = "answered"
+    SKIPPED = "skipped"
+    NONE = "none"
+    """Outbound or system messages, which expect no reply."""
+
+
+RecallMode = Literal["hybrid", "recent", "important", "typed"]
+"""How ``MemRecall`` ranks: fused search, newest, most important, or by type."""
+
+Role = Literal["user", "assistant", "system"]
+"""Who said a transcript message."""
+
+
+class MemoryDraft(msgspec.Struct, frozen=True, kw_only=True):
+    """A memory to be saved."""
+
+    content: str
+    """The text of the memory (at most ``max_content_bytes``)."""
+    type: MemoryType = MemoryType.FACT
+    """Its kind."""
+    importance: float | None = None
+    """0..1; ``None`` takes the type's default."""
+    source: str = ""
+    """Where it came from (``channel``, ``ingest:<file>``, ``branch``...)."""
+    channel: str | None = None
+    """The conversation it belongs to, if any."""
+    metadata: dict[str, Any] = {}
+    """Free JSON; ``date`` and ``speaker`` are also indexed with the content."""
+    follows: int | None = None
+    """Id of the memory it comes right after in a sequence (a transcript, a document); recall scores
+    a memory together with its sequence neighbours."""
+    created_at: float | None = None
+    """Unix time it happened; ``None`` = now."""
+
+
+class Memory(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored memory."""
+
+    id: int
+    """Unique, increasing id."""
+    content: str
+    """The text."""
+    type: MemoryType
+    """Its kind."""
+    importance: float
+    """0..1, lowered by decay and by newer duplicates."""
+    created_at: float
+    """Unix time it was saved (or happened)."""
+    updated_at: float
+    """Unix time of the last change."""
+    last_accessed_at: float
+    """Unix time it was last returned by recall."""
+    access_count: int
+    """How many times recall returned it."""
+    source: str
+    """Where it came from."""
+    channel: str | None
+    """The conversation it belongs to, if any."""
+    forgotten: bool
+    """Pruned, merged or forgotten: kept in the store but never recalled."""
+    metadata: dict[str, Any]
+    """Free JSON."""
+    follows: int | None
+    """The memory before it in its sequence, if any."""
+
+
+class Association(msgspec.Struct, frozen=True, kw_only=True):
+    """A weighted, directed edge between two memories (unique per source, target, relation)."""
+
+    source_id: int
+    """Edge start."""
+    target_id: int
+    """Edge end."""
+    relation: Relation
+    """Edge kind."""
+    weight: float
+    """0..1 strength."""
+    created_at: float
+    """Unix time it was made."""
+
+
+class RecallHit(msgspec.Struct, frozen=True, kw_only=True):
+    """One recalled memory with how each source ranked it."""
+
+    memory: Memory
+    """The memory."""
+    score: float
+    """Fused score (RRF for hybrid; the sort key for the other modes)."""
+    ranks: dict[str, int] = {}
+    """1-based rank in each source list that contained it (``vector``, ``bm25``, ``vector_ctx``,
+    ``bm25_ctx``, ``graph``)."""
+    scores: dict[str, float] = {}
+    """Raw score in each source list: cosine, BM25, context scores, graph weight."""
+
+
+class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversation on some platform, as the memory process records it."""
+
+    id: str
+    """Spacebot's conversation id (e.g. ``discord:123:456``)."""
+    platform: str
+    """``discord``, ``slack``, ``telegram``, ``twitch``, ``web``..."""
+    display_name: str
+    """Human name (``#general``, a DM partner)."""
+    last_activity_at: float
+    """Unix time of its last message."""
+    created_at: float
+    """Unix time it was first seen."""
+
+
+class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One transcript entry, as stored by the memory process."""
+
+    id: int
+    """Store id, increasing in arrival order."""
+    channel_id: str
+    """The conversation."""
+    platform_message_id: str | None
+    """The platform's id; appending the same one twice stores it once."""
+    author_id: str
+    """Platform user id (or the agent's id)."""
+    author_name: str
+    """Display name at the time."""
+    role: Role
+    """``user``, ``assistant`` or ``system``."""
+    text: str
+    """Message text."""
+    attachments: list[dict[str, Any]]
+    """Attachment metadata (name, url, mime, size...)."""
+    created_at: float
+    """Unix time it was sent."""
+    reply_state: ReplyState
+    """Pending/answered/skipped for inbound messages; ``none`` otherwise."""
+    replied_at: float | None
+    """Unix time its reply state last changed."""
+    reactions: list[str] = []
+    """Emoji reactions the agent added, in order."""
+
+
+class MessageHit(msgspec.Struct, frozen=True, kw_only=True):
+    """A transcript search result."""
+
+    message: StoredMessage
+    """The message."""
+    score: float
+    """BM25 score."""
+    channel_name: str
+    """Display name of its channel."""
+
+
+class MaintenanceReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a maintenance operation changed."""
+
+    examined: int
+    """Memories looked at."""
+    changed: int
+    """Memories decayed, pruned or merged away."""
+
+
+class IngestReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of ingesting one file."""
+
+    file_name: str
+    """Name inside the ingest folder."""
+    sha256: str
+    """Content hash that keys the progress."""
+    chunks_total: int
+    """Chunks the file splits into."""
+    chunks_done: int
+    """Chunks finished (including ones finished by an earlier, interrupted run)."""
+    memories_created: int
+    """Memories saved by this run."""
+    status: Literal["done", "failed"]
+    """``done``: the file was removed; ``failed``: it was kept."""
+    error: str | None = None
+    """Why it failed."""
+
+
+class PendingChannel(msgspec.Struct, frozen=True):
+    """One conversation with inbound messages still ``pending``."""
+
+    channel: str
+    """Conversation id."""
+    oldest_at: float
+    """When its oldest unanswered message was said (epoch seconds)."""
+    count: int
+    """How many messages wait."""
+
+
+# --------------------------------------------------------------------------------------------
+# Anyone → memory:<agent> (replies carry the memory values above)
 # --------------------------------------------------------------------------------------------
 
 
@@ -599,11 +890,11 @@ class MemRecall(msgspec.Struct, frozen=True, tag="mem_recall"):
 
     query: str = ""
     """What to look for (ignored by ``recent`` and ``important``)."""
-    mode: str = "hybrid"
+    mode: RecallMode = "hybrid"
     """``hybrid``, ``recent``, ``important`` or ``typed``."""
     limit: int = 10
     """Most hits returned."""
-    types: list[str] | None = None
+    types: list[MemoryType] | None = None
     """Only these memory types."""
     channel: str | None = None
     """Only memories of this conversation."""
@@ -623,7 +914,7 @@ class MemAssociate(msgspec.Struct, frozen=True, tag="mem_associate"):
     """From this memory."""
     target: int
     """To this memory."""
-    relation: str
+    relation: Relation
     """``related_to``, ``updates``, ``contradicts``, ``caused_by`` or ``part_of``."""
     weight: float = 1.0
     """Edge weight."""
@@ -639,7 +930,7 @@ class MemAssociations(msgspec.Struct, frozen=True, tag="mem_associations"):
 class MemMaintain(msgspec.Struct, frozen=True, tag="mem_maintain"):
     """Run one maintenance operation; replies ``MaintenanceReport``."""
 
-    op: str
+    op: Literal["decay", "prune", "merge"]
     """``decay``, ``prune`` or ``merge``."""
 
 
@@ -648,7 +939,7 @@ class MemIngest(msgspec.Struct, frozen=True, tag="mem_ingest"):
 
 
 class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
-    """Persist one conversation message (idempotent on the platform message id); replies ``Message``."""
+    """Persist one conversation message (idempotent on the platform message id); replies ``StoredMessage``."""
 
     channel: str
     """Conversation id."""
@@ -658,7 +949,7 @@ class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
     """Platform id of the author."""
     author_name: str
     """Display name of the author."""
-    role: str = "user"
+    role: Role = "user"
     """``user``, ``assistant`` or ``system``."""
     platform_message_id: str | None = None
     """The platform's id of the message, for de-duplication."""
@@ -676,7 +967,7 @@ class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
 
 
 class TranscriptPage(msgspec.Struct, frozen=True, tag="tr_page"):
-    """Messages of one conversation, newest last; replies ``list[Message]``."""
+    """Messages of one conversation, newest last; replies ``list[StoredMessage]``."""
 
     channel: str
     """Conversation id."""
@@ -687,7 +978,7 @@ class TranscriptPage(msgspec.Struct, frozen=True, tag="tr_page"):
 
 
 class TranscriptMarkReply(msgspec.Struct, frozen=True, tag="tr_mark"):
-    """Set a message's reply state; replies ``Message``."""
+    """Set a message's reply state; replies ``StoredMessage``."""
 
     message_id: int
     """The stored message id."""
@@ -696,7 +987,7 @@ class TranscriptMarkReply(msgspec.Struct, frozen=True, tag="tr_mark"):
 
 
 class TranscriptUnanswered(msgspec.Struct, frozen=True, tag="tr_unanswered"):
-    """Inbound messages still waiting for an answer; replies ``list[Message]``."""
+    """Inbound messages still waiting for an answer; replies ``list[StoredMessage]``."""
 
     channel: str | None = None
     """One conversation, or all."""
@@ -709,17 +1000,6 @@ class TranscriptPendingChannels(msgspec.Struct, frozen=True, tag="tr_pending_cha
 
     limit: int = 1000
     """Most conversations."""
-
-
-class PendingChannel(msgspec.Struct, frozen=True):
-    """One conversation with inbound messages still ``pending``."""
-
-    channel: str
-    """Conversation id."""
-    oldest_at: float
-    """When its oldest unanswered message was said (epoch seconds)."""
-    count: int
-    """How many messages wait."""
 
 
 class TranscriptSearch(msgspec.Struct, frozen=True, tag="tr_search"):
@@ -736,7 +1016,7 @@ class TranscriptSearch(msgspec.Struct, frozen=True, tag="tr_search"):
 
 
 class ChannelUpsert(msgspec.Struct, frozen=True, tag="ch_upsert"):
-    """Register a conversation or rename it; replies ``Channel``."""
+    """Register a conversation or rename it; replies ``ConversationInfo``."""
 
     id: str
     """Conversation id."""
@@ -747,14 +1027,14 @@ class ChannelUpsert(msgspec.Struct, frozen=True, tag="ch_upsert"):
 
 
 class ChannelList(msgspec.Struct, frozen=True, tag="ch_list"):
-    """Every known conversation with its name; replies ``list[Channel]``."""
+    """Every known conversation with its name; replies ``list[ConversationInfo]``."""
 
     platform: str | None = None
     """Only conversations of this platform."""
 
 
 class TranscriptReact(msgspec.Struct, frozen=True, tag="tr_react"):
-    """Add an emoji reaction to a stored message (once per emoji); replies ``Message``."""
+    """Add an emoji reaction to a stored message (once per emoji); replies ``StoredMessage``."""
 
     message_id: int
     """The stored message id."""
@@ -826,7 +1106,7 @@ class OutTyping(msgspec.Struct, frozen=True, tag="out_typing"):
 
     conversation: str
     """Conversation id."""
-    state: str
+    state: Literal["thinking", "working", "idle"]
     """``thinking``, ``working`` or ``idle``."""
     detail: str = ""
     """What it is doing (for ``working``)."""
@@ -876,12 +1156,16 @@ class OutReaction(msgspec.Struct, frozen=True, tag="out_reaction"):
     """The reaction."""
 
 
+OutErrorCode = Literal["model", "unavailable", "internal"]
+"""Why a channel could not answer (the web chat's error codes of the same names, docs/webchat.md)."""
+
+
 class OutError(msgspec.Struct, frozen=True, tag="out_error"):
     """Something went wrong answering a message; shown to the people in the conversation."""
 
     conversation: str
     """Conversation id."""
-    code: str
+    code: OutErrorCode
     """``model``, ``unavailable``, ``internal`` (see docs/webchat.md)."""
     text: str
     """What happened, for people."""
@@ -898,17 +1182,26 @@ Outbound = OutTyping | OutDelta | OutAbort | OutMessage | OutReaction | OutError
 # --------------------------------------------------------------------------------------------
 
 
+Outcome = Literal["success", "partial", "cancelled", "timed_out", "failed"]
+"""How a branch or worker ended."""
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+
 class DelegateResult(msgspec.Struct, frozen=True, tag="delegate_result"):
     """A branch's conclusion or a worker's result, sent to the channel that started it (request)."""
 
     id: str
     """Bus id of the branch or worker."""
-    outcome: str
+    outcome: Outcome
     """``success``, ``partial``, ``cancelled``, ``timed_out`` or ``failed``."""
     text: str
     """The conclusion / result / failure description, for the channel's model."""
     data: dict[str, Any] = {}
     """Structured extras (a compaction's summary and memory count, files written...)."""
+
+
+StatusKind = Literal["progress", "outcome", "waiting"]
+"""What a worker's status line says: work under way, a partial result, or a wait for input."""
 
 
 class DelegateStatus(msgspec.Struct, frozen=True, tag="delegate_status"):
@@ -918,7 +1211,7 @@ class DelegateStatus(msgspec.Struct, frozen=True, tag="delegate_status"):
     """Bus id of the worker."""
     text: str
     """The status line."""
-    kind: str = "progress"
+    kind: StatusKind = "progress"
     """``progress``, ``outcome`` (what it has achieved so far) or ``waiting`` (needs input via ``route``)."""
 
 

@@ -1,13 +1,20 @@
-"""Request ids, waiting for replies, and answering requests: shared by every bus endpoint."""
+"""Request ids, waiting for replies, and answering requests: shared by every bus endpoint.
+
+A reply's value arrives as plain data; :meth:`PendingReplies.wait` converts it to the type the
+requester names (``returns=``), the one place a reply is checked against what was expected.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+import msgspec
 
 from spacebot.errors import SpacebotError
 from spacebot.ipc.messages import TRANSIENT_CODES, Envelope, Err, ErrorCode, Ok
@@ -28,6 +35,35 @@ class BusError(SpacebotError):
 
 
 T = TypeVar("T")
+
+UNTYPED: Any = ...
+"""``returns`` left out: the reply's value as decoded (plain data), not checked."""
+
+
+def typed(value: Any, returns: Any, peer: str) -> Any:
+    """``value`` (a reply from ``peer``) converted to ``returns``; ``None`` means no value.
+
+    Raises :class:`BusError` with :attr:`ErrorCode.BAD_REPLY`, naming the expected type, when the
+    value does not fit. :data:`UNTYPED` returns ``value`` unchanged.
+    """
+    if returns is UNTYPED:
+        return value
+    target = type(None) if returns is None else returns
+    try:
+        return msgspec.convert(value, target)
+    except msgspec.ValidationError as exc:
+        raise BusError(
+            ErrorCode.BAD_REPLY, f"reply from {peer!r} does not fit {type_name(target)}: {exc}"
+        ) from None
+
+
+def type_name(tp: Any) -> str:
+    """``StoredMessage``, ``list[StoredMessage]``, ``None``: a type as a reader names it."""
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not getattr(tp, "__args__", None):
+        return tp.__name__
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", str(tp))
 
 
 async def retry_transient(
@@ -93,16 +129,20 @@ class PendingReplies:
                 failed += 1
         return failed
 
-    async def wait(self, rid: int, fut: asyncio.Future[Any], timeout: float, peer: str) -> Any:
-        """The reply's value; :class:`BusError` for an ``Err`` or when ``timeout`` runs out."""
+    async def wait(
+        self, rid: int, fut: asyncio.Future[Any], timeout: float, peer: str, returns: Any = UNTYPED
+    ) -> Any:
+        """The reply's value as ``returns`` (see :func:`typed`); :class:`BusError` for an ``Err``,
+        a value that does not fit, or when ``timeout`` runs out."""
         try:
             async with asyncio.timeout(timeout):
-                return await fut
+                value = await fut
         except TimeoutError:
             raise BusError(ErrorCode.TIMEOUT, f"no reply from {peer!r} within {timeout:g}s") from None
         finally:
             self._pending.pop(rid, None)
             self._peers.pop(rid, None)
+        return typed(value, returns, peer)
 
     def discard(self, rid: int) -> None:
         """Forget a request that was never sent."""
@@ -114,12 +154,19 @@ class PendingReplies:
         fut = self._pending.get(rid)
         if fut is None or fut.done():
             return
-        if isinstance(result, Ok):
-            fut.set_result(result.value)
-        elif isinstance(result, Err):
-            fut.set_exception(BusError(result.code, result.message))
-        else:
-            fut.set_exception(BusError(ErrorCode.BAD_REQUEST, f"reply of type {type(result).__name__}"))
+        match result:
+            case Ok(value=value):
+                fut.set_result(value)
+            case Err(code=code, message=message):
+                fut.set_exception(BusError(code, message))
+            case _:  # any other body sent as a reply: a bug in the peer
+                fut.set_exception(BusError(ErrorCode.BAD_REPLY, f"reply of type {type(result).__name__}"))
+
+    def fail(self, rid: int, code: ErrorCode, why: str) -> None:
+        """Fail one request in flight (its reply arrived but could not be decoded)."""
+        fut = self._pending.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_exception(BusError(code, why))
 
     def fail_all(self, why: str) -> None:
         """Fail every request in flight (the endpoint is closing)."""

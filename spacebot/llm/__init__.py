@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spacebot.ipc.messages import CooldownNotice, Usage, UsageReport
 from spacebot.llm.client import LLM, UsageCallback
 from spacebot.llm.config import LLMConfig, ModelConfig, ProviderConfig, RetryPolicy, ScorerConfig, Timeouts
 from spacebot.llm.errors import (
@@ -16,11 +17,10 @@ from spacebot.llm.errors import (
     RetriableError,
 )
 from spacebot.llm.fallback import CooldownRegistry
-from spacebot.llm.routing import Decision, Router
+from spacebot.llm.routing import RouteDecision, Router
 from spacebot.llm.toolcall import tool_error_message
 from spacebot.llm.types import (
     AssistantMessage,
-    CooldownNotice,
     Fallback,
     ImagePart,
     Message,
@@ -36,9 +36,7 @@ from spacebot.llm.types import (
     ToolCallDone,
     ToolMessage,
     ToolSpec,
-    Usage,
     UsageEvent,
-    UsageReport,
     UserMessage,
 )
 
@@ -51,7 +49,6 @@ __all__ = [
     "ContextOverflow",
     "CooldownNotice",
     "CooldownRegistry",
-    "Decision",
     "Fallback",
     "ImagePart",
     "LLMConfig",
@@ -66,6 +63,7 @@ __all__ = [
     "Result",
     "RetriableError",
     "RetryPolicy",
+    "RouteDecision",
     "Router",
     "ScorerConfig",
     "Stop",

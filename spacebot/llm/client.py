@@ -8,12 +8,13 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
+from spacebot.ipc.messages import Usage, UsageReport
 from spacebot.llm.config import LLMConfig, SecretResolver, Timeouts
 from spacebot.llm.cost import estimate_cost
 from spacebot.llm.errors import AllModelsFailed, LLMError, RateLimited
 from spacebot.llm.fallback import CooldownRegistry, PublishCooldown, cooldown_seconds, retry_delay
 from spacebot.llm.providers.base import Provider, make_provider
-from spacebot.llm.routing import Decision, Router
+from spacebot.llm.routing import RouteDecision, Router
 from spacebot.llm.types import (
     Fallback,
     Request,
@@ -23,9 +24,7 @@ from spacebot.llm.types import (
     TextDelta,
     ToolCall,
     ToolCallDone,
-    Usage,
     UsageEvent,
-    UsageReport,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class LLM:
             await prov.close()
         self._providers.clear()
 
-    def route(self, request: Request, *, process: str, task: str | None = None) -> Decision:
+    def route(self, request: Request, *, process: str, task: str | None = None) -> RouteDecision:
         """The routing decision for ``request`` without calling anything."""
         return self.router.decide(request, process=process, task=task)
 

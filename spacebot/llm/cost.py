@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from spacebot.ipc.messages import Usage
 from spacebot.llm.config import LLMConfig
-from spacebot.llm.types import Usage
 
 # (input, output, cached) US dollars per million tokens, matched by prefix of the model name
 # (the part after ``provider/``). Longest prefix wins; unknown models cost 0 (local servers).

@@ -13,9 +13,9 @@ import random
 import time
 from collections.abc import Callable
 
+from spacebot.ipc.messages import CooldownNotice
 from spacebot.llm.config import RetryPolicy
 from spacebot.llm.errors import LLMError, RateLimited
-from spacebot.llm.types import CooldownNotice
 
 log = logging.getLogger(__name__)
 

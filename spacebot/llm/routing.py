@@ -1,6 +1,6 @@
 """Model routing: process default → task override → complexity scorer → fallback chain.
 
-``Router.decide`` returns a ``Decision`` that records what each level decided and why, which is
+``Router.decide`` returns a ``RouteDecision`` that records what each level decided and why, which is
 what ``spacebot routing explain`` prints.
 """
 
@@ -25,7 +25,7 @@ class Step(msgspec.Struct, frozen=True):
     """Human-readable why."""
 
 
-class Decision(msgspec.Struct, frozen=True):
+class RouteDecision(msgspec.Struct, frozen=True):
     """Where a request goes."""
 
     profile: str
@@ -75,7 +75,7 @@ class Router:
             i += 1
         return chain
 
-    def decide(self, request: Request, *, process: str, task: str | None = None) -> Decision:
+    def decide(self, request: Request, *, process: str, task: str | None = None) -> RouteDecision:
         """Apply the four levels to ``request`` for a ``process`` type and optional ``task``."""
         cfg = self.config
         steps: list[Step] = []
@@ -88,7 +88,7 @@ class Router:
             steps.append(Step("forced", "-", f"request names model {request.model!r}"))
             chain = self.chain_for(request.model)
             steps.append(Step("fallback", "-", _chain_reason(chain)))
-            return Decision(self.profile, "-", chain, steps)
+            return RouteDecision(self.profile, "-", chain, steps)
         if process not in cfg.process_tiers:
             raise LLMConfigError(
                 f"unknown process type {process!r} "
@@ -134,7 +134,7 @@ class Router:
         steps.append(
             Step("fallback", tier, f"profile {self.profile!r} tier {tier!r} → {_chain_reason(chain)}")
         )
-        return Decision(self.profile, tier, chain, steps, result_score, feats)
+        return RouteDecision(self.profile, tier, chain, steps, result_score, feats)
 
 
 def _chain_reason(chain: list[str]) -> str:

@@ -1,7 +1,10 @@
-"""Wire-safe types of the LLM layer: messages, tools, stream events, usage, notices.
+"""Types of one model call inside a process: prompt messages, tools, stream events, the result.
 
-Every struct is a frozen ``msgspec.Struct`` so it crosses the bus unchanged; union members carry
-``tag=True`` so a decoder can tell them apart.
+None of these travels on the bus: each process calls its models itself. What the LLM layer does
+send — ``CooldownNotice`` and ``UsageReport`` events, with their ``Usage`` — is defined with every
+other wire type in :mod:`spacebot.ipc.messages`. The structs are frozen
+``msgspec.Struct`` s; union members carry a ``tag`` so a decoder can tell them apart, distinct from
+every wire type's tag so a log or a dump never confuses the two.
 """
 
 from __future__ import annotations
@@ -9,6 +12,31 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
+from spacebot.ipc.messages import Usage
+
+__all__ = [
+    "AssistantMessage",
+    "Fallback",
+    "ImagePart",
+    "Message",
+    "Part",
+    "Request",
+    "Result",
+    "Stop",
+    "StopReason",
+    "StreamEvent",
+    "SystemMessage",
+    "TextDelta",
+    "TextPart",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallDone",
+    "ToolMessage",
+    "ToolSpec",
+    "UsageEvent",
+    "UserMessage",
+]
 
 
 class TextPart(msgspec.Struct, frozen=True, tag="text"):
@@ -114,17 +142,6 @@ class Request(msgspec.Struct, frozen=True):
     """Force one model id ``provider/model``; its fallback chain still applies."""
 
 
-class Usage(msgspec.Struct, frozen=True):
-    """Token counts of one call."""
-
-    input_tokens: int = 0
-    """Prompt tokens billed at the full rate (excludes cached)."""
-    output_tokens: int = 0
-    """Generated tokens."""
-    cached_tokens: int = 0
-    """Prompt tokens served from the provider's cache."""
-
-
 class TextDelta(msgspec.Struct, frozen=True, tag="text_delta"):
     """A fragment of generated text."""
 
@@ -161,7 +178,7 @@ class UsageEvent(msgspec.Struct, frozen=True, tag="usage"):
     """Estimated cost from the configured price table."""
 
 
-class Stop(msgspec.Struct, frozen=True, tag="stop"):
+class Stop(msgspec.Struct, frozen=True, tag="stream_stop"):
     """The stream ended normally."""
 
     reason: str
@@ -206,36 +223,6 @@ class Result(msgspec.Struct, frozen=True):
     """Normalised stop reason."""
     fallbacks: list[str] = []
     """Models abandoned before ``model`` answered."""
-
-
-class CooldownNotice(msgspec.Struct, frozen=True, tag="llm_cooldown"):
-    """A model was rate-limited or overloaded; every process of the agent should skip it until ``until``."""
-
-    model: str
-    """Model id ``provider/model``."""
-    until: float
-    """Wall-clock epoch seconds when the model may be used again."""
-    reason: str
-    """Why (e.g. ``rate_limited status=429``)."""
-
-
-class UsageReport(msgspec.Struct, frozen=True, tag="llm_usage"):
-    """Tokens and cost of one finished model call."""
-
-    model: str
-    """Model id that answered."""
-    process: str
-    """Process type that made the call (channel, worker, ...)."""
-    task: str | None
-    """Task type if any."""
-    usage: Usage
-    """Token counts."""
-    cost_usd: float
-    """Estimated cost in US dollars."""
-    latency_ms: float
-    """Wall time of the successful attempt."""
-    fallbacks: list[str] = []
-    """Models abandoned before this one."""
 
 
 StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "other"]

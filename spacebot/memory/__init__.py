@@ -3,12 +3,28 @@
 The ``memory:<agent>`` process serves :class:`MemoryEngine`; everything else reaches it over the bus.
 Importing this package is cheap: the engine (DuckDB, hnswlib, tantivy, onnxruntime) loads on first
 use of :class:`MemoryEngine`, so processes that only exchange the typed values never pay for it.
+Those values are wire types, defined in :mod:`spacebot.ipc.messages` and re-exported here as the
+engine's API.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from spacebot.ipc.messages import (
+    Association,
+    ConversationInfo,
+    IngestReport,
+    MaintenanceReport,
+    Memory,
+    MemoryDraft,
+    MemoryType,
+    MessageHit,
+    RecallHit,
+    Relation,
+    ReplyState,
+    StoredMessage,
+)
 from spacebot.memory.config import MemoryConfig
 from spacebot.memory.errors import (
     EmbedderError,
@@ -16,20 +32,6 @@ from spacebot.memory.errors import (
     MemoryNotFound,
     MemoryStoreError,
     SchemaVersionError,
-)
-from spacebot.memory.types import (
-    Association,
-    Channel,
-    IngestReport,
-    MaintenanceReport,
-    Memory,
-    MemoryDraft,
-    MemoryType,
-    Message,
-    MessageHit,
-    RecallHit,
-    Relation,
-    ReplyState,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Association",
-    "Channel",
+    "ConversationInfo",
     "EmbedderError",
     "IngestReport",
     "MaintenanceReport",
@@ -58,10 +60,10 @@ __all__ = [
     "MemoryNotFound",
     "MemoryStoreError",
     "MemoryType",
-    "Message",
     "MessageHit",
     "RecallHit",
     "Relation",
     "ReplyState",
     "SchemaVersionError",
+    "StoredMessage",
 ]

@@ -17,16 +17,7 @@ import duckdb
 import msgspec
 import numpy as np
 
-from spacebot.memory import graph, maintenance, recall
-from spacebot.memory.config import MemoryConfig
-from spacebot.memory.embedder import BackgroundEmbedder, Embedder
-from spacebot.memory.errors import MemoryInputError, MemoryNotFound
-from spacebot.memory.store import Store
-from spacebot.memory.text import Doc, TextIndex
-from spacebot.memory.transcripts import Transcripts
-from spacebot.memory.types import (
-    ALL_SOURCES,
-    DEFAULT_IMPORTANCE,
+from spacebot.ipc.messages import (
     Association,
     MaintenanceReport,
     Memory,
@@ -34,9 +25,16 @@ from spacebot.memory.types import (
     MemoryType,
     RecallHit,
     RecallMode,
-    RecallSource,
     Relation,
 )
+from spacebot.memory import graph, maintenance, recall
+from spacebot.memory.config import MemoryConfig
+from spacebot.memory.embedder import BackgroundEmbedder, Embedder
+from spacebot.memory.errors import MemoryInputError, MemoryNotFound
+from spacebot.memory.store import Store
+from spacebot.memory.text import Doc, TextIndex
+from spacebot.memory.transcripts import Transcripts
+from spacebot.memory.types import ALL_SOURCES, DEFAULT_IMPORTANCE, RecallSource
 from spacebot.memory.vectors import Progress, VectorIndex
 
 log = logging.getLogger(__name__)

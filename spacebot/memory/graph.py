@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import duckdb
 import numpy as np
 
+from spacebot.ipc.messages import Association, MemoryType, Relation
 from spacebot.memory.config import MemoryConfig
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
 from spacebot.memory.store import Store
-from spacebot.memory.types import Association, MemoryType, Relation
 from spacebot.memory.vectors import VectorIndex
 
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import msgspec
 
+from spacebot.ipc.messages import IngestReport, MemoryDraft, MemoryType
 from spacebot.memory.errors import MemoryStoreError
-from spacebot.memory.types import IngestReport, MemoryDraft, MemoryType
 
 if TYPE_CHECKING:
     from spacebot.memory.engine import MemoryEngine

@@ -7,8 +7,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from spacebot.ipc.messages import MaintenanceReport, Relation
 from spacebot.memory.graph import upsert_edges
-from spacebot.memory.types import MaintenanceReport, Relation
 
 if TYPE_CHECKING:
     from spacebot.memory.engine import MemoryEngine

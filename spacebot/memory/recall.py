@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spacebot.ipc.messages import Memory, MemoryType, RecallHit, RecallMode
 from spacebot.memory.errors import MemoryInputError
 from spacebot.memory.graph import edges_of
-from spacebot.memory.types import Memory, MemoryType, RecallHit, RecallMode, RecallSource
+from spacebot.memory.types import RecallSource
 
 if TYPE_CHECKING:
     from spacebot.memory.engine import MemoryEngine

@@ -18,8 +18,8 @@ import duckdb
 import msgspec
 import numpy as np
 
+from spacebot.ipc.messages import Memory, MemoryType
 from spacebot.memory.errors import MemoryStoreError, SchemaVersionError
-from spacebot.memory.types import Memory, MemoryType
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import msgspec
 
+from spacebot.ipc.messages import ConversationInfo, MessageHit, ReplyState, StoredMessage
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
 from spacebot.memory.store import Store
 from spacebot.memory.text import TextIndex
-from spacebot.memory.types import Channel, Message, MessageHit, ReplyState
 from spacebot.memory.vectors import Progress
 
 _COLS = (
@@ -29,8 +29,8 @@ ROLES = ("user", "assistant", "system")
 MAX_MESSAGE_BYTES = 200_000
 
 
-def _message(row: Sequence[Any]) -> Message:
-    return Message(
+def _message(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(
         id=row[0],
         channel_id=row[1],
         platform_message_id=row[2],
@@ -46,8 +46,8 @@ def _message(row: Sequence[Any]) -> Message:
     )
 
 
-def _channel(row: Sequence[Any]) -> Channel:
-    return Channel(
+def _channel(row: Sequence[Any]) -> ConversationInfo:
+    return ConversationInfo(
         id=row[0], platform=row[1], display_name=row[2], last_activity_at=row[3], created_at=row[4]
     )
 
@@ -78,7 +78,7 @@ class Transcripts:
         )
         return [(r[0], _indexed(r[1], r[2]), None) for r in rows]
 
-    def upsert_channel(self, channel_id: str, platform: str, display_name: str) -> Channel:
+    def upsert_channel(self, channel_id: str, platform: str, display_name: str) -> ConversationInfo:
         """Create a channel or update its platform and display name."""
         if not channel_id:
             raise MemoryInputError("channel id is empty")
@@ -91,14 +91,14 @@ class Transcripts:
             )
         return self.channel(channel_id)
 
-    def channel(self, channel_id: str) -> Channel:
+    def channel(self, channel_id: str) -> ConversationInfo:
         """One channel by id."""
         row = self.store.cursor().execute("SELECT * FROM channels WHERE id = ?", [channel_id]).fetchone()
         if row is None:
             raise MemoryNotFound(f"no channel {channel_id!r}")
         return _channel(row)
 
-    def channels(self, platform: str | None = None) -> list[Channel]:
+    def channels(self, platform: str | None = None) -> list[ConversationInfo]:
         """Every channel (or those of one platform), most recently active first."""
         where, params = ("WHERE platform = ? ", [platform]) if platform is not None else ("", [])
         rows = (
@@ -108,7 +108,7 @@ class Transcripts:
         )
         return [_channel(r) for r in rows]
 
-    def react(self, message_id: int, emoji: str) -> Message:
+    def react(self, message_id: int, emoji: str) -> StoredMessage:
         """Add ``emoji`` to a message's reactions (a reaction already there is not repeated)."""
         emoji = emoji.strip()
         if not emoji or len(emoji) > 32:
@@ -142,7 +142,7 @@ class Transcripts:
         reply_state: ReplyState | None = None,
         answers: Sequence[int] = (),
         answers_state: ReplyState = ReplyState.ANSWERED,
-    ) -> Message:
+    ) -> StoredMessage:
         """Store a message (idempotent on ``platform_message_id`` within the channel).
 
         Inbound (``user``) messages start ``pending``; others ``none``. An unknown channel is
@@ -205,7 +205,7 @@ class Transcripts:
             [ReplyState(state).value, time.time(), list(ids)],
         )
 
-    def page(self, channel_id: str, limit: int = 50, before_id: int | None = None) -> list[Message]:
+    def page(self, channel_id: str, limit: int = 50, before_id: int | None = None) -> list[StoredMessage]:
         """Up to ``limit`` messages of a channel older than ``before_id`` (newest page by default),
         oldest first."""
         sql = f"SELECT {_COLS} FROM messages WHERE channel_id = ?"
@@ -216,7 +216,7 @@ class Transcripts:
         rows = self.store.cursor().execute(sql + " ORDER BY id DESC LIMIT ?", [*params, limit]).fetchall()
         return [_message(r) for r in reversed(rows)]
 
-    def mark_reply(self, message_id: int, state: ReplyState) -> Message:
+    def mark_reply(self, message_id: int, state: ReplyState) -> StoredMessage:
         """Set a message's reply state (answered/skipped/pending)."""
         state = ReplyState(state)
         with self.store.transaction() as cur:
@@ -228,7 +228,7 @@ class Transcripts:
             raise MemoryNotFound(f"no message with id {message_id!r}")
         return _message(row)
 
-    def unanswered(self, channel_id: str | None = None, limit: int = 100) -> list[Message]:
+    def unanswered(self, channel_id: str | None = None, limit: int = 100) -> list[StoredMessage]:
         """Inbound messages still ``pending``, oldest first (what a respawned channel must answer)."""
         sql = f"SELECT {_COLS} FROM messages WHERE reply_state = 'pending'"
         params: list[Any] = []

@@ -17,33 +17,35 @@ import os
 import re
 import time
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar, assert_never
 
 import msgspec
 from aiohttp import WSMsgType, web
 
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
+    Body,
     ChannelList,
     ChannelUpsert,
+    ConversationInfo,
     Envelope,
     Err,
     ErrorCode,
     Inbound,
     Notice,
     OutAbort,
+    Outbound,
     OutDelta,
     OutError,
     OutMessage,
     OutReaction,
     OutTyping,
     ProcessExited,
+    StoredMessage,
     TranscriptAppend,
     TranscriptPage,
 )
 from spacebot.ipc.replies import BusError, Reply, retry_transient
-from spacebot.memory.types import Channel
-from spacebot.memory.types import Message as StoredMessage
 from spacebot.messaging import webchat_frames as frames
 from spacebot.messaging.webchat_frames import FrameError
 from spacebot.messaging.webchat_guard import (
@@ -65,6 +67,8 @@ RATE_WINDOW, RATE_MAX = 10.0, 20
 DELIVERY_DEADLINE = 120.0
 _ID = re.compile(r"[0-9]{1,18}")  # a stored id or index: below 2**63 by construction
 CLOSE_UNAUTHORIZED, CLOSE_HELLO_TIMEOUT = 4401, 4408
+
+T = TypeVar("T")
 
 
 class Client:
@@ -116,7 +120,7 @@ class WebChat:
         self.clients: set[Client] = set()
         self.connections = Connections(self.settings.max_connections, self.settings.max_connections_per_ip)
         self.watchers: dict[str, set[Client]] = collections.defaultdict(set)
-        self.conversations: dict[str, Channel] = {}
+        self.conversations: dict[str, ConversationInfo] = {}
         self.streams: dict[str, dict[str, _Reply]] = collections.defaultdict(dict)
         self.typing: dict[str, dict[str, Any]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -164,9 +168,7 @@ class WebChat:
                 text=f"message id {raw_id!r} and index {raw_index!r} must be numbers of at most 18 digits"
             )
         message_id, index = int(raw_id), int(raw_index)
-        rows = msgspec.convert(
-            await self._mem(TranscriptPage(conv, limit=1, before_id=message_id + 1)), list[StoredMessage]
-        )
+        rows = await self._mem(TranscriptPage(conv, limit=1, before_id=message_id + 1), list[StoredMessage])
         if not rows or rows[0].id != message_id or not 0 <= index < len(rows[0].attachments):
             raise web.HTTPNotFound(text="no such attachment")
         meta = rows[0].attachments[index]
@@ -260,25 +262,30 @@ class WebChat:
         try:
             frame = frames.parse(raw)
             self._check_rate(client, frame)
-            if isinstance(frame, frames.Hello):
-                token = frame.token or url_token
-                if self.token and not token_ok(token, self.token):
-                    await self._refuse(client)
-                    return
-                await self._hello(client, frame)
-            elif not client.ready:
-                raise FrameError("hello_first", "send a hello frame first", getattr(frame, "ref", None))
-            elif isinstance(frame, frames.ListConversations):
-                await client.send({"type": "conversations", "items": await self._list(), "ref": frame.ref})
-            elif isinstance(frame, frames.Create):
-                await self._create(client, frame)
-            elif isinstance(frame, frames.Open):
-                await self._open(client, frame)
-            elif isinstance(frame, frames.Close):
-                client.open.discard(frame.conversation)
-                self.watchers[frame.conversation].discard(client)
-            elif isinstance(frame, frames.Send):
-                await self._send(client, frame)
+            if not client.ready and not isinstance(frame, frames.Hello):
+                raise FrameError("hello_first", "send a hello frame first", frame.ref)
+            match frame:
+                case frames.Hello():
+                    token = frame.token or url_token
+                    if self.token and not token_ok(token, self.token):
+                        await self._refuse(client)
+                        return
+                    await self._hello(client, frame)
+                case frames.ListConversations():
+                    await client.send(
+                        {"type": "conversations", "items": await self._list(), "ref": frame.ref}
+                    )
+                case frames.Create():
+                    await self._create(client, frame)
+                case frames.Open():
+                    await self._open(client, frame)
+                case frames.Close():
+                    client.open.discard(frame.conversation)
+                    self.watchers[frame.conversation].discard(client)
+                case frames.Send():
+                    await self._send(client, frame)
+                case _:
+                    assert_never(frame)
         except FrameError as exc:
             extra = exc.base if isinstance(exc, _SendError) else {}
             await client.send(
@@ -310,7 +317,7 @@ class WebChat:
                 "rate_limited",
                 f"more than {window.limit} {kind} frames in a minute ([webchat] {kind}_per_minute); "
                 "wait a little",
-                getattr(frame, "ref", None),
+                frame.ref,
             )
 
     async def _hello(self, client: Client, frame: frames.Hello) -> None:
@@ -330,14 +337,14 @@ class WebChat:
         )
 
     async def _list(self) -> list[dict[str, Any]]:
-        rows = msgspec.convert(await self._mem(ChannelList(PLATFORM)), list[Channel])
+        rows = await self._mem(ChannelList(PLATFORM), list[ConversationInfo])
         self.conversations = {c.id: c for c in rows}
         return [frames.conversation(c) for c in rows]
 
     async def _create(self, client: Client, frame: frames.Create) -> None:
         ident = ids.new_web_conversation()
         title = frame.title.strip() or time.strftime("Conversation %b %d %H:%M", time.gmtime())
-        channel = msgspec.convert(await self._mem(ChannelUpsert(ident, PLATFORM, title)), Channel)
+        channel = await self._mem(ChannelUpsert(ident, PLATFORM, title), ConversationInfo)
         self.conversations[ident] = channel
         await client.send({"type": "created", "conversation": frames.conversation(channel), "ref": frame.ref})
         items = await self._list()
@@ -353,9 +360,8 @@ class WebChat:
     async def _open(self, client: Client, frame: frames.Open) -> None:
         await self._known(frame.conversation, frame.ref)
         limit = self.settings.history_page
-        rows = msgspec.convert(
-            await self._mem(TranscriptPage(frame.conversation, limit=limit + 1, before_id=frame.before)),
-            list[StoredMessage],
+        rows = await self._mem(
+            TranscriptPage(frame.conversation, limit=limit + 1, before_id=frame.before), list[StoredMessage]
         )
         more = len(rows) > limit
         rows = rows[-limit:]
@@ -366,7 +372,9 @@ class WebChat:
             {
                 "type": "history",
                 "conversation": frame.conversation,
-                "messages": [frames.message(m) for m in rows],
+                # Results of branches and workers are the agent's working notes (kept in the
+                # transcript so a restarted conversation still sees them), not said to people.
+                "messages": [frames.message(m) for m in rows if not ids.is_delegate(m.author_id)],
                 "more": more,
                 "pending": bool(streams) or frame.conversation in self.typing,
                 "ref": frame.ref,
@@ -394,15 +402,13 @@ class WebChat:
             raise _SendError("rate_limited", f"more than {RATE_MAX} messages in {RATE_WINDOW:.0f} s", base)
         try:
             await self._known(frame.conversation, frame.ref)
-            stored = msgspec.convert(
-                await self._mem(
-                    TranscriptAppend(
-                        frame.conversation,
-                        frame.text,
-                        author_id=f"web:{client.person}",
-                        author_name=client.name,
-                        platform_message_id=f"{client.person}:{frame.client_id}",
-                    )
+            stored = await self._mem(
+                TranscriptAppend(
+                    frame.conversation,
+                    frame.text,
+                    author_id=f"web:{client.person}",
+                    author_name=client.name,
+                    platform_message_id=f"{client.person}:{frame.client_id}",
                 ),
                 StoredMessage,
             )
@@ -439,7 +445,7 @@ class WebChat:
         target = ids.channel(self.agent, conv)
         try:
             await retry_transient(
-                lambda: self.ctx.request(target, inbound, timeout=15.0),
+                lambda: self.ctx.request(target, inbound, returns=None, timeout=15.0),
                 deadline=time.monotonic() + DELIVERY_DEADLINE,
                 what=f"delivery to {target}",
                 first_delay=0.05,
@@ -460,42 +466,52 @@ class WebChat:
 
     def on_message(self, env: Envelope) -> Reply | None:
         body = env.body
-        conv = getattr(body, "conversation", None)
-        if conv is None:
+        if not isinstance(body, Outbound):
             return Err(ErrorCode.UNSUPPORTED, f"{GATEWAY_ID} does not handle {type(body).__name__}")
-        frame: dict[str, Any]
-        if isinstance(body, OutDelta):
-            self.streams[conv].setdefault(body.reply_id, _Reply()).text.append(body.text)
-            frame = {"type": "delta", "conversation": conv, "reply_id": body.reply_id, "text": body.text}
-        elif isinstance(body, OutMessage):
-            self.streams[conv].pop(body.reply_id, None)
-            frame = {
-                "type": "message",
-                "conversation": conv,
-                "message": frames.message(body.message, body.reply_id),
-            }
-        elif isinstance(body, OutAbort):
-            self.streams[conv].pop(body.reply_id, None)
-            frame = {"type": "abort", "conversation": conv, "reply_id": body.reply_id, "reason": body.reason}
-        elif isinstance(body, OutTyping):
-            frame = {"type": "typing", "conversation": conv, "state": body.state, "detail": body.detail}
-            if body.state == "idle":
-                self.typing.pop(conv, None)
-            else:
-                self.typing[conv] = frame
-        elif isinstance(body, OutReaction):
-            frame = {
-                "type": "reaction",
-                "conversation": conv,
-                "message_id": body.message_id,
-                "emoji": body.emoji,
-            }
-        elif isinstance(body, OutError):
-            frame = frames.error(body.code, body.text, conversation=conv)
-        else:
-            return Err(ErrorCode.UNSUPPORTED, f"{GATEWAY_ID} does not handle {type(body).__name__}")
-        self._spawn(self._broadcast(self.watchers.get(conv, set()), frame))
+        frame = self._outbound(body)
+        self._spawn(self._broadcast(self.watchers.get(body.conversation, set()), frame))
         return None
+
+    def _outbound(self, body: Outbound) -> dict[str, Any]:
+        """The frame people see for what a channel sent, after noting streams and typing."""
+        conv = body.conversation
+        match body:
+            case OutDelta():
+                self.streams[conv].setdefault(body.reply_id, _Reply()).text.append(body.text)
+                return {"type": "delta", "conversation": conv, "reply_id": body.reply_id, "text": body.text}
+            case OutMessage():
+                self.streams[conv].pop(body.reply_id, None)
+                return {
+                    "type": "message",
+                    "conversation": conv,
+                    "message": frames.message(body.message, body.reply_id),
+                }
+            case OutAbort():
+                self.streams[conv].pop(body.reply_id, None)
+                return {
+                    "type": "abort",
+                    "conversation": conv,
+                    "reply_id": body.reply_id,
+                    "reason": body.reason,
+                }
+            case OutTyping():
+                frame = {"type": "typing", "conversation": conv, "state": body.state, "detail": body.detail}
+                if body.state == "idle":
+                    self.typing.pop(conv, None)
+                else:
+                    self.typing[conv] = frame
+                return frame
+            case OutReaction():
+                return {
+                    "type": "reaction",
+                    "conversation": conv,
+                    "message_id": body.message_id,
+                    "emoji": body.emoji,
+                }
+            case OutError():
+                return frames.error(body.code, body.text, conversation=conv)
+            case _:
+                assert_never(body)
 
     async def watch_channels(self) -> None:
         """When a conversation's process dies mid-reply, drop its half-streamed replies."""
@@ -528,11 +544,11 @@ class WebChat:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await client.ws.send_str(payload)
 
-    async def _mem(self, body: Any) -> Any:
+    async def _mem(self, body: Body, returns: type[T]) -> T:
         # Memory restarts in about a second: a person's hello, send or open waits for it (a few
         # seconds at most) instead of getting "unavailable" for a blip.
         return await retry_transient(
-            lambda: self.ctx.request(self.memory, body, timeout=10.0),
+            lambda: self.ctx.request(self.memory, body, returns=returns, timeout=10.0),
             attempts=8,
             what=f"memory request {type(body).__name__}",
         )

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from spacebot.memory.types import Channel
-from spacebot.memory.types import Message as StoredMessage
+from spacebot.ipc.messages import ConversationInfo, StoredMessage
 
 PERSON_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MessageId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
@@ -106,7 +105,7 @@ def _check(frame: ClientFrame) -> None:
         raise FrameError("bad_frame", "send.client_id must be 1-64 characters", frame.ref)
 
 
-def conversation(channel: Channel) -> dict[str, Any]:
+def conversation(channel: ConversationInfo) -> dict[str, Any]:
     """A conversation list item."""
     return {"id": channel.id, "title": channel.display_name, "last_activity_at": channel.last_activity_at}
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import msgspec
 import psutil
@@ -45,7 +45,7 @@ from spacebot.ipc.messages import (
     Stop,
     ZygoteSpawn,
 )
-from spacebot.ipc.replies import Handler, Reply
+from spacebot.ipc.replies import UNTYPED, Handler, Reply
 from spacebot.paths import Endpoints
 from spacebot.supervisor import linux
 
@@ -54,6 +54,8 @@ log = logging.getLogger("spacebot.child")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_TARGET = 78
+
+T = TypeVar("T")
 
 
 def watch_supervisor(supervisor_pid: int) -> None:
@@ -159,18 +161,29 @@ class ChildContext:
         self._handler = handler
 
     def _dispatch(self, env: Envelope) -> Awaitable[Reply | None] | Reply | None:
-        if isinstance(env.body, Stop):
-            self.request_stop(env.body.reason or f"stop from {env.src}")
-            return Ok()
-        if self._handler is None:
-            # Connected but still loading (memory opening its database): a retryable answer, so
-            # callers wait instead of failing the work (``unsupported`` would be final).
-            return None if env.id == 0 else _not_ready(self.id, env.body)
-        return self._handler(env)
+        # Not a complete dispatch: ``Stop`` is the runtime's, every other body is the entry's.
+        match env.body:
+            case Stop(reason=reason):
+                self.request_stop(reason or f"stop from {env.src}")
+                return Ok()
+            case _ if self._handler is not None:
+                return self._handler(env)
+            case _:
+                # Connected but still loading (memory opening its database): a retryable answer, so
+                # callers wait instead of failing the work (``unsupported`` would be final).
+                return None if env.id == 0 else _not_ready(self.id, env.body)
 
-    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any:
-        """Request/reply over the bus (failed at once with ``unavailable`` if ``dst`` exits first)."""
-        return await self.bus.request(dst, body, timeout=timeout)
+    @overload
+    async def request(self, dst: str, body: Body, *, returns: type[T], timeout: float = 5.0) -> T: ...
+    @overload
+    async def request(self, dst: str, body: Body, *, returns: None, timeout: float = 5.0) -> None: ...
+    @overload
+    async def request(self, dst: str, body: Body, *, timeout: float = 5.0) -> Any: ...
+    async def request(self, dst: str, body: Body, *, returns: Any = UNTYPED, timeout: float = 5.0) -> Any:
+        """Request/reply over the bus: the reply's value converted to ``returns`` (``None``: no
+        value), failed at once with ``unavailable`` if ``dst`` exits first, with ``bad_reply`` if
+        the value does not fit. See :meth:`spacebot.ipc.bus.BusClient.request`."""
+        return await self.bus.request(dst, body, returns=returns, timeout=timeout)
 
     def publish(self, topic: str, body: EventBody) -> bool:
         """Publish an event."""
@@ -178,8 +191,7 @@ class ChildContext:
 
     async def spawn(self, spec: SpawnSpec, *, timeout: float = 30.0) -> Spawned:
         """Ask the supervisor to start another process with this one as its parent."""
-        result = await self.bus.request(SUPERVISOR_ID, spec, timeout=timeout)
-        return msgspec.convert(result, Spawned) if not isinstance(result, Spawned) else result
+        return await self.bus.request(SUPERVISOR_ID, spec, returns=Spawned, timeout=timeout)
 
     async def events(self, *topics: str) -> EventStream:
         """A confirmed subscription to the events socket."""

@@ -1,7 +1,8 @@
 """The control socket ``ipc://<runtime_dir>/ctl`` that ``spacebotctl`` talks to.
 
-Each request type maps to one small named handler in :data:`HANDLERS`-style table built by the
-supervisor; signals go through the same :meth:`ControlServer.dispatch`. With an authenticator the
+Each request type maps to one small named handler of the supervisor, chosen by an exhaustive
+``match`` over :data:`~spacebot.ipc.messages.ControlRequest` (``Supervisor.control_request``);
+signals go through the same :meth:`ControlServer.dispatch`. With an authenticator the
 socket is a PLAIN server: only ``spacebotctl`` holding the run's key, from a process that Spacebot
 did not start, gets a handshake (``spacebot.supervisor.auth``).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import zmq
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spacebot.control")
 
-ControlHandler = Callable[[Any], Awaitable[Ok | Err]]
+ControlHandler = Callable[[ControlRequest], Awaitable[Ok | Err]]
+"""Answers every control request (the union is decoded before it is called)."""
 
 
 class ControlServer:
@@ -37,13 +39,13 @@ class ControlServer:
         self,
         context: zmq.asyncio.Context,
         endpoint: str,
-        handlers: dict[type, ControlHandler],
+        handler: ControlHandler,
         *,
         max_frame: int = codec.DEFAULT_MAX_FRAME,
         auth: Authenticator | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.handlers = handlers
+        self.handler = handler
         self.guard = codec.FrameGuard("ctl", max_frame)
         self._sock: zmq.Socket[bytes] = zmq.Socket(context, zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -68,11 +70,8 @@ class ControlServer:
 
     async def dispatch(self, request: ControlRequest) -> Ok | Err:
         """Run the handler for ``request``; every failure becomes an :class:`Err`."""
-        handler = self.handlers.get(type(request))
-        if handler is None:
-            return Err(ErrorCode.UNSUPPORTED, f"no handler for {type(request).__name__}")
         try:
-            return await handler(request)
+            return await self.handler(request)
         except Exception as exc:
             log.exception("control handler failed request=%s", type(request).__name__)
             return Err(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
@@ -89,7 +88,9 @@ class ControlServer:
             frame = codec.control_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             self.guard.count("malformed", f"bad control message: {exc}")
-            self._send(ident, ControlReply(0, Err(ErrorCode.BAD_REQUEST, f"cannot decode request: {exc}")))
+            why = str(exc).replace("`$[1]", "`request")
+            err = Err(ErrorCode.BAD_REQUEST, f"cannot decode request: {why}")
+            self._send(ident, ControlReply(codec.control_id(payload), err))
             return
         task = asyncio.get_running_loop().create_task(self._answer(ident, frame.id, frame.request))
         self._tasks.add(task)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from spacebot.config import ProcessPolicy
-from spacebot.ipc.messages import Kind, ProcState
+from spacebot.ipc.messages import Budget, Kind, ProcState
 from spacebot.supervisor.table import ProcessRecord
 
 RETAIN_EXITED = 300.0
 """Seconds an exited branch or worker stays visible in ``status`` before it is forgotten."""
 
 
-def overdue(rec: ProcessRecord, policy: ProcessPolicy, now: float, wall: float) -> tuple[str, float] | None:
+def overdue(
+    rec: ProcessRecord, policy: ProcessPolicy, now: float, wall: float
+) -> tuple[Budget, float] | None:
     """``(budget, seconds)`` when ``rec`` is alive but stuck past a budget, else ``None``.
 
     ``now`` is monotonic time, ``wall`` is epoch time (progress stamps come from the child's clock).

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from spacebot.config import ProcessPolicy
 
 
 @dataclass(frozen=True)
-class Decision:
+class RestartDecision:
     """What to do after a process exited."""
 
-    action: str
+    action: Literal["restart", "stay", "fail"]
     """``restart``, ``stay`` (leave it exited) or ``fail`` (declare it failed)."""
     delay: float = 0.0
     """Seconds to wait before restarting."""
@@ -25,7 +26,7 @@ def decide(
     restart_times: list[float],
     backoff_step: int,
     now: float,
-) -> tuple[Decision, int]:
+) -> tuple[RestartDecision, int]:
     """Decide what follows an unrequested exit; returns the decision and the new back-off step.
 
     Up to ``flap_max_restarts`` restarts inside ``flap_window`` happen at once. Past that each
@@ -37,15 +38,15 @@ def decide(
     clean = exit_code == 0
     if policy.restart == "never" or (policy.restart == "on-failure" and clean):
         how = "cleanly" if clean else f"with code {exit_code}"
-        return Decision("stay", reason=f"exited {how}; restart policy {policy.restart!r}"), 0
+        return RestartDecision("stay", reason=f"exited {how}; restart policy {policy.restart!r}"), 0
     recent = [t for t in restart_times if now - t < policy.flap_window]
     restart_times[:] = recent
     if len(recent) < policy.flap_max_restarts:
-        return Decision("restart", 0.0, f"exit code {exit_code}; restarting"), 0
+        return RestartDecision("restart", 0.0, f"exit code {exit_code}; restarting"), 0
     step = min(backoff_step + 1, 64)
     if step > policy.backoff_max_steps and policy.give_up:
         return (
-            Decision(
+            RestartDecision(
                 "fail",
                 reason=(
                     f"flapping: {len(recent)} restarts within {policy.flap_window:g}s and "
@@ -55,7 +56,7 @@ def decide(
             step,
         )
     delay = min(policy.backoff_initial * 2 ** (step - 1), policy.backoff_max)
-    return Decision("restart", delay, f"flapping: backing off {delay:g}s (step {step})"), step
+    return RestartDecision("restart", delay, f"flapping: backing off {delay:g}s (step {step})"), step
 
 
 def start_retry_delay(policy: ProcessPolicy, failures: int) -> float:

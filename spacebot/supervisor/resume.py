@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import msgspec
 
 from spacebot.ipc import ids
 from spacebot.ipc.messages import Err, Notice, PendingChannel, TranscriptPendingChannels
@@ -25,8 +22,8 @@ from spacebot.ipc.replies import BusError, Reply, retry_transient
 
 log = logging.getLogger("spacebot.supervisor")
 
-Request = Callable[[str, Any], Awaitable[Any]]
-"""``request(destination, body)`` over the bus; returns the reply's value or raises BusError."""
+AskPending = Callable[[str, TranscriptPendingChannels], Awaitable[list[PendingChannel]]]
+"""``ask(memory id, request)`` over the bus; returns the memory's answer or raises BusError."""
 
 
 class Resumer:
@@ -34,13 +31,13 @@ class Resumer:
 
     def __init__(
         self,
-        request: Request,
+        ask_pending: AskPending,
         ensure: Callable[[str], Awaitable[Reply]],
         is_live: Callable[[str], bool],
         publish: Callable[[str, Notice], None],
         parallel: int = 4,
     ) -> None:
-        self._request = request
+        self._ask_pending = ask_pending
         self._ensure = ensure
         self._is_live = is_live
         self._publish = publish
@@ -58,15 +55,14 @@ class Resumer:
     async def sweep(self, agent: str) -> int:
         """Wake the conversations of ``agent`` with pending messages; returns how many were woken."""
         try:
-            raw = await retry_transient(
-                lambda: self._request(ids.memory(agent), TranscriptPendingChannels()),
+            rows = await retry_transient(
+                lambda: self._ask_pending(ids.memory(agent), TranscriptPendingChannels()),
                 attempts=30,
                 what=f"pending conversations of {agent}",
             )
         except BusError as exc:
             log.error("resume sweep failed agent=%s error=%s", agent, exc)
             return 0
-        rows = msgspec.convert(raw, list[PendingChannel])
         todo = []
         for row in rows:
             try:

@@ -1,4 +1,4 @@
-"""The bus through a real broker: routing, errors, bad frames, cancellation."""
+"""The bus through a real broker: routing, typed replies, errors, bad frames, cancellation."""
 
 from __future__ import annotations
 
@@ -12,14 +12,24 @@ import zmq.asyncio
 from spacebot.ipc import codec
 from spacebot.ipc.bus import BusClient, BusError
 from spacebot.ipc.messages import (
+    ConversationInfo,
     Echo,
     Envelope,
     ErrorCode,
     FramesDropped,
+    Kind,
     Notice,
+    Ok,
     Ping,
+    ReplyState,
+    SpawnSpec,
+    StatusReply,
+    StatusRequest,
+    StoredMessage,
     SyncEvents,
+    TreeNode,
 )
+from spacebot.ipc.replies import PendingReplies
 from spacebot.testing import SupervisorProcess
 
 TK = "spacebot.procs.testkit"
@@ -74,7 +84,8 @@ async def test_cancelled_event_receive_does_not_eat_the_event(supervisor: Superv
     client = await _client(supervisor)
     try:
         waiter = asyncio.ensure_future(stream.next())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one loop step: the waiter is now inside its receive
+        assert not waiter.done()
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
@@ -171,4 +182,106 @@ async def test_client_can_publish_and_subscribe(supervisor: SupervisorProcess) -
         assert isinstance(event.body, Notice) and event.body.fields == {"n": 1}
     finally:
         stream.close()
+        await client.close()
+
+
+# -- typed replies ---------------------------------------------------------------------------------
+
+_ROW = StoredMessage(
+    id=7,
+    channel_id="web:a",
+    platform_message_id=None,
+    author_id="web:ana",
+    author_name="Ana",
+    role="user",
+    text="hi",
+    attachments=[],
+    created_at=1.0,
+    reply_state=ReplyState.PENDING,
+    replied_at=None,
+)
+
+
+async def _reply_as(value: object, returns: object) -> object:
+    """``value`` sent as a reply over the wire format and awaited as ``returns``."""
+    replies = PendingReplies()
+    rid, fut = replies.open("memory:main")
+    env = codec.envelope_decoder.decode(codec.encode(Envelope("memory:main", "me", 0, rid, Ok(value))))
+    replies.resolve(env.reply_to, env.body)
+    if returns is ...:
+        return await replies.wait(rid, fut, 5.0, "memory:main")
+    return await replies.wait(rid, fut, 5.0, "memory:main", returns)
+
+
+async def test_a_reply_arrives_as_the_type_asked_for() -> None:
+    assert await _reply_as([_ROW], list[StoredMessage]) == [_ROW]
+    assert await _reply_as(None, None) is None
+    untyped = await _reply_as([_ROW], ...)
+    assert isinstance(untyped, list) and untyped[0]["text"] == "hi"  # as decoded: plain data
+
+
+@pytest.mark.parametrize(
+    ("value", "returns", "named"),
+    [
+        ([_ROW], list[ConversationInfo], "list[ConversationInfo]"),
+        (_ROW, list[StoredMessage], "list[StoredMessage]"),
+        (3, None, "None"),
+        (None, StoredMessage, "StoredMessage"),
+    ],
+)
+async def test_a_reply_that_does_not_fit_is_a_bad_reply_naming_the_type(
+    value: object, returns: object, named: str
+) -> None:
+    with pytest.raises(BusError) as err:
+        await _reply_as(value, returns)
+    assert err.value.code is ErrorCode.BAD_REPLY
+    assert f"'memory:main' does not fit {named}:" in err.value.message
+
+
+async def test_typed_requests_over_the_bus_and_the_control_socket(supervisor: SupervisorProcess) -> None:
+    assert supervisor.ctl is not None
+    await supervisor.spawn(f"{TK}:echo", id="worker:echo")
+    client = await _client(supervisor)
+    try:
+        assert await client.request("worker:echo", Ping(b"abc"), returns=bytes) == b"abc"
+        assert await client.request("worker:echo", Echo(1), returns=int) == 1
+        with pytest.raises(BusError) as err:
+            await client.request("worker:echo", Ping(b"abc"), returns=int)
+        assert err.value.code is ErrorCode.BAD_REPLY and "'worker:echo' does not fit int" in err.value.message
+        status = await supervisor.ctl.call(StatusRequest(), returns=StatusReply)
+        assert isinstance(status, StatusReply)
+        assert "worker:echo" in {p.id for p in status.processes}
+        with pytest.raises(BusError) as err:
+            await supervisor.ctl.call(StatusRequest(), returns=TreeNode)
+        assert err.value.code is ErrorCode.BAD_REPLY and "does not fit TreeNode" in err.value.message
+    finally:
+        await client.close()
+
+
+class _NoSuchMessage(msgspec.Struct, frozen=True, tag="no-such-message"):
+    """A message type no receiver knows."""
+
+
+async def test_a_request_the_receiver_cannot_read_is_answered_not_dropped(
+    supervisor: SupervisorProcess,
+) -> None:
+    assert supervisor.ctl is not None
+    await supervisor.spawn(f"{TK}:echo", id="worker:echo")
+    client = await _client(supervisor)
+    bad_spawn = msgspec.structs.replace(SpawnSpec(Kind.WORKER, f"{TK}:idle"), restart="sometimes")
+    try:
+        for dst in ("supervisor", "worker:echo"):
+            with pytest.raises(BusError) as err:
+                await client.request(dst, bad_spawn, timeout=10)
+            assert err.value.code is ErrorCode.BAD_REQUEST, dst
+            assert "`body.restart`" in err.value.message and repr(dst) in err.value.message
+            with pytest.raises(BusError) as err:
+                await client.request(dst, _NoSuchMessage(), timeout=10)  # type: ignore[arg-type]
+            assert err.value.code is ErrorCode.UNSUPPORTED, dst
+        with pytest.raises(BusError) as err:
+            await supervisor.ctl.call(bad_spawn, timeout=10)
+        assert err.value.code is ErrorCode.BAD_REQUEST and "`request.restart`" in err.value.message
+        # Both still serve.
+        assert await client.request("worker:echo", Ping(b"ok"), returns=bytes) == b"ok"
+    finally:
         await client.close()

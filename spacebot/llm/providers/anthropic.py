@@ -8,6 +8,7 @@ from typing import Any
 
 import anthropic
 
+from spacebot.ipc.messages import Usage
 from spacebot.llm.config import Timeouts
 from spacebot.llm.errors import LLMError
 from spacebot.llm.providers.base import (
@@ -32,7 +33,6 @@ from spacebot.llm.types import (
     ToolCallDelta,
     ToolCallDone,
     ToolMessage,
-    Usage,
     UsageEvent,
     UserMessage,
 )

@@ -10,6 +10,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from spacebot.ipc.messages import Usage
 from spacebot.llm.config import Timeouts
 from spacebot.llm.errors import LLMError
 from spacebot.llm.providers.base import (
@@ -34,7 +35,6 @@ from spacebot.llm.types import (
     ToolCallDelta,
     ToolCallDone,
     ToolMessage,
-    Usage,
     UsageEvent,
     UserMessage,
 )
