@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from spacebot.agent import untrusted
 from spacebot.agent.identity import Identity
+from spacebot.ipc.messages import StoredMessage
 from spacebot.llm.types import AssistantMessage, Message, SystemMessage, UserMessage
-from spacebot.memory.types import Message as StoredMessage
 
 HOW_TO_TALK = """\
 ## How you talk here

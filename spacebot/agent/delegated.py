@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from spacebot.ipc.messages import DelegateResult, DelegateStatus
+from spacebot.ipc.messages import OUTCOMES, DelegateResult, DelegateStatus, Outcome, StatusKind
 from spacebot.ipc.replies import BusError, retry_transient
 from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage, ToolSpec
 from spacebot.runtime.child import ChildContext
@@ -33,7 +33,7 @@ class Finished(Exception):
     def __init__(self, result: str, outcome: str) -> None:
         super().__init__(result)
         self.result = result
-        self.outcome = outcome
+        self.outcome: Outcome = next((o for o in OUTCOMES if o == outcome), "failed")
 
 
 _ENDINGS = {
@@ -61,7 +61,8 @@ async def run_and_report(
     last text; time limit → ``timed_out``; stopped (``cancel`` or the supervisor) → ``cancelled``;
     anything else → ``failed`` with the error."""
     turns_out, time_out = _ENDINGS[kind]
-    outcome, text = "failed", f"the {kind} could not start"
+    outcome: Outcome = "failed"
+    text = f"the {kind} could not start"
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -133,7 +134,9 @@ async def report(ctx: ChildContext, parent: str, result: DelegateResult, attempt
     """Send the result to the parent, retrying while it restarts (a hibernated channel is woken)."""
     try:
         await retry_transient(
-            lambda: ctx.request(parent, result, timeout=10.0), attempts=attempts, what=f"report to {parent}"
+            lambda: ctx.request(parent, result, returns=None, timeout=10.0),
+            attempts=attempts,
+            what=f"report to {parent}",
         )
     except BusError as exc:
         log.error("cannot report to %s: %s", parent, exc)
@@ -141,7 +144,7 @@ async def report(ctx: ChildContext, parent: str, result: DelegateResult, attempt
     return True
 
 
-def status(ctx: ChildContext, parent: str, text: str, kind: str = "progress") -> None:
+def status(ctx: ChildContext, parent: str, text: str, kind: StatusKind = "progress") -> None:
     """A one-way status line to the parent."""
     ctx.progress(text[:200])
     try:

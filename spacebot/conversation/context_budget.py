@@ -17,13 +17,24 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from spacebot.conversation.transcript import MemoryLink, Transcript, lines
-from spacebot.ipc.messages import DelegateResult, Kind, MemSave, Notice, SpawnSpec
+from spacebot.conversation.transcript import Transcript, lines
+from spacebot.ipc.messages import (
+    DelegateResult,
+    Kind,
+    Memory,
+    MemoryDraft,
+    MemoryType,
+    MemSave,
+    Notice,
+    ReplyState,
+    SpawnSpec,
+    StoredMessage,
+    Usage,
+)
 from spacebot.ipc.replies import BusError
-from spacebot.llm.types import Message, Usage
-from spacebot.memory.types import MemoryDraft, MemoryType, ReplyState
-from spacebot.memory.types import Message as StoredMessage
+from spacebot.llm.types import Message
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.memory_link import MemoryLink
 
 log = logging.getLogger("spacebot.compactor")
 
@@ -232,7 +243,7 @@ class ContextBudget:
 
     async def _save(self, drafts: list[MemoryDraft]) -> None:
         try:
-            await self.memory.request(MemSave(drafts))
+            await self.memory.request(MemSave(drafts), returns=list[Memory])
         except BusError as exc:
             log.error("could not save the digest of a dropped span: %s", exc)
 

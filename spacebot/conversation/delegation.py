@@ -32,20 +32,26 @@ from spacebot.ipc.messages import (
     DelegateInput,
     DelegateResult,
     DelegateStatus,
+    Err,
+    KillReport,
     KillRequest,
     Kind,
     Notice,
+    Ok,
     Outbound,
     OutMessage,
     OutTyping,
     ProcessExited,
     ProcessHung,
+    ReplyState,
     SpawnSpec,
+    StoredMessage,
+    TranscriptAppend,
+    TranscriptMarkReply,
 )
-from spacebot.ipc.replies import BusError
-from spacebot.memory.types import Message as StoredMessage
-from spacebot.memory.types import ReplyState
+from spacebot.ipc.replies import BusError, Reply
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.memory_link import MemoryLink
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.workspace import Workspace
 
@@ -74,6 +80,7 @@ class Delegation:
         settings: ChannelSection,
         *,
         voice: AgentVoice,
+        memory: MemoryLink,
         post: Callable[[str, list[dict[str, Any]]], Awaitable[object]],
         out: Callable[[Outbound], None],
         briefing: Callable[[], Briefing],
@@ -85,6 +92,7 @@ class Delegation:
         self.conversation = conversation
         self.settings = settings
         self.voice = voice
+        self.memory = memory
         self.post = post
         self.out = out
         self.briefing = briefing
@@ -94,6 +102,7 @@ class Delegation:
         self.unseen: list[int] = []  # ids of result events no turn has seen yet
         self.due = 0.0  # when gathered results should start a turn
         self.hung: set[str] = set()
+        self.recorded: set[int] = set()  # stored result rows already shown to the turn loop
 
     # -- tools ---------------------------------------------------------------------------------
 
@@ -170,7 +179,7 @@ class Delegation:
         if not d.interactive:
             raise ToolArgumentError(f"route: {worker_id} is not interactive; it takes no input")
         try:
-            await self.ctx.request(worker_id, DelegateInput(message), timeout=10.0)
+            await self.ctx.request(worker_id, DelegateInput(message), returns=None, timeout=10.0)
         except BusError as exc:
             return f"route failed: {exc.message}"
         d.waiting = False
@@ -183,7 +192,7 @@ class Delegation:
                 f"cancel: {ident!r} is not a running branch or worker of this conversation"
             )
         try:
-            await self.ctx.request("supervisor", KillRequest(ident), timeout=30.0)
+            await self.ctx.request("supervisor", KillRequest(ident), returns=KillReport, timeout=30.0)
         except BusError as exc:
             return f"cancel failed: {exc.message}"
         log.info("cancelled id=%s reason=%r", ident, reason)
@@ -229,13 +238,19 @@ class Delegation:
 
     # -- from branches and workers -------------------------------------------------------------
 
-    def on_result(self, result: DelegateResult) -> None:
+    async def on_result(self, result: DelegateResult) -> Reply:
+        """A branch's or worker's result. It is stored (``pending`` until a turn has seen it) before
+        it is acknowledged: a conversation process killed before its next turn finds it again at
+        start-up, and the resume sweep wakes a conversation that owes one. The reporter retries
+        while memory is away (a transient error), and a retried report is stored once."""
         outcome = result.outcome
         if result.id in self.hung and outcome == "cancelled":
             outcome = "timed_out"  # it was stopped for going past its budget, not by anyone's choice
-        d = self.delegates.finish(result.id, outcome, result.text)
-        if d is not None:
-            self._event(d)
+        try:
+            await self._record(result.id, outcome, result.text, attempts=3)
+        except BusError as exc:
+            return Err(exc.code, f"the result could not be stored yet: {exc.message}")
+        return Ok()
 
     def on_status(self, status: DelegateStatus) -> None:
         d = self.delegates.set_status(status.id, status.text, status.kind)
@@ -246,7 +261,7 @@ class Delegation:
         if body.id in self.delegates.running:
             self.hung.add(body.id)
 
-    def on_exit(self, body: ProcessExited) -> None:
+    async def on_exit(self, body: ProcessExited) -> None:
         """An exit without a result is an outcome too (killed, crashed, hung past its budget)."""
         if body.id in self.delegates.running:
             outcome = "timed_out" if body.id in self.hung else "failed"
@@ -254,9 +269,54 @@ class Delegation:
                 text = "killed: it went past its time or progress budget"
             else:
                 text = f"the process ended without a result (exit code {body.exit_code})"
-            d = self.delegates.finish(body.id, outcome, text)
-            if d is not None:
-                self._event(d)
+            try:
+                await self._record(body.id, outcome, text)
+            except BusError as exc:  # memory stayed away: the turn still hears of it, unstored
+                log.warning("outcome of %s not stored: %s", body.id, exc)
+                d = self.delegates.finish(body.id, outcome, text)
+                if d is not None:
+                    self._event(d)
+
+    async def _record(self, ident: str, outcome: str, text: str, attempts: int = 20) -> None:
+        d = self.delegates.running.get(ident)
+        kind, task = (d.kind, d.task) if d is not None else (ident.partition(":")[0], "")
+        stored = await self.memory.request(
+            TranscriptAppend(
+                self.conversation,
+                f"finished ({outcome}): {text}",
+                author_id=ident,
+                author_name=f"{kind} {ident} — {task[:60]}" if task else f"{kind} {ident}",
+                role="system",
+                platform_message_id=f"result:{ident}",  # a retried report is stored once
+                reply_state=ReplyState.PENDING,
+            ),
+            returns=StoredMessage,
+            attempts=attempts,
+        )
+        if stored.id in self.recorded:
+            return
+        self.recorded.add(stored.id)
+        d = self.delegates.finish(ident, outcome, text)
+        self._show(stored, d)
+
+    def restore(self, row: StoredMessage) -> None:
+        """A stored result no turn had seen when the previous process of this conversation ended."""
+        if row.id not in self.recorded:
+            self.recorded.add(row.id)
+            self.unseen.append(row.id)
+            self.due = self.due or time.monotonic()
+
+    async def seen(self, results: list[int]) -> None:
+        """A turn saw these stored results: they no longer wait (best effort: one that stays
+        ``pending`` is seen again by the next process of this conversation, never lost)."""
+        for rid in results:
+            if rid in self.recorded:
+                try:
+                    mark = TranscriptMarkReply(rid, ReplyState.ANSWERED)
+                    await self.memory.request(mark, returns=StoredMessage, attempts=3)
+                except BusError as exc:
+                    log.warning("result %d stays pending: %s", rid, exc)
+                    return
 
     def _event(self, d: Delegate, waiting: str = "") -> None:
         text = f"is waiting for input: {waiting}" if waiting else f"finished ({d.outcome}): {d.result}"
@@ -273,13 +333,20 @@ class Delegation:
             reply_state=ReplyState.NONE,
             replied_at=None,
         )
+        self._show(event, d, waiting)
+
+    def _show(self, event: StoredMessage, d: Delegate | None, waiting: str = "") -> None:
+        """A result or waiting line joins the transcript and wakes the turn loop."""
         self.add_event(event)
         self.unseen.append(event.id)
         if not self.due:
             self.due = time.monotonic() + self.settings.retrigger_window
         self.ctx.publish(
             f"channel.{self.ctx.id}.delegate",
-            Notice("finished" if not waiting else "waiting", {"id": d.id, "outcome": d.outcome}),
+            Notice(
+                "finished" if not waiting else "waiting",
+                {"id": event.author_id, "outcome": d.outcome if d is not None else ""},
+            ),
         )
         if not self.delegates.running:
             self.out(OutTyping(self.conversation, "idle"))

@@ -6,7 +6,7 @@ import collections
 import time
 from dataclasses import dataclass, field
 
-OUTCOMES = ("success", "partial", "cancelled", "timed_out", "failed")
+from spacebot.ipc.messages import OUTCOMES
 
 
 @dataclass

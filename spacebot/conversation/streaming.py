@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from spacebot.ipc.messages import OutAbort, Outbound, OutDelta
+from spacebot.ipc.messages import OutAbort, Outbound, OutDelta, Usage
 from spacebot.llm.partial import StreamedField
 from spacebot.llm.types import (
     Fallback,
@@ -24,7 +24,6 @@ from spacebot.llm.types import (
     ToolCall,
     ToolCallDelta,
     ToolCallDone,
-    Usage,
     UsageEvent,
 )
 from spacebot.runtime.llm_link import LinkedLLM

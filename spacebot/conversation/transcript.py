@@ -9,11 +9,8 @@ from typing import Any
 import msgspec
 
 from spacebot.agent import untrusted
-from spacebot.ipc.messages import TranscriptAppend
-from spacebot.ipc.replies import retry_transient
-from spacebot.memory.types import Message as StoredMessage
-from spacebot.memory.types import ReplyState
-from spacebot.runtime.child import ChildContext
+from spacebot.ipc.messages import ReplyState, Role, StoredMessage, TranscriptAppend
+from spacebot.runtime.memory_link import MemoryLink
 
 
 class Transcript:
@@ -103,21 +100,6 @@ def lines(messages: list[StoredMessage], chars: int | None = None, sep: str = "\
     )
 
 
-class MemoryLink:
-    """Requests to ``memory:<agent>``, retried while the memory process restarts or starts."""
-
-    def __init__(self, ctx: ChildContext, memory: str) -> None:
-        self.ctx = ctx
-        self.memory = memory
-
-    async def request(self, body: Any, *, attempts: int = 20, timeout: float = 10.0) -> Any:
-        return await retry_transient(
-            lambda: self.ctx.request(self.memory, body, timeout=timeout),
-            attempts=attempts,
-            what=f"memory request {type(body).__name__}",
-        )
-
-
 class AgentVoice:
     """Stores what the agent says: one writer for replies, notices, shared files and messages the
     agent posts in other conversations, so authorship is written the same way everywhere."""
@@ -133,7 +115,7 @@ class AgentVoice:
         text: str,
         *,
         conversation: str | None = None,
-        role: str = "assistant",
+        role: Role = "assistant",
         answers: list[int] | None = None,
         answers_state: ReplyState = ReplyState.ANSWERED,
         platform_message_id: str | None = None,
@@ -142,7 +124,7 @@ class AgentVoice:
     ) -> StoredMessage:
         """Store one agent message (marking ``answers`` with ``answers_state`` in the same memory
         transaction) and return it as stored."""
-        stored = await self.memory.request(
+        return await self.memory.request(
             TranscriptAppend(
                 conversation or self.conversation,
                 text,
@@ -154,6 +136,6 @@ class AgentVoice:
                 answers=answers or [],
                 answers_state=answers_state,
             ),
+            returns=StoredMessage,
             attempts=attempts,
         )
-        return msgspec.convert(stored, StoredMessage)

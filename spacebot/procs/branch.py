@@ -28,6 +28,7 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
+from spacebot.runtime.memory_link import MemoryLink
 from spacebot.tools.conversation import SPAWN_WORKER
 from spacebot.tools.errors import ToolArgumentError
 from spacebot.tools.memory_tools import MEMORY_TOOLS, MemoryTools
@@ -70,7 +71,7 @@ async def serve(
         llm = await connect_llm(ctx)
         stack.push_async_callback(llm.aclose)
         memory = MemoryTools(
-            lambda body: ctx.request(ids.memory(agent), body, timeout=30.0),
+            MemoryLink(ctx, ids.memory(agent), timeout=30.0),
             conversation=conversation,
             source=f"branch:{conversation}",
         )

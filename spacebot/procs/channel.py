@@ -18,9 +18,8 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from typing import Any
-
-import msgspec
 
 # Imported here, not on first use: the zygote imports this module before forking conversation
 # processes, so the model SDKs are shared (copy-on-write) instead of imported by each process.
@@ -31,11 +30,12 @@ from spacebot.agent import context, identity
 from spacebot.conversation.context_budget import ContextBudget
 from spacebot.conversation.delegation import Briefing, Delegation
 from spacebot.conversation.streaming import ReplyStreamer
-from spacebot.conversation.transcript import AgentVoice, MemoryLink, Transcript
+from spacebot.conversation.transcript import AgentVoice, Transcript
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     TRANSIENT_CODES,
     ChannelList,
+    ConversationInfo,
     DelegateResult,
     DelegateStatus,
     Envelope,
@@ -46,11 +46,14 @@ from spacebot.ipc.messages import (
     Ok,
     Outbound,
     OutError,
+    OutErrorCode,
     OutMessage,
     OutReaction,
     OutTyping,
     ProcessExited,
     ProcessHung,
+    ReplyState,
+    StoredMessage,
     TranscriptMarkReply,
     TranscriptPage,
     TranscriptReact,
@@ -58,11 +61,9 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import BusError, Reply
 from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage
-from spacebot.memory.types import Channel as ChannelInfo
-from spacebot.memory.types import Message as StoredMessage
-from spacebot.memory.types import ReplyState
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import LinkedLLM, connect_llm
+from spacebot.runtime.memory_link import MemoryLink
 from spacebot.tools.conversation import CONVERSATION_TOOLS, DELEGATION_TOOLS
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.schema import check
@@ -112,6 +113,7 @@ class Channel:
             conversation,
             self.settings,
             voice=self.voice,
+            memory=self.memory,
             post=self.post,
             out=self.out,
             briefing=lambda: Briefing(self.system_prompt(), self.transcript.text()),
@@ -135,14 +137,13 @@ class Channel:
 
     # -- intake --------------------------------------------------------------------------------
 
-    def on_message(self, env: Envelope) -> Reply | None:
+    def on_message(self, env: Envelope) -> Reply | Awaitable[Reply] | None:
         body = env.body
         if isinstance(body, DelegateResult):
             if self.budget.owns(body):
                 self.budget.on_result(body)
-            else:
-                self.work.on_result(body)
-            return Ok()
+                return Ok()
+            return self.work.on_result(body)
         if isinstance(body, DelegateStatus):
             self.work.on_status(body)
             return None
@@ -209,7 +210,7 @@ class Channel:
                 case ProcessExited() as exited if self.budget.owns_process(exited.id):
                     self.budget.on_exit(exited.id)
                 case ProcessExited() as exited:
-                    self.work.on_exit(exited)
+                    await self.work.on_exit(exited)
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -278,17 +279,25 @@ class Channel:
         )
 
     async def _load(self) -> None:
-        page = await self.memory.request(
-            TranscriptPage(self.conversation, limit=self.settings.history_messages)
+        rows = list[StoredMessage]
+        limit = self.settings.history_messages
+        page = await self.memory.request(TranscriptPage(self.conversation, limit=limit), returns=rows)
+        unanswered = await self.memory.request(
+            TranscriptUnanswered(self.conversation, limit=500), returns=rows
         )
-        unanswered = await self.memory.request(TranscriptUnanswered(self.conversation, limit=500))
-        self.transcript.load(
-            msgspec.convert(page, list[StoredMessage]), msgspec.convert(unanswered, list[StoredMessage])
-        )
-        channels = msgspec.convert(await self.memory.request(ChannelList(self.platform)), list[ChannelInfo])
+        self.transcript.load(page, unanswered)
+        channels = await self.memory.request(ChannelList(self.platform), returns=list[ConversationInfo])
         self.title = next((c.display_name for c in channels if c.id == self.conversation), self.conversation)
-        if self.pending:
-            log.info("resuming conversation=%s unanswered=%d", self.conversation, len(self.pending))
+        for row in [r for r in self.pending.values() if ids.is_delegate(r.author_id)]:
+            del self.pending[row.id]  # a result the previous process had not shown to a turn yet
+            self.work.restore(row)
+        if self.pending or self.work.unseen:
+            log.info(
+                "resuming conversation=%s unanswered=%d results=%d",
+                self.conversation,
+                len(self.pending),
+                len(self.work.unseen),
+            )
             self.wake.set()
 
     def out(self, body: Outbound) -> None:
@@ -343,6 +352,8 @@ class Channel:
             log.exception("turn failed conversation=%s", self.conversation)
             await self._failed(batch, exc)
         finally:
+            if results := sorted(self.fresh - set(batch)):
+                await self.work.seen(results)
             running = self.work.delegates.running
             self.out(OutTyping(self.conversation, "working" if running else "idle", _working(running)))
             self.ctx.set_busy(bool(running), "idle" if not running else f"{len(running)} delegate(s) running")
@@ -486,8 +497,9 @@ class Channel:
     async def _react(self, emoji: str, message_id: int) -> str:
         if message_id not in self.transcript.known:
             raise ToolArgumentError(f"react: no message [#{message_id}] in this conversation")
-        stored = await self.memory.request(TranscriptReact(message_id, emoji))
-        self.transcript.update(msgspec.convert(stored, StoredMessage))
+        self.transcript.update(
+            await self.memory.request(TranscriptReact(message_id, emoji), returns=StoredMessage)
+        )
         self.out(OutReaction(self.conversation, message_id, emoji))
         return f"reacted {emoji} to [#{message_id}]"
 
@@ -495,10 +507,10 @@ class Channel:
         """Mark ``batch`` answered/skipped without sending anything."""
         for mid in batch:
             if mid in self.pending:
-                await self.memory.request(TranscriptMarkReply(mid, state))
+                await self.memory.request(TranscriptMarkReply(mid, state), returns=StoredMessage)
         self.transcript.settled(batch, state)
 
-    async def _notice(self, batch: list[int], code: str, text: str) -> bool:
+    async def _notice(self, batch: list[int], code: OutErrorCode, text: str) -> bool:
         """Tell the conversation something went wrong; the messages stay in the history, skipped.
 
         Returns False when the notice could not be stored: then nothing is settled."""

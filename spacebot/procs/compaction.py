@@ -15,9 +15,8 @@ import re
 import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
 from spacebot.agent.delegated import report
 from spacebot.ipc import ids
-from spacebot.ipc.messages import DelegateResult, MemSave
+from spacebot.ipc.messages import DelegateResult, Memory, MemoryDraft, MemoryType, MemSave
 from spacebot.llm.types import Request, SystemMessage, UserMessage
-from spacebot.memory.types import MemoryDraft, MemoryType
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
 
@@ -73,7 +72,7 @@ async def serve(ctx: ChildContext, agent: str, report_to: str, conversation: str
             answer = await llm.llm.complete(request, process="worker", task="compaction")
         summary, drafts = parse(answer.text, conversation)
         if drafts:
-            await ctx.request(ids.memory(agent), MemSave(drafts), timeout=60.0)
+            await ctx.request(ids.memory(agent), MemSave(drafts), returns=list[Memory], timeout=60.0)
         result = DelegateResult(ctx.id, "success", summary, {"memories": len(drafts)})
     except TimeoutError:
         result = DelegateResult(ctx.id, "timed_out", "the model did not summarise in time")

@@ -50,7 +50,7 @@ from spacebot.memory.engine import MemoryEngine
 from spacebot.runtime.child import ChildContext
 
 if TYPE_CHECKING:
-    from spacebot.memory.types import IngestReport
+    from spacebot.ipc.messages import IngestReport
     from spacebot.runtime.llm_link import LinkedLLM
 
 log = logging.getLogger("spacebot.memory")

@@ -42,8 +42,8 @@ class LinkedLLM:
 
 async def connect_llm(ctx: ChildContext, config: LLMConfig | None = None) -> LinkedLLM:
     """Build this process's :class:`LLM` and join the agent-wide cooldown exchange."""
+    from spacebot.ipc.messages import CooldownNotice
     from spacebot.llm.client import LLM
-    from spacebot.llm.types import CooldownNotice
 
     llm = LLM(
         config or ctx.config.llm,

@@ -5,16 +5,26 @@ Every call is a request to ``memory:<agent>``; errors come back as text the mode
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
 from spacebot.agent import untrusted
-from spacebot.ipc.messages import MemAssociate, MemForget, MemRecall, MemSave, TranscriptSearch
+from spacebot.ipc.messages import (
+    Association,
+    MemAssociate,
+    MemForget,
+    Memory,
+    MemoryDraft,
+    MemoryType,
+    MemRecall,
+    MemSave,
+    MessageHit,
+    RecallHit,
+    Relation,
+    TranscriptSearch,
+)
 from spacebot.ipc.replies import BusError
 from spacebot.llm.types import ToolCall
-from spacebot.memory.types import MemoryDraft, MemoryType, MessageHit, RecallHit, Relation
+from spacebot.runtime.memory_link import MemoryLink
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.schema import check, spec
 
@@ -66,14 +76,12 @@ CHANNEL_RECALL = spec(
 
 MEMORY_TOOLS = [MEMORY_RECALL, MEMORY_SAVE, MEMORY_DELETE, CHANNEL_RECALL]
 
-Request = Callable[[Any], Awaitable[Any]]
-
 
 class MemoryTools:
-    """Runs memory tools through ``request`` (a bus request to the memory process)."""
+    """Runs memory tools through ``memory`` (the link to the agent's memory process)."""
 
-    def __init__(self, request: Request, *, conversation: str, source: str) -> None:
-        self.request = request
+    def __init__(self, memory: MemoryLink, *, conversation: str, source: str) -> None:
+        self.request = memory.request
         self.conversation = conversation
         self.source = source
         self.specs = {t.name: t for t in MEMORY_TOOLS}
@@ -92,16 +100,14 @@ class MemoryTools:
 
     async def _run(self, name: str, args: dict[str, Any]) -> str:
         if name == "memory_recall":
-            hits = msgspec.convert(
-                await self.request(
-                    MemRecall(
-                        query=args.get("query", ""),
-                        mode=args.get("mode", "hybrid"),
-                        limit=args.get("limit", 10),
-                        types=args.get("types"),
-                    )
+            hits = await self.request(
+                MemRecall(
+                    query=args.get("query", ""),
+                    mode=args.get("mode", "hybrid"),
+                    limit=args.get("limit", 10),
+                    types=args.get("types"),
                 ),
-                list[RecallHit],
+                returns=list[RecallHit],
             )
             if not hits:
                 return "no memories found"
@@ -114,29 +120,27 @@ class MemoryTools:
                 source=self.source,
                 channel=self.conversation,
             )
-            saved = await self.request(MemSave([draft]))
-            new_id = int(saved[0]["id"] if isinstance(saved[0], dict) else saved[0].id)
+            saved = await self.request(MemSave([draft]), returns=list[Memory])
+            new_id = saved[0].id
             for link in args.get("associations") or []:
                 if not isinstance(link, dict) or not isinstance(link.get("id"), int):
                     raise ToolArgumentError("memory_save: each association needs an integer 'id'")
                 relation = link.get("relation", "related_to")
                 if relation not in RELATIONS:
                     raise ToolArgumentError(f"memory_save: relation must be one of {', '.join(RELATIONS)}")
-                await self.request(MemAssociate(new_id, link["id"], relation))
+                await self.request(MemAssociate(new_id, link["id"], relation), returns=Association)
             return f"saved memory [{new_id}]"
         if name == "memory_delete":
-            await self.request(MemForget([int(i) for i in args["ids"]]))
+            await self.request(MemForget([int(i) for i in args["ids"]]), returns=int)
             return f"forgot {len(args['ids'])} memories"
-        hits_ = msgspec.convert(
-            await self.request(
-                TranscriptSearch(
-                    query=args["query"],
-                    limit=args.get("limit", 10),
-                    channel=args.get("conversation"),
-                    exclude_channel=None if args.get("conversation") else self.conversation,
-                )
+        hits_ = await self.request(
+            TranscriptSearch(
+                query=args["query"],
+                limit=args.get("limit", 10),
+                channel=args.get("conversation"),
+                exclude_channel=None if args.get("conversation") else self.conversation,
             ),
-            list[MessageHit],
+            returns=list[MessageHit],
         )
         if not hits_:
             return "nothing found in other conversations"

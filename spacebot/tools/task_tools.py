@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from spacebot.ipc.messages import StatusKind
 from spacebot.llm.types import ToolCall, ToolSpec
 from spacebot.tools import sandbox
 from spacebot.tools.errors import ToolArgumentError, ToolError
@@ -128,7 +129,7 @@ class TaskTools:
         self,
         workspace: Path,
         limits: Limits,
-        on_status: Callable[[str, str], None],
+        on_status: Callable[[str, StatusKind], None],
         policy: Policy | None = None,
     ) -> None:
         self.files = Workspace(workspace)

@@ -103,3 +103,8 @@ def test_only_well_formed_conversations_of_configured_agents_are_woken() -> None
     assert channel_spec("channel:main:web:a/b", ["main"]) is None
     assert channel_spec("channel:main:irc:x", ["main"]) is None
     assert channel_spec("worker:main", ["main"]) is None
+
+
+def test_delegate_ids_name_branches_and_workers_only() -> None:
+    assert ids.is_delegate(ids.process("worker")) and ids.is_delegate("branch:ab12")
+    assert not any(ids.is_delegate(x) for x in ("worker:", "agent:main", "u1", "channel:main:web:1", ""))

@@ -1,0 +1,32 @@
+"""Requests to an agent's memory process, retried while it restarts or starts."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, overload
+
+from spacebot.ipc.replies import retry_transient
+from spacebot.runtime.child import ChildContext
+
+T = TypeVar("T")
+
+
+class MemoryLink:
+    """Requests to ``memory:<agent>``: a transient error (restarting, starting, busy) is retried
+    with back-off for ``attempts`` calls; anything else is raised at once."""
+
+    def __init__(self, ctx: ChildContext, memory: str, *, timeout: float = 10.0) -> None:
+        self.ctx = ctx
+        self.memory = memory
+        self.timeout = timeout
+
+    @overload
+    async def request(self, body: Any, *, returns: type[T], attempts: int = 20) -> T: ...
+    @overload
+    async def request(self, body: Any, *, returns: None, attempts: int = 20) -> None: ...
+    async def request(self, body: Any, *, returns: Any, attempts: int = 20) -> Any:
+        """``body`` to memory; the reply converted to ``returns`` (``None``: no value expected)."""
+        return await retry_transient(
+            lambda: self.ctx.request(self.memory, body, returns=returns, timeout=self.timeout),
+            attempts=attempts,
+            what=f"memory request {type(body).__name__}",
+        )
