@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import assert_never
 
 import msgspec
 import zmq.asyncio
@@ -36,6 +37,7 @@ from spacebot.ipc.messages import (
     Kind,
     Notice,
     Ok,
+    PendingChannel,
     Ping,
     ProcessExited,
     ProcState,
@@ -46,14 +48,15 @@ from spacebot.ipc.messages import (
     SpawnSpec,
     StatusRequest,
     SyncEvents,
+    TranscriptPendingChannels,
     TreeRequest,
 )
 from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
 from spacebot.supervisor import coldstart, introspect, linux, targets
 from spacebot.supervisor.auth import Authenticator
-from spacebot.supervisor.control import ControlHandler, ControlServer
-from spacebot.supervisor.enforce import Enforcement
+from spacebot.supervisor.control import ControlServer
+from spacebot.supervisor.enforce import Enforcer
 from spacebot.supervisor.exits import ExitWatcher
 from spacebot.supervisor.kill import kill_tree
 from spacebot.supervisor.policy import decide, start_retry_delay
@@ -69,7 +72,7 @@ SHUTDOWN_ORDER = (Kind.GATEWAY, Kind.CHANNEL, Kind.BRANCH, Kind.WORKER, Kind.COR
 """Stop intake first, storage last."""
 
 
-class Supervisor(Enforcement):
+class Supervisor:
     """One per host; the systemd main process."""
 
     def __init__(self, config: Config, *, config_file: Path | None = None) -> None:
@@ -82,12 +85,26 @@ class Supervisor(Enforcement):
         self.exits = ExitWatcher(
             self._finish_exit,
             is_ours=lambda pid: self.table.by_pid(pid) is not None,
-            is_zygote=lambda pid: pid == self.zygote.pid,
+            is_zygote=lambda pid: self.zygote.owns(pid),
         )
-        self.zygote = ZygoteLink(self.exits.code_arrived, self._zygote_lost)
+        self.zygote = ZygoteLink(
+            self.exits.code_arrived,
+            self._zygote_lost,
+            lambda pid: self._publish("sys.zygote.spare", Notice("spare", {"pid": pid})),
+        )
+        self.enforcer = Enforcer(
+            lambda: self.config,
+            self.table,
+            self.exits,
+            self.notifier,
+            lambda: self.broker,
+            self._publish,
+            self._summary,
+            self.spawn_task,
+        )
         self.waker = Waker(self)
         self.resumer = Resumer(
-            self._bus_request,
+            self._pending_channels,
             self.waker.ensure,
             lambda ident: (r := self.table.get(ident)) is not None and r.state in LIVE,
             self._publish,
@@ -124,7 +141,11 @@ class Supervisor(Enforcement):
             auth=self.auth,
         )
         self.control = ControlServer(
-            self._context, self.endpoints.ctl, self._handlers(), max_frame=rt.max_frame_bytes, auth=self.auth
+            self._context,
+            self.endpoints.ctl,
+            self.control_request,
+            max_frame=rt.max_frame_bytes,
+            auth=self.auth,
         )
         self.broker.on_unroutable = self.waker.unroutable
         self.broker.bind()
@@ -138,7 +159,7 @@ class Supervisor(Enforcement):
         if self.config.supervisor.spawn_mode == "zygote":
             hello = await self.zygote.start(self.config)
             log.info("zygote up pid=%d preload_s=%.2f", hello.pid, hello.preload_s)
-        self.spawn_task(self._monitor(), "monitor")
+        self.spawn_task(self.enforcer.monitor(), "monitor")
         await self._start_core()
         if self.notifier.watchdog_interval:
             self.spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
@@ -159,7 +180,8 @@ class Supervisor(Enforcement):
             print(f"  tool sandbox: {sandbox_summary(self.config.delegates)}", flush=True)
             wc = self.config.webchat
             if wc.enabled:
-                print(f"  web chat: http://{wc.host}:{wc.port}/ (agent {wc.agent})", flush=True)
+                where = f"http://{wc.host}:{wc.port}/" if wc.port else f"{wc.host}, a free port (see the log)"
+                print(f"  web chat: {where} (agent {wc.agent})", flush=True)
         log.info(
             "ready ctl=%s bus=%s events=%s", self.endpoints.ctl, self.endpoints.bus, self.endpoints.events
         )
@@ -201,9 +223,9 @@ class Supervisor(Enforcement):
                 if isinstance(result, Err):
                     log.error("core process failed to start id=%s error=%s", spec.id, result.message)
 
-    async def _bus_request(self, dst: str, body: object) -> object:
+    async def _pending_channels(self, dst: str, body: TranscriptPendingChannels) -> list[PendingChannel]:
         assert self.broker is not None
-        return await self.broker.request(dst, body, timeout=10.0)  # type: ignore[arg-type]
+        return await self.broker.request(dst, body, returns=list[PendingChannel], timeout=10.0)
 
     async def _resume_every(self, interval: float) -> None:
         """The safety net: a message whose delivery gave up is still answered eventually."""
@@ -254,25 +276,31 @@ class Supervisor(Enforcement):
 
     # -- control handlers ----------------------------------------------------------------------
 
-    def _handlers(self) -> dict[type, ControlHandler]:
-        return {
-            StatusRequest: self._status,
-            TreeRequest: self._tree,
-            KillRequest: self._kill_request,
-            ReloadRequest: self._reload,
-            ShutdownRequest: self._shutdown_request,
-            SpawnSpec: lambda spec: self.spawn(spec, parent="supervisor"),
-            SyncEvents: self._sync_events,
-        }
+    async def control_request(self, request: ControlRequest) -> Reply:
+        """The named handler of each control request (``spacebotctl``, signals)."""
+        match request:
+            case StatusRequest():
+                return await self._status(request)
+            case TreeRequest():
+                return await self._tree(request)
+            case KillRequest():
+                return await self.enforcer.kill_request(request)
+            case ReloadRequest():
+                return await self._reload(request)
+            case ShutdownRequest():
+                return await self._shutdown_request(request)
+            case SpawnSpec():
+                return await self.spawn(request, parent="supervisor")
+            case SyncEvents():
+                return self._publish_sync(request)
+            case _:
+                assert_never(request)
 
     async def _status(self, _req: StatusRequest) -> Reply:
         return Ok(await introspect.status(self))
 
     async def _tree(self, _req: TreeRequest) -> Reply:
         return Ok(await asyncio.to_thread(introspect.tree, self))
-
-    async def _sync_events(self, req: SyncEvents) -> Reply:
-        return self._publish_sync(req)
 
     def _publish_sync(self, req: SyncEvents) -> Reply:
         """Publish the topic a subscriber waits for to know it is connected (see ipc/events.py)."""
@@ -309,8 +337,6 @@ class Supervisor(Enforcement):
             return Err(ErrorCode.OVERLOADED, "supervisor is shutting down")
         if ":" not in spec.target:
             return Err(ErrorCode.BAD_REQUEST, f"target {spec.target!r} must be 'package.module:function'")
-        if spec.restart not in ("", "always", "on-failure", "never"):
-            return Err(ErrorCode.BAD_REQUEST, f"restart {spec.restart!r} must be always, on-failure or never")
         try:  # registered process types and config-checked arguments only (supervisor/targets.py)
             targets.check(spec, self.config)
         except targets.SpawnRefused as exc:
@@ -406,7 +432,7 @@ class Supervisor(Enforcement):
             case SpawnSpec():
                 return asyncio.ensure_future(self.spawn(body, parent=env.src))
             case KillRequest():
-                return asyncio.ensure_future(self._kill_descendant(env.src, body))
+                return asyncio.ensure_future(self.enforcer.kill_descendant(env.src, body))
             case SyncEvents():
                 return self._publish_sync(body)
             case Ping():
@@ -523,7 +549,8 @@ class Supervisor(Enforcement):
         log.error("zygote lost; children keep running; starting a new zygote")
 
         async def again() -> None:
-            await asyncio.sleep(1.0)
+            if not self.zygote.spare_pid:  # the spare takes over at once; a cold start waits a bit
+                await asyncio.sleep(1.0)
             try:
                 await self.zygote.start(self.config)
             except SpacebotError as exc:
@@ -546,7 +573,7 @@ class Supervisor(Enforcement):
             async with asyncio.timeout(self.config.supervisor.shutdown_timeout):
                 for kind in SHUTDOWN_ORDER:
                     stage = [r for r in self.table if r.kind is kind and r.pid and r.state in LIVE]
-                    await asyncio.gather(*(self.kill(r, reason="shutdown") for r in stage))
+                    await asyncio.gather(*(self.enforcer.kill(r, reason="shutdown") for r in stage))
                     # The next stage starts only once this one's exits are recorded and published.
                     await asyncio.gather(*(self.wait_exit(r, 5.0) for r in stage))
         except TimeoutError:

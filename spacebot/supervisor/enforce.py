@@ -9,7 +9,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from spacebot.ipc.messages import (
@@ -34,22 +34,45 @@ if TYPE_CHECKING:
     from spacebot.supervisor.sdnotify import Notifier
     from spacebot.supervisor.table import ProcessTable
 
+Publish = Callable[[str, object], None]
+SpawnTask = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[object]"]
+
 log = logging.getLogger("spacebot.supervisor")
 
 
-class Enforcement:
-    """Mixed into :class:`~spacebot.supervisor.arbiter.Supervisor`."""
+class Enforcer:
+    """The supervisor's kills: on request, of hung processes, of a tree at shutdown.
 
-    if TYPE_CHECKING:
-        config: Config
-        table: ProcessTable
-        broker: Broker | None
-        exits: ExitWatcher
-        notifier: Notifier
+    It is given the table and what it may do (publish, report to systemd, start background
+    tasks, tell the broker a process is gone), not the supervisor."""
 
-        def _publish(self, topic: str, body: object) -> None: ...
-        def _summary(self) -> str: ...
-        def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[object]: ...
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        table: ProcessTable,
+        exits: ExitWatcher,
+        notifier: Notifier,
+        broker: Callable[[], Broker | None],
+        publish: Publish,
+        summary: Callable[[], str],
+        spawn_task: SpawnTask,
+    ) -> None:
+        self._config = config
+        self.table = table
+        self.exits = exits
+        self.notifier = notifier
+        self._broker = broker
+        self._publish = publish
+        self._summary = summary
+        self.spawn_task = spawn_task
+
+    @property
+    def config(self) -> Config:
+        return self._config()  # a reload replaces the supervisor's config object
+
+    @property
+    def broker(self) -> Broker | None:
+        return self._broker()
 
     # -- kills ---------------------------------------------------------------------------------
 
@@ -90,15 +113,15 @@ class Enforcement:
         log.info("killed id=%s procs=%d survivors=%d reason=%r", rec.id, len(killed), len(survivors), reason)
         return report
 
-    async def _kill_descendant(self, src: str, req: KillRequest) -> Reply:
+    async def kill_descendant(self, src: str, req: KillRequest) -> Reply:
         """A process may kill what it started (a channel cancelling its worker), nothing else."""
         if not any(r.id == req.id for r in self.table.descendants_of(src)):
             return Err(
                 ErrorCode.BAD_REQUEST, f"{src!r} may only stop processes it started ({req.id!r} is not one)"
             )
-        return await self._kill_request(req)
+        return await self.kill_request(req)
 
-    async def _kill_request(self, req: KillRequest) -> Reply:
+    async def kill_request(self, req: KillRequest) -> Reply:
         rec = self.table.get(req.id)
         if rec is None:
             return Err(ErrorCode.NOT_FOUND, f"no process {req.id!r} (see spacebotctl status)")
@@ -114,7 +137,7 @@ class Enforcement:
 
     # -- liveness ------------------------------------------------------------------------------
 
-    async def _monitor(self) -> None:
+    async def monitor(self) -> None:
         while True:
             await asyncio.sleep(self.config.supervisor.monitor_interval)
             now, wall = time.monotonic(), time.time()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
@@ -13,7 +13,26 @@ from spacebot.ipc.messages import ProcessInfo, ProcState, StatusReply, TreeNode
 from spacebot.tools import sandbox
 
 if TYPE_CHECKING:
-    from spacebot.supervisor.arbiter import Supervisor
+    from spacebot.config import Config
+    from spacebot.ipc.broker import Broker
+    from spacebot.paths import Endpoints
+    from spacebot.supervisor.table import ProcessTable
+    from spacebot.supervisor.zygote_link import ZygoteLink
+
+
+class Observed(Protocol):
+    """What status and tree read of the supervisor (and nothing else)."""
+
+    config: Config
+    table: ProcessTable
+    zygote: ZygoteLink
+    endpoints: Endpoints
+    started: float
+    ready: bool
+
+    @property
+    def broker(self) -> Broker | None: ...
+
 
 _MB = 1024 * 1024
 _procs: dict[int, psutil.Process] = {}
@@ -38,7 +57,7 @@ def _metrics(pid: int) -> tuple[float, float, float]:
         return 0.0, 0.0, 0.0
 
 
-def _collect(sup: Supervisor) -> StatusReply:
+def _collect(sup: Observed) -> StatusReply:
     now = time.monotonic()
     rows: list[ProcessInfo] = []
     cpu, rss, uss = _metrics(os.getpid())
@@ -61,23 +80,28 @@ def _collect(sup: Supervisor) -> StatusReply:
             sup.broker.guard.errors if sup.broker else 0,
         )
     )
-    if sup.zygote.pid:
-        cpu, rss, uss = _metrics(sup.zygote.pid)
-        state = ProcState.READY if sup.zygote.alive else ProcState.EXITED
+    zygotes = [("zygote", sup.zygote.pid, sup.zygote.alive, sup.zygote.started_at, "fork server")]
+    if sup.zygote.spare_pid:
+        spare = "spare fork server (takes over at once)"
+        zygotes.append(("zygote:spare", sup.zygote.spare_pid, True, sup.zygote.spare_started_at, spare))
+    for ident, pid, alive, started_at, task in zygotes:
+        if not pid:
+            continue
+        cpu, rss, uss = _metrics(pid)
         rows.append(
             ProcessInfo(
+                ident,
                 "zygote",
-                "zygote",
-                sup.zygote.pid,
-                state,
-                now - sup.zygote.started_at,
+                pid,
+                ProcState.READY if alive else ProcState.EXITED,
+                now - started_at,
                 cpu,
                 rss,
                 uss,
                 None,
                 None,
                 "supervisor",
-                "fork server",
+                task,
                 0,
                 None,
                 0,
@@ -122,7 +146,7 @@ def _collect(sup: Supervisor) -> StatusReply:
     )
 
 
-async def status(sup: Supervisor) -> StatusReply:
+async def status(sup: Observed) -> StatusReply:
     """Every process with its metrics (``memory_full_info`` reads smaps: done in a thread)."""
     return await asyncio.to_thread(_collect, sup)
 
@@ -147,10 +171,10 @@ def _os_children(pid: int, managed: set[int]) -> list[TreeNode]:
     return nodes
 
 
-def tree(sup: Supervisor) -> TreeNode:
+def tree(sup: Observed) -> TreeNode:
     """Supervisor → zygote and managed processes by logical parent → their unmanaged OS descendants."""
     records = list(sup.table)
-    managed = {r.pid for r in records if r.pid} | {sup.zygote.pid}
+    managed = {r.pid for r in records if r.pid} | {sup.zygote.pid, sup.zygote.spare_pid}
 
     def node(ident: str) -> list[TreeNode]:
         out = []
@@ -163,6 +187,8 @@ def tree(sup: Supervisor) -> TreeNode:
     top = []
     if sup.zygote.pid:
         top.append(TreeNode("zygote", sup.zygote.pid, "ready" if sup.zygote.alive else "exited", "zygote"))
+    if sup.zygote.spare_pid:
+        top.append(TreeNode("zygote:spare", sup.zygote.spare_pid, "ready", "zygote"))
     top += node("supervisor")
     # Processes whose logical parent is gone still belong somewhere visible.
     known = {r.id for r in records} | {"supervisor"}

@@ -10,14 +10,35 @@ timeout), crashed, or was killed is started again the same way and reloads its h
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spacebot.ipc import ids
 from spacebot.ipc.messages import Err, ErrorCode, Kind, Ok, ProcState, SpawnSpec
 from spacebot.ipc.replies import Reply
 
 if TYPE_CHECKING:
-    from spacebot.supervisor.arbiter import Supervisor
+    import asyncio
+
+    from spacebot.config import Config
+    from spacebot.ipc.broker import Broker
+    from spacebot.supervisor.table import ProcessRecord, ProcessTable
+
+
+class WakeHost(Protocol):
+    """What waking a conversation needs of the supervisor (and nothing else)."""
+
+    config: Config
+    table: ProcessTable
+    shutting_down: bool
+
+    @property
+    def broker(self) -> Broker | None: ...
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[object]: ...
+    async def spawn(self, spec: SpawnSpec, *, parent: str) -> Reply: ...
+    async def wait_ready(self, rec: ProcessRecord, timeout: float) -> ProcState: ...
+    async def wait_exit(self, rec: ProcessRecord, timeout: float) -> ProcState: ...
+
 
 log = logging.getLogger("spacebot.supervisor")
 
@@ -46,7 +67,7 @@ def channel_spec(ident: str, agents: list[str]) -> SpawnSpec | None:
 class Waker:
     """Starts conversation processes on demand for the broker."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: WakeHost) -> None:
         self.sup = supervisor
         self.waking: set[str] = set()
 

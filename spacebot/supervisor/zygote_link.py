@@ -1,4 +1,11 @@
-"""The supervisor's side of the zygote: start it, ask it to fork, hear about exits."""
+"""The supervisor's side of the zygote: start it, ask it to fork, hear about exits.
+
+With ``[supervisor] spare_zygote`` (the default) a second zygote is kept warm beside the one that
+forks: when the forking zygote dies, the spare takes over at once and a new spare is started in the
+background. Replacing a zygote otherwise means importing everything again (seconds on a busy
+2-core machine), and every process that has to start meanwhile — a conversation woken by a
+message, a crashed memory process — waits for it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import assert_never
 
 from spacebot.config import Config
 from spacebot.errors import ProcessTimeout, SpacebotError
@@ -33,12 +42,29 @@ class ZygoteGone(SpacebotError):
     """The zygote died or closed its socket."""
 
 
-class ZygoteLink:
-    """Owns the zygote process and the socketpair to it."""
+@dataclass
+class _Warm:
+    """A zygote that has said hello: its process and its end of the socketpair."""
 
-    def __init__(self, on_exit: Callable[[int, int], None], on_lost: Callable[[], None]) -> None:
+    proc: subprocess.Popen[bytes]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    hello: ZygoteHello
+    started_at: float
+
+
+class ZygoteLink:
+    """Owns the zygote process (and its warm spare) and the socketpair to it."""
+
+    def __init__(
+        self,
+        on_exit: Callable[[int, int], None],
+        on_lost: Callable[[], None],
+        on_spare: Callable[[int], None] = lambda pid: None,
+    ) -> None:
         self._on_exit = on_exit
         self._on_lost = on_lost
+        self._on_spare = on_spare
         self.pid = 0
         self.hello: ZygoteHello | None = None
         self.started_at = 0.0
@@ -50,6 +76,22 @@ class ZygoteLink:
         self._spawn_lock = asyncio.Lock()
         self._up = asyncio.Event()
         self._stopped = False
+        self._spare: _Warm | None = None
+        self._spare_task: asyncio.Task[None] | None = None
+
+    @property
+    def spare_pid(self) -> int:
+        """Pid of the warm spare (0 when there is none)."""
+        return self._spare.proc.pid if self._spare is not None else 0
+
+    @property
+    def spare_started_at(self) -> float:
+        """When the spare was started (monotonic; 0 when there is none)."""
+        return self._spare.started_at if self._spare is not None else 0.0
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is the zygote or its spare."""
+        return pid != 0 and pid in (self.pid, self.spare_pid)
 
     @property
     def alive(self) -> bool:
@@ -57,7 +99,62 @@ class ZygoteLink:
         return self._writer is not None and self.hello is not None
 
     async def start(self, config: Config) -> ZygoteHello:
-        """Start the zygote and wait until its imports are done."""
+        """Make a zygote the forking one: the warm spare at once if there is one, else a new one
+        (waiting until its imports are done). Then, with ``spare_zygote``, warm the next spare."""
+        spare, self._spare = self._spare, None
+        if self._spare_task is not None:  # it watches the spare's socket, which becomes ours
+            self._spare_task.cancel()
+            await asyncio.gather(self._spare_task, return_exceptions=True)
+            self._spare_task = None
+        if spare is not None and spare.proc.poll() is None:
+            warm = spare
+            log.info("spare zygote pid=%d takes over", warm.proc.pid)
+        else:
+            warm = await self._launch(config)
+        self._proc, self._reader, self._writer = warm.proc, warm.reader, warm.writer
+        self.pid, self.started_at, self.hello = warm.proc.pid, warm.started_at, warm.hello
+        self._up.set()
+        for failure in warm.hello.failed_imports:
+            log.warning("zygote could not preload %s", failure)
+        self._read_task = asyncio.get_running_loop().create_task(self._read_loop(), name="zygote-reader")
+        if config.supervisor.spare_zygote and not self._stopped:
+            self.warm_spare(config)
+        return warm.hello
+
+    def warm_spare(self, config: Config, delay: float = 0.0) -> None:
+        """Start a spare zygote in the background unless one is running or being started."""
+        if self._spare_task is None or self._spare_task.done():
+            self._spare_task = asyncio.get_running_loop().create_task(
+                self._keep_spare(config, delay), name="zygote-spare"
+            )
+
+    async def _keep_spare(self, config: Config, delay: float) -> None:
+        """Start a spare and watch it: a spare that dies is replaced (after a pause)."""
+        await asyncio.sleep(delay)
+        try:
+            spare = await self._launch(config)
+        except SpacebotError as exc:
+            log.error("spare zygote failed to start: %s", exc)
+            if not self._stopped:
+                self.warm_spare(config, delay=max(delay * 2, 5.0))
+            return
+        if self._stopped:
+            spare.writer.close()
+            return
+        self._spare = spare
+        log.info("spare zygote up pid=%d preload_s=%.2f", spare.proc.pid, spare.hello.preload_s)
+        self._on_spare(spare.proc.pid)
+        await self._read(spare.reader)  # a spare says nothing: this returns when it dies
+        if self._spare is spare:  # it died as a spare, not after taking over
+            self._spare = None
+            spare.writer.close()
+            if not self._stopped:
+                log.warning("spare zygote pid=%d exited; starting another", spare.proc.pid)
+                self._spare_task = None
+                self.warm_spare(config, delay=1.0)
+
+    async def _launch(self, config: Config) -> _Warm:
+        """Start a zygote and wait until its imports are done."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [
             sys.executable,
@@ -73,52 +170,44 @@ class ZygoteLink:
             config.runtime.log_level,
         ]
         # Popen only forks and execs; it returns at once.
-        self._proc = subprocess.Popen(cmd, pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL)  # noqa: ASYNC220
+        proc = subprocess.Popen(cmd, pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL)  # noqa: ASYNC220
         child_sock.close()
-        self.pid = self._proc.pid
-        self.started_at = time.monotonic()
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=parent_sock)
+        started_at = time.monotonic()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
         try:
             async with asyncio.timeout(config.supervisor.zygote_start_timeout):
-                msg = await self._read()
+                msg = await self._read(reader)
         except TimeoutError:
-            self._abandon()
+            self._abandon(proc, writer)
             raise ProcessTimeout(
-                f"zygote pid {self.pid} did not finish importing within "
+                f"zygote pid {proc.pid} did not finish importing within "
                 f"{config.supervisor.zygote_start_timeout:g}s"
             ) from None
         if not isinstance(msg, ZygoteHello):
-            self._abandon()
+            self._abandon(proc, writer)
             raise ZygoteGone(f"zygote sent {type(msg).__name__ if msg else 'nothing'} before hello")
-        self.hello = msg
-        self._up.set()
-        for failure in msg.failed_imports:
-            log.warning("zygote could not preload %s", failure)
-        self._read_task = asyncio.get_running_loop().create_task(self._read_loop(), name="zygote-reader")
-        return msg
+        return _Warm(proc, reader, writer, msg, started_at)
 
-    def _abandon(self) -> None:
+    @staticmethod
+    def _abandon(proc: subprocess.Popen[bytes], writer: asyncio.StreamWriter) -> None:
         """A zygote that never said hello: kill it, so the next start does not run beside it."""
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = None
-        self._reader = None
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
+        writer.close()
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
-    async def _read(self) -> framing.FromZygote | None:
-        assert self._reader is not None
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> framing.FromZygote | None:
         try:
-            header = await self._reader.readexactly(framing.header_size())
-            body = await self._reader.readexactly(framing.body_size(header))
+            header = await reader.readexactly(framing.header_size())
+            body = await reader.readexactly(framing.body_size(header))
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
         return framing.from_zygote_decoder.decode(body)
 
     async def _read_loop(self) -> None:
+        assert self._reader is not None
         while True:
-            msg = await self._read()
+            msg = await self._read(self._reader)
             match msg:
                 case None:
                     break
@@ -140,6 +229,8 @@ class ZygoteLink:
                     self._on_exit(pid, code)
                 case ZygoteHello():
                     log.warning("zygote sent a second hello")
+                case _:
+                    assert_never(msg)
         self._drop_link("zygote closed its socket")
         self._on_lost()
 
@@ -209,12 +300,18 @@ class ZygoteLink:
         """Close the socket (the zygote exits on EOF) and wait for it; SIGKILL if it lingers."""
         self._stopped = True
         self._drop_link("supervisor stopping")
-        if self._read_task is not None:
-            self._read_task.cancel()
-            await asyncio.gather(self._read_task, return_exceptions=True)
-        proc = self._proc
-        if proc is None:
-            return
+        spare, self._spare = self._spare, None
+        for task in (self._read_task, self._spare_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        procs = [p for p in (self._proc, spare.proc if spare is not None else None) if p is not None]
+        if spare is not None:
+            spare.writer.close()
+        await asyncio.gather(*(self._reap(p, timeout) for p in procs))
+
+    @staticmethod
+    async def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
         try:
             await asyncio.to_thread(proc.wait, timeout)
         except subprocess.TimeoutExpired:
