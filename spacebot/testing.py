@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psutil
+import tomli_w
 
 from spacebot.config import SupervisorSection
 from spacebot.ipc import ids
@@ -40,18 +39,6 @@ _FAST_BUDGETS: dict[str, object] = {
 }
 
 
-def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(_toml_value(i) for i in items) + "]"
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return msgspec.json.encode(value).decode()
-    return repr(value)
-
-
 def fast_config(
     agents: tuple[str, ...] = (),
     max_frame: int = 65536,
@@ -63,32 +50,29 @@ def fast_config(
     """A config with short budgets so tests see hangs and restarts quickly.
 
     ``kinds`` override budgets per kind, e.g. ``fast_config(memory={"ready_timeout": 60.0})``;
-    ``sections`` adds top-level tables (``{"webchat": {"port": 0}}``). The web chat is off unless a
-    ``webchat`` section is given.
+    ``sections`` adds top-level tables (``{"webchat": {"port": 0}}``; a ``supervisor`` entry is
+    merged into the test supervisor settings). The web chat is off unless a ``webchat`` section is
+    given.
     """
-    text = f"""
-agents = {list(agents)!r}
-
-[runtime]
-log_level = "info"
-max_frame_bytes = {max_frame}
-
-[supervisor]
-preload = {_toml_list(preload or ["msgspec", "zmq", "zmq.asyncio", "psutil"])}
-monitor_interval = 0.1
-shutdown_timeout = 10.0
-allow_test_targets = true
-"""
     sections = dict(sections or {})
-    text += "".join(f"{k} = {_toml_value(v)}\n" for k, v in sections.pop("supervisor", {}).items())
-    for kind in Kind:
-        text += f"\n[processes.{kind.value}]\n"
-        for key, value in {**_FAST_BUDGETS, **kinds.get(kind.value, {})}.items():
-            text += f"{key} = {_toml_value(value)}\n"
-    tables: dict[str, dict[str, object]] = {"webchat": {"enabled": False}, **(sections or {})}
-    for name, table in tables.items():
-        text += f"\n[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items())
-    return text
+    doc: dict[str, Any] = {
+        "agents": list(agents),
+        "runtime": {"log_level": "info", "max_frame_bytes": max_frame},
+        "supervisor": {
+            "preload": list(preload or ["msgspec", "zmq", "zmq.asyncio", "psutil"]),
+            "monitor_interval": 0.1,
+            "shutdown_timeout": 10.0,
+            "allow_test_targets": True,
+            # One zygote is enough for most tests and halves their import work on a busy machine;
+            # tests of the spare (and the chaos soak) turn it on.
+            "spare_zygote": False,
+            **sections.pop("supervisor", {}),
+        },
+        "processes": {kind.value: {**_FAST_BUDGETS, **kinds.get(kind.value, {})} for kind in Kind},
+        "webchat": {"enabled": False},
+        **sections,
+    }
+    return tomli_w.dumps(doc)
 
 
 FAST_CONFIG = fast_config()
@@ -144,13 +128,17 @@ class SupervisorProcess:
             await self.ctl.close()
             self.ctl = None
         out = self.log_file.open("wb") if self.capture else None
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns once forked
-            [sys.executable, "-m", "spacebot.cli.main", "run", *self.run_args],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-        )
+        try:
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns once forked
+                [sys.executable, "-m", "spacebot.cli.main", "run", *self.run_args],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+            )
+        finally:
+            if out is not None:
+                out.close()  # the child has its own copy of the descriptor
         deadline = time.monotonic() + timeout
         probe: ControlClient | None = None
         key_seen: tuple[int, int] | None = None
@@ -170,9 +158,7 @@ class SupervisorProcess:
                         probe, key_seen = ControlClient(self.endpoints), key
                     try:
                         async with asyncio.timeout(10.0):
-                            reply = msgspec.convert(
-                                await probe.call(StatusRequest(), timeout=5.0), StatusReply
-                            )
+                            reply = await probe.call(StatusRequest(), returns=StatusReply, timeout=5.0)
                         if reply.ready:
                             self.ctl, probe = probe, None
                             return
@@ -199,7 +185,7 @@ class SupervisorProcess:
     async def status(self) -> StatusReply:
         """``spacebotctl status`` as a struct; remembers every pid for cleanup."""
         assert self.ctl is not None
-        reply = msgspec.convert(await self.ctl.call(StatusRequest()), StatusReply)
+        reply = await self.ctl.call(StatusRequest(), returns=StatusReply)
         self.seen_pids.update(p.pid for p in reply.processes if p.pid and p.kind != "supervisor")
         return reply
 
@@ -215,8 +201,8 @@ class SupervisorProcess:
     ) -> Spawned:
         """Spawn a child and wait until it is ready."""
         assert self.ctl is not None
-        spawned = msgspec.convert(
-            await self.ctl.call(SpawnSpec(kind=kind, target=target, **kw), timeout=timeout), Spawned
+        spawned = await self.ctl.call(
+            SpawnSpec(kind=kind, target=target, **kw), returns=Spawned, timeout=timeout
         )
         self.seen_pids.add(spawned.pid)
         return spawned
@@ -297,39 +283,25 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def llm_table(openai_url: str) -> str:
     """An ``[llm]`` section sending every tier to one OpenAI-compatible server (the fake)."""
-    return f"""
-[llm]
-profile = "balanced"
-[llm.providers.fake]
-kind = "openai_compatible"
-base_url = {msgspec.json.encode(openai_url).decode()}
-api_key = "k"
-[llm.profiles.balanced]
-light = "fake/main"
-standard = "fake/main"
-strong = "fake/main"
-[llm.retry]
-attempts_per_model = 1
-base_delay = 0.0
-max_delay = 0.1
-"""
+    tier = "fake/main"
+    llm = {
+        "profile": "balanced",
+        "providers": {"fake": {"kind": "openai_compatible", "base_url": openai_url, "api_key": "k"}},
+        "profiles": {"balanced": {"light": tier, "standard": tier, "strong": tier}},
+        "retry": {"attempts_per_model": 1, "base_delay": 0.0, "max_delay": 0.1},
+    }
+    return "\n" + tomli_w.dumps({"llm": llm})
 
 
 class ChatSystem:
     """A whole Spacebot (supervisor, memory, web chat) answering from a :class:`FakeLLM`.
 
     ``async with ChatSystem(root, fake) as system: chat = await system.client("Ana")``.
-    ``channel`` overrides ``[channel]`` settings; ``model=False`` starts it with no model.
+    ``channel`` overrides ``[channel]`` settings; ``model=False`` starts it with no model. The web
+    chat binds port 0 (no port is picked in advance, so none can be taken by another test in the
+    meantime); :attr:`port` and :attr:`url` are known once it has started.
     """
 
     def __init__(
@@ -345,8 +317,8 @@ class ChatSystem:
         **kinds: dict[str, object],
     ) -> None:
         self.fake = fake
-        self.port = free_port()
-        web = {"port": self.port, **(webchat or {})}
+        self.port = 0
+        web = {"port": 0, **(webchat or {})}
         kinds.setdefault("memory", {"ready_timeout": 60.0})
         text = fast_config(
             ("main",),
@@ -363,17 +335,40 @@ class ChatSystem:
             env={"SPACEBOT_LLM_BASE_URL": "", "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""},
             run_args=run_args,
         )
-        self.url = f"http://127.0.0.1:{self.port}"
         self.clients: list[Any] = []
 
-    async def __aenter__(self) -> ChatSystem:
+    @property
+    def url(self) -> str:
+        """The web chat's base URL."""
+        assert self.port, "the web chat's port is known once the system has started"
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Start (again, after a kill) and find the port the web chat listens on."""
         await self.sup.start()
+        row = await self.sup.info(ids.gateway("web"))
+        port = await asyncio.to_thread(_listening_port, row.pid) if row.pid else 0
+        if not port:  # the supervisor is ready only once its gateway is, so this is a failed start
+            raise RuntimeError(f"the web chat is not listening ({row.state.value}): {self.sup.log_tail()}")
+        self.use_port(port)
+
+    def use_port(self, port: int) -> None:
+        """Point this system and its clients at the web chat on ``port`` (a restarted gateway
+        binds a new one; it announces it as ``gateway.<id>.listening``)."""
+        self.port = port
+        for client in self.clients:
+            client.url = f"{self.url}/ws"
+
+    async def __aenter__(self) -> ChatSystem:
+        await self.start()
         return self
 
     async def __aexit__(self, exc_type: object, *_exc: object) -> None:
-        for client in self.clients:
-            await client.close()
-        await self.sup.stop()
+        try:
+            for client in self.clients:
+                await client.close()
+        finally:
+            await self.sup.stop()
         if exc_type is not None:  # what the processes said, for the test report
             print(self.sup.log_tail(120))
 
@@ -394,8 +389,27 @@ class ChatSystem:
             return 0
 
 
-async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
-    """Poll a cheap in-process condition (something a fake records) until it holds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polls state owned by another task, no event to wait on
-            await asyncio.sleep(interval)
+def _listening_port(pid: int) -> int:
+    """The TCP port process ``pid`` listens on (0 when none)."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                return int(conn.laddr.port)
+    return 0
+
+
+async def eventually(
+    predicate: Any, timeout: float = 20.0, interval: float = 0.05, *, what: Any = ""
+) -> None:
+    """Poll a cheap in-process condition (something a fake records) until it holds.
+
+    At the deadline, ``TimeoutError`` says what was awaited: ``what`` (a string, or a function
+    returning one, called then, so it can show the state seen last).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # noqa: ASYNC110 - polls state owned by another task, no event to wait on
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        detail = what() if callable(what) else what
+        raise TimeoutError(f"condition still false after {timeout:g}s: {detail or predicate!r}") from None

@@ -6,18 +6,19 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from spacebot.conversation.context_budget import choose_span, level_for
 from spacebot.ipc.bus import BusClient
-from spacebot.ipc.messages import Notice
+from spacebot.ipc.messages import Notice, ReplyState, StoredMessage
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
-from spacebot.memory.types import Message, ReplyState
 from spacebot.procs.compaction import parse
-from spacebot.conversation.context_budget import choose_span, level_for
 from spacebot.testing import ChatSystem, eventually
 
 
-def _m(i: int, role: str = "user", text: str = "x" * 100, state: ReplyState = ReplyState.ANSWERED) -> Message:
-    return Message(
+def _m(
+    i: int, role: str = "user", text: str = "x" * 100, state: ReplyState = ReplyState.ANSWERED
+) -> StoredMessage:
+    return StoredMessage(
         id=i,
         channel_id="web:1",
         platform_message_id=None,

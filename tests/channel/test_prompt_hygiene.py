@@ -9,10 +9,10 @@ import msgspec
 
 from spacebot.agent import context, untrusted
 from spacebot.agent.identity import Identity
+from spacebot.ipc.messages import StoredMessage
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.llm.types import UserMessage
-from spacebot.memory.types import Message as StoredMessage
 from spacebot.testing import ChatSystem
 
 HOSTILE = [

@@ -7,18 +7,22 @@ import os
 import signal
 from pathlib import Path
 
+from spacebot.ipc import ids
 from spacebot.ipc.bus import BusClient
-from spacebot.ipc.messages import KillRequest, ProcessExited
+from spacebot.ipc.messages import KillRequest, Notice, ProcessExited
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.testing import ChatSystem
+
+WAIT = 60.0
+"""Deadline of a wait for something certain to come (reached only when it does not)."""
 
 
 def _reply(content: str) -> list[FakeToolCall]:
     return [FakeToolCall("reply", {"content": content})]
 
 
-async def _answered(chat, conv: str, n: int = 1, timeout: float = 20.0) -> list[dict]:
+async def _answered(chat, conv: str, n: int = 1, timeout: float = WAIT) -> list[dict]:
     """Wait until ``chat`` has received ``n`` agent messages in ``conv``."""
     count = 0
 
@@ -215,26 +219,45 @@ async def test_channel_killed_mid_reply_answers_exactly_once(short_tmp: Path) ->
     async with FakeLLM(token_latency=0.05) as fake:
         fake.add(tool_calls=_reply("a long answer " * 30))
         async with ChatSystem(short_tmp, fake) as system:
-            ana = await system.client("Ana")
-            conv = await ana.create()
-            await ana.open(conv)
-            await ana.send(conv, "tell me everything")
-            first = await ana.wait_for(lambda f: f["type"] == "delta")
-            pid = await system.channel_pid(conv)
-            assert pid
-            os.kill(pid, signal.SIGKILL)
-            aborted = await ana.wait_for(
-                lambda f: f["type"] == "abort" and f["reply_id"] == first["reply_id"]
-            )
-            assert aborted["reason"] == "restarting"
-            replies = await _answered(ana, conv, 1, timeout=30)
-            assert await system.channel_pid(conv) not in (0, pid)
-            assert len(fake.requests) == 2  # the cut answer and the one delivered
-            history = await ana.open(conv)
-            assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
-            assert history["messages"][1]["id"] == replies[0]["id"]
-            await asyncio.sleep(0)  # nothing else arrives: no second answer
-            assert len(ana.replies(conv)) == 1
+            bus = BusClient("tester", system.sup.endpoints.bus)
+            bus.start()
+            try:
+                await _killed_mid_reply(system, fake, bus)
+            finally:
+                await bus.close()
+
+
+async def _killed_mid_reply(system: ChatSystem, fake: FakeLLM, bus: BusClient) -> None:
+    ana = await system.client("Ana")
+    conv = await ana.create()
+    turns = await bus.subscribe(f"channel.{ids.channel('main', conv)}.turn")
+    try:
+        await ana.open(conv)
+        await ana.send(conv, "tell me everything")
+        first = await ana.wait_for(lambda f: f["type"] == "delta")
+        pid = await system.channel_pid(conv)
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        aborted = await ana.wait_for(lambda f: f["type"] == "abort" and f["reply_id"] == first["reply_id"])
+        assert aborted["reason"] == "restarting"
+        replies = await _answered(ana, conv, 1)
+        assert await system.channel_pid(conv) not in (0, pid)
+        # The new process says when it has nothing left to answer (the killed one said nothing).
+        done = await turns.wait_for(
+            lambda e: (
+                isinstance(e.body, Notice) and e.body.fields["pending"] == 0 and e.body.fields["unseen"] == 0
+            ),
+            timeout=WAIT,
+        )
+        assert isinstance(done.body, Notice) and done.body.fields["messages"] == 1
+        assert len(fake.requests) == 2  # the cut answer and the one delivered
+        # Stored before that turn ended; shown to Ana before this later answer of the gateway.
+        history = await ana.open(conv)
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
+        assert history["messages"][1]["id"] == replies[0]["id"]
+        assert len(ana.replies(conv)) == 1  # no second answer
+    finally:
+        turns.close()
 
 
 async def test_gateway_restart_clients_reconnect_and_see_history(short_tmp: Path) -> None:
@@ -248,8 +271,20 @@ async def test_gateway_restart_clients_reconnect_and_see_history(short_tmp: Path
             await _answered(ana, conv, 1)
             mark = len(ana.frames)
             assert system.sup.ctl is not None
-            await system.sup.ctl.call(KillRequest("gateway:webchat", restart=True), timeout=20)
-            history = await ana.wait_for(lambda f: f["type"] == "history", since=mark, timeout=30)
+            bus = BusClient("tester", system.sup.endpoints.bus)
+            bus.start()
+            try:
+                listening = await bus.subscribe("gateway.")
+                await system.sup.ctl.call(KillRequest("gateway:webchat", restart=True), timeout=WAIT)
+                # Tests bind port 0, so the new gateway listens elsewhere: follow its announcement.
+                moved = await listening.wait_for(
+                    lambda e: isinstance(e.body, Notice) and e.body.text == "listening", timeout=WAIT
+                )
+            finally:
+                await bus.close()
+            assert isinstance(moved.body, Notice)
+            system.use_port(moved.body.fields["port"])
+            history = await ana.wait_for(lambda f: f["type"] == "history", since=mark, timeout=WAIT)
             assert ana.reconnects >= 1
             assert [m["text"] for m in history["messages"]] == ["before the restart", "still here"]
             await ana.send(conv, "after the restart")

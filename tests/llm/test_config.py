@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from spacebot.ipc.messages import Usage
 from spacebot.llm import (
     LLM,
     AssistantMessage,
@@ -23,7 +24,7 @@ from spacebot.llm import (
 )
 from spacebot.llm.cost import estimate_cost, prices_for
 from spacebot.llm.errors import classify_status, parse_retry_after
-from spacebot.llm.types import StreamEvent, TextDelta, Usage, UsageEvent
+from spacebot.llm.types import StreamEvent, TextDelta, UsageEvent
 
 
 def test_defaults_convert_from_plain_dict() -> None:

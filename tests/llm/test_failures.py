@@ -48,7 +48,8 @@ async def test_429_retry_after_then_fallback(fake: FakeLLM) -> None:
     assert "".join(ev.text for ev in events if isinstance(ev, TextDelta)) == "answer"
     (notice,) = notices
     assert notice.model == "oa/main" and "429" in notice.reason
-    assert before < notice.until <= time.time() + 0.05  # cooled for its Retry-After
+    # Cooled for its Retry-After (0.05 s), counted from the 429, which came between the two reads.
+    assert before + 0.05 <= notice.until <= time.time() + 0.05
     await llm.aclose()
 
 

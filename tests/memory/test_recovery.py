@@ -116,6 +116,8 @@ def test_sigkill_mid_batch_loses_nothing_acknowledged(tmp_path: Path, embedder: 
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert len(acked) >= 40
     with MemoryEngine(tmp_path, MemoryConfig(), embedder=embedder) as eng:
         stored = eng.store.get_memories(acked)

@@ -27,14 +27,15 @@ from spacebot.ipc.messages import (
     Envelope,
     Event,
     Kind,
+    MemoryDraft,
     MemRecall,
     MemSave,
     Notice,
     Ping,
+    RecallHit,
     SpawnSpec,
     StatusRequest,
 )
-from spacebot.memory.types import MemoryDraft, RecallHit
 from spacebot.testing import SupervisorProcess, fast_config
 from spacebot.tools import sandbox
 

@@ -13,10 +13,12 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from spacebot.cli import ctl
-from spacebot.ipc.messages import ConfigReloaded
-from spacebot.testing import FAST_CONFIG, SupervisorProcess
+from spacebot.ipc.messages import ConfigReloaded, Notice
+from spacebot.testing import FAST_CONFIG, SupervisorProcess, fast_config
 
 TK = "spacebot.procs.testkit"
+WAIT = 60.0
+"""Deadline of a wait for something certain to come (reached only when it does not)."""
 
 
 async def _ctl(*argv: str) -> tuple[int, str, str]:
@@ -47,7 +49,9 @@ async def test_exit_codes_without_a_daemon(short_tmp: Path) -> None:
 
 
 async def test_ctl_commands_against_a_daemon(supervisor: SupervisorProcess) -> None:
+    assert supervisor.ctl is not None
     rt = str(supervisor.endpoints.dir)
+    started = await supervisor.ctl.events("testkit.worker:g.")
     code, out, _ = await _ctl(
         "--runtime-dir", rt, "spawn", f"{TK}:idle", "--kind", "channel", "--id", "channel:a"
     )
@@ -66,6 +70,12 @@ async def test_ctl_commands_against_a_daemon(supervisor: SupervisorProcess) -> N
         "--json",
     )
     assert code == 0 and json.loads(out)["id"] == "worker:g"
+    # Ready comes before its commands run; it says when they have started.
+    note = await started.wait_for(
+        lambda e: isinstance(e.body, Notice) and e.body.text == "pids", timeout=WAIT
+    )
+    started.close()
+    assert isinstance(note.body, Notice) and len(note.body.fields["pids"]) == 2
     code, out, _ = await _ctl("--runtime-dir", rt, "status")
     assert code == 0
     header = out.splitlines()[0].split()
@@ -118,12 +128,12 @@ async def test_reload_applies_and_refuses_bad_config(supervisor: SupervisorProce
     events = await supervisor.ctl.events("sys.reload")
     supervisor.config_file.write_text(FAST_CONFIG.replace('log_level = "info"', 'log_level = "debug"'))
     supervisor.proc.send_signal(signal.SIGHUP)
-    ok = await events.next(timeout=10)
+    ok = await events.next(timeout=WAIT)
     assert isinstance(ok.body, ConfigReloaded) and ok.body.ok
-    supervisor.config_file.write_text(FAST_CONFIG + "\n[processes.worker]\nheartbeat_interval = -1\n")
+    supervisor.config_file.write_text(fast_config(worker={"heartbeat_interval": -1}))
     code, _, err = await _ctl("--runtime-dir", str(supervisor.endpoints.dir), "reload")
-    assert code == 1
-    bad = await events.next(timeout=10)
+    assert code == 1 and "heartbeat_interval" in err
+    bad = await events.next(timeout=WAIT)
     assert isinstance(bad.body, ConfigReloaded) and not bad.body.ok
     # The broken file is named, and the daemon keeps serving with the old config.
     supervisor.config_file.write_text("[runtime]\nlog_level = 'loud'\n")
@@ -143,7 +153,7 @@ async def test_sd_notify_ready_then_watchdog(short_tmp: Path) -> None:
     try:
         await sup.start()
         messages: list[str] = []
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(WAIT):
             while not any("WATCHDOG=1" in m for m in messages):
                 messages.append((await loop.sock_recv(listener, 4096)).decode())
         ready = next(i for i, m in enumerate(messages) if "READY=1" in m)
@@ -151,7 +161,7 @@ async def test_sd_notify_ready_then_watchdog(short_tmp: Path) -> None:
         assert ready < watchdog
         assert "STATUS=" in messages[ready] and f"MAINPID={sup.pid}" in messages[ready]
         await sup.stop()
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(WAIT):
             while "STOPPING=1" not in messages[-1]:
                 messages.append((await loop.sock_recv(listener, 4096)).decode())
     finally:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import signal
-import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from spacebot.ipc.messages import (
 from spacebot.testing import SupervisorProcess, fast_config
 
 TK = "spacebot.procs.testkit"
+WAIT = 60.0
+"""Deadline of a wait for something certain to come (reached only when it does not)."""
 
 
 def _state(event: object, ident: str, new: ProcState) -> bool:
@@ -83,22 +85,30 @@ async def test_fifty_children_ready_and_listed(supervisor: SupervisorProcess) ->
     assert all(psutil.Process(rows[f"worker:n{i}"]["pid"]).ppid() == zygote_pid for i in range(5))
 
 
-async def test_sigkilled_child_is_detected_and_restarted(supervisor: SupervisorProcess) -> None:
-    assert supervisor.ctl is not None
-    child = await supervisor.spawn(f"{TK}:idle", kind=Kind.CHANNEL, id="channel:victim")
-    events = await supervisor.ctl.events("proc.channel.channel:victim.")
-    killed_at = time.monotonic()
-    os.kill(child.pid, signal.SIGKILL)
-    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=5)
-    detected_after = time.monotonic() - killed_at
-    assert isinstance(exited.body, ProcessExited)
-    assert exited.body.exit_code == -signal.SIGKILL
-    assert exited.body.restart_in == 0.0
-    assert detected_after < 1.0, f"exit seen after {detected_after:.2f}s"
-    await events.wait_for(lambda e: _state(e, "channel:victim", ProcState.READY), timeout=10)
-    info = await supervisor.info("channel:victim")
-    assert info.restarts == 1 and info.pid != child.pid
-    events.close()
+async def test_sigkilled_child_is_detected_and_restarted(short_tmp: Path) -> None:
+    # Heartbeats cannot run out during this test (1000 misses): an exit event can only come from
+    # watching the process itself, not from its silence.
+    sup = SupervisorProcess(short_tmp, config_text=fast_config(channel={"heartbeat_miss_limit": 1000}))
+    await sup.start()
+    try:
+        assert sup.ctl is not None
+        child = await sup.spawn(f"{TK}:idle", kind=Kind.CHANNEL, id="channel:victim")
+        events = await sup.ctl.events("proc.channel.channel:victim.")
+        os.kill(child.pid, signal.SIGKILL)
+        seen = []
+        async with asyncio.timeout(WAIT):
+            while not isinstance((event := await events.next()).body, ProcessExited):
+                seen.append(event.body)
+        assert isinstance(event.body, ProcessExited)
+        assert not [b for b in seen if isinstance(b, ProcessHung)], seen
+        assert event.body.exit_code == -signal.SIGKILL
+        assert event.body.restart_in == 0.0
+        await events.wait_for(lambda e: _state(e, "channel:victim", ProcState.READY), timeout=WAIT)
+        info = await sup.info("channel:victim")
+        assert info.restarts == 1 and info.pid != child.pid
+        events.close()
+    finally:
+        await sup.stop()
 
 
 async def test_crash_loop_ends_failed(supervisor: SupervisorProcess) -> None:
@@ -113,7 +123,7 @@ async def test_crash_loop_ends_failed(supervisor: SupervisorProcess) -> None:
             restart="always",
         )
     )
-    failed = await events.wait_for(lambda e: _state(e, "channel:crashy", ProcState.FAILED), timeout=30)
+    failed = await events.wait_for(lambda e: _state(e, "channel:crashy", ProcState.FAILED), timeout=WAIT)
     assert isinstance(failed.body, StateChanged)
     assert "flapping" in failed.body.reason
     info = await supervisor.info("channel:crashy")
@@ -130,9 +140,9 @@ async def test_blocked_event_loop_is_killed(supervisor: SupervisorProcess) -> No
     child = await supervisor.spawn(
         f"{TK}:block_loop", id="worker:wedged", restart="never", args={"after": 0.3}
     )
-    hung = await events.wait_for(lambda e: isinstance(e.body, ProcessHung), timeout=15)
+    hung = await events.wait_for(lambda e: isinstance(e.body, ProcessHung), timeout=WAIT)
     assert isinstance(hung.body, ProcessHung) and hung.body.budget == "heartbeat"
-    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=10)
+    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=WAIT)
     assert isinstance(exited.body, ProcessExited)
     # time.sleep blocks the loop, so the SIGTERM handler never runs: only SIGKILL ends it.
     assert exited.body.exit_code == -signal.SIGKILL
@@ -143,14 +153,12 @@ async def test_blocked_event_loop_is_killed(supervisor: SupervisorProcess) -> No
 async def test_kill_ignoring_sigterm_escalates(supervisor: SupervisorProcess) -> None:
     assert supervisor.ctl is not None
     child = await supervisor.spawn(f"{TK}:ignore_sigterm", id="worker:stubborn")
-    started = time.monotonic()
     report = msgspec.convert(
-        await supervisor.ctl.call(KillRequest("worker:stubborn", grace=0.5), timeout=20), KillReport
+        await supervisor.ctl.call(KillRequest("worker:stubborn", grace=0.5), timeout=WAIT), KillReport
     )
-    elapsed = time.monotonic() - started
+    # SIGTERM was ignored, so only the escalation after the grace can have ended it.
     assert [(k.pid, k.how) for k in report.killed] == [(child.pid, "sigkill")]
     assert report.survivors == []
-    assert elapsed < 0.5 + 5.0
     info = await supervisor.info("worker:stubborn")
     assert info.state in (ProcState.STOPPING, ProcState.EXITED)
 
@@ -161,18 +169,22 @@ async def test_kill_takes_the_whole_tree(supervisor: SupervisorProcess) -> None:
     child = await supervisor.spawn(
         f"{TK}:grandchildren", kind=Kind.CHANNEL, id="channel:tree", args={"count": 3, "own_group": 1}
     )
-    note = await events.wait_for(lambda e: isinstance(e.body, Notice), timeout=10)
+    note = await events.wait_for(lambda e: isinstance(e.body, Notice), timeout=WAIT)
     assert isinstance(note.body, Notice)
     pids = note.body.fields["pids"]
     tree = msgspec.convert(await supervisor.ctl.call(TreeRequest()), TreeNode)
     node = next(n for n in tree.children if n.id == "channel:tree")
     assert {c.pid for c in node.children} == set(pids)
     report = msgspec.convert(
-        await supervisor.ctl.call(KillRequest("channel:tree", grace=2.0), timeout=20), KillReport
+        await supervisor.ctl.call(KillRequest("channel:tree", grace=2.0), timeout=WAIT), KillReport
     )
     assert {k.pid for k in report.killed} == {child.pid, *pids}
     assert report.survivors == []
-    _gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=5)
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, WAIT)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     events.close()
 
@@ -181,7 +193,7 @@ async def test_child_spawns_a_child(supervisor: SupervisorProcess) -> None:
     assert supervisor.ctl is not None
     events = await supervisor.ctl.events("testkit.")
     await supervisor.spawn(f"{TK}:spawner", kind=Kind.CHANNEL, id="channel:parent", args={"count": 2})
-    note = await events.wait_for(lambda e: isinstance(e.body, Notice), timeout=10)
+    note = await events.wait_for(lambda e: isinstance(e.body, Notice), timeout=WAIT)
     assert isinstance(note.body, Notice)
     ids = note.body.fields["ids"]
     assert len(ids) == 2
@@ -189,7 +201,9 @@ async def test_child_spawns_a_child(supervisor: SupervisorProcess) -> None:
         info = await supervisor.info(ident)
         assert info.parent == "channel:parent" and info.kind == "branch"
     # Killing the parent takes its logical children too.
-    report = msgspec.convert(await supervisor.ctl.call(KillRequest("channel:parent"), timeout=20), KillReport)
+    report = msgspec.convert(
+        await supervisor.ctl.call(KillRequest("channel:parent"), timeout=WAIT), KillReport
+    )
     assert {k.name for k in report.killed} >= {"channel:parent", *ids}
     events.close()
 
@@ -204,7 +218,7 @@ async def test_sigkill_supervisor_leaves_no_orphans(supervisor: SupervisorProces
             f"{TK}:grandchildren", kind=Kind.CHANNEL, id="channel:g", args={"count": 2, "own_group": 1}
         )
     )
-    note = await events.wait_for(lambda e: isinstance(e.body, Notice), timeout=10)
+    note = await events.wait_for(lambda e: isinstance(e.body, Notice), timeout=WAIT)
     assert isinstance(note.body, Notice)
     status = await supervisor.status()
     zygote = next(p.pid for p in status.processes if p.id == "zygote")
@@ -212,7 +226,7 @@ async def test_sigkill_supervisor_leaves_no_orphans(supervisor: SupervisorProces
     procs = [psutil.Process(p) for p in pids]
     events.close()
     os.kill(supervisor.pid, signal.SIGKILL)
-    _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, 2.0)
+    _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, WAIT)
     alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"survived the supervisor: {[(p.pid, p.cmdline()) for p in alive]}"
 
@@ -226,7 +240,7 @@ async def test_graceful_shutdown_stops_everything_in_order(supervisor: Superviso
     supervisor.proc.send_signal(signal.SIGTERM)
     order = []
     while len(order) < len(kinds):
-        event = await events.wait_for(lambda e: isinstance(e.body, StateChanged), timeout=15)
+        event = await events.wait_for(lambda e: isinstance(e.body, StateChanged), timeout=WAIT)
         assert isinstance(event.body, StateChanged)
         if event.body.new is ProcState.EXITED:
             order.append(event.body.kind)
@@ -254,9 +268,9 @@ async def test_budget_kills(
         assert sup.ctl is not None
         events = await sup.ctl.events("proc.worker.")
         await sup.spawn(f"{TK}:{target}", id="worker:over")
-        hung = await events.wait_for(lambda e: isinstance(e.body, ProcessHung), timeout=15)
+        hung = await events.wait_for(lambda e: isinstance(e.body, ProcessHung), timeout=WAIT)
         assert isinstance(hung.body, ProcessHung) and hung.body.budget == budget
-        exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=10)
+        exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=WAIT)
         assert isinstance(exited.body, ProcessExited) and exited.body.restart_in is None
         if code is not None:
             assert exited.body.exit_code == code
@@ -267,7 +281,7 @@ async def test_budget_kills(
 
 async def test_cold_spawn_mode(short_tmp: Path) -> None:
     sup = SupervisorProcess(
-        short_tmp, config_text=fast_config().replace("[supervisor]\n", '[supervisor]\nspawn_mode = "cold"\n')
+        short_tmp, config_text=fast_config(sections={"supervisor": {"spawn_mode": "cold"}})
     )
     await sup.start()
     try:
@@ -278,9 +292,9 @@ async def test_cold_spawn_mode(short_tmp: Path) -> None:
         assert psutil.Process(child.pid).ppid() == sup.pid
         events = await sup.ctl.events("proc.channel.channel:cold.")
         os.kill(child.pid, signal.SIGKILL)
-        exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=10)
+        exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=WAIT)
         assert isinstance(exited.body, ProcessExited) and exited.body.exit_code == -signal.SIGKILL
-        await events.wait_for(lambda e: _state(e, "channel:cold", ProcState.READY), timeout=20)
+        await events.wait_for(lambda e: _state(e, "channel:cold", ProcState.READY), timeout=WAIT)
         events.close()
     finally:
         await sup.stop()
@@ -300,7 +314,7 @@ async def test_zygote_crash_kills_no_child(supervisor: SupervisorProcess) -> Non
     assert psutil.Process(child.pid).ppid() == supervisor.pid
     events = await supervisor.ctl.events("proc.channel.channel:survivor.")
     os.kill(child.pid, signal.SIGKILL)
-    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=5)
+    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=WAIT)
     assert isinstance(exited.body, ProcessExited) and exited.body.exit_code == -signal.SIGKILL
     events.close()
 

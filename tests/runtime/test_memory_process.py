@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,33 +14,31 @@ import pytest
 
 from spacebot.ipc.bus import BusClient, BusError
 from spacebot.ipc.messages import (
+    Association,
     ChannelList,
     ChannelUpsert,
+    ConversationInfo,
     ErrorCode,
     MemAssociate,
     MemAssociations,
     MemGet,
+    Memory,
+    MemoryDraft,
     MemRecall,
     MemSave,
+    MessageHit,
     Ping,
     ProcessExited,
     ProcState,
+    RecallHit,
+    ReplyState,
     StateChanged,
+    StoredMessage,
     TranscriptAppend,
     TranscriptMarkReply,
     TranscriptPage,
     TranscriptSearch,
     TranscriptUnanswered,
-)
-from spacebot.memory.types import (
-    Association,
-    Channel,
-    Memory,
-    MemoryDraft,
-    Message,
-    MessageHit,
-    RecallHit,
-    ReplyState,
 )
 from spacebot.testing import SupervisorProcess, fast_config
 
@@ -104,7 +103,7 @@ async def test_memory_requests_round_trip(with_memory: tuple[SupervisorProcess, 
                 reply_state=ReplyState.PENDING,
             ),
         ),
-        Message,
+        StoredMessage,
     )
     again = msgspec.convert(
         await client.request(
@@ -118,18 +117,20 @@ async def test_memory_requests_round_trip(with_memory: tuple[SupervisorProcess, 
                 reply_state=ReplyState.PENDING,
             ),
         ),
-        Message,
+        StoredMessage,
     )
     assert again.id == inbound.id  # idempotent on the platform message id
-    pending = msgspec.convert(await client.request(MEM, TranscriptUnanswered("web:1")), list[Message])
+    pending = msgspec.convert(await client.request(MEM, TranscriptUnanswered("web:1")), list[StoredMessage])
     assert [m.id for m in pending] == [inbound.id]
     await client.request(MEM, TranscriptMarkReply(inbound.id, ReplyState.ANSWERED))
-    assert msgspec.convert(await client.request(MEM, TranscriptUnanswered("web:1")), list[Message]) == []
-    page = msgspec.convert(await client.request(MEM, TranscriptPage("web:1")), list[Message])
+    assert (
+        msgspec.convert(await client.request(MEM, TranscriptUnanswered("web:1")), list[StoredMessage]) == []
+    )
+    page = msgspec.convert(await client.request(MEM, TranscriptPage("web:1")), list[StoredMessage])
     assert [m.text for m in page] == ["is the deploy on friday?"]
     found = msgspec.convert(await client.request(MEM, TranscriptSearch("deploy")), list[MessageHit])
     assert found and found[0].message.channel_id == "web:1"
-    channels = msgspec.convert(await client.request(MEM, ChannelList()), list[Channel])
+    channels = msgspec.convert(await client.request(MEM, ChannelList()), list[ConversationInfo])
     assert [c.display_name for c in channels] == ["General"]
 
 
@@ -168,7 +169,7 @@ async def test_kill_9_mid_batch_loses_no_acknowledged_save(
         for i in range(10_000):
             try:
                 saved = await client.request(
-                    MEM, MemSave([MemoryDraft(content=f"note number {i} about topic {i % 7}")]), timeout=5
+                    MEM, MemSave([MemoryDraft(content=f"note number {i} about topic {i % 7}")]), timeout=30
                 )
             except BusError:
                 return
@@ -181,25 +182,24 @@ async def test_kill_9_mid_batch_loses_no_acknowledged_save(
         await twenty.wait()
     os.kill(pid, signal.SIGKILL)
     await task
-    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=10)
+    exited = await events.wait_for(lambda e: isinstance(e.body, ProcessExited), timeout=60)
     assert isinstance(exited.body, ProcessExited) and exited.body.restart_in is not None
     await events.wait_for(
         lambda e: isinstance(e.body, StateChanged) and e.body.new is ProcState.READY, timeout=90
     )
     for memory_id in acknowledged:
-        memory = msgspec.convert(await client.request(MEM, MemGet(memory_id), timeout=10), Memory)
+        memory = msgspec.convert(await client.request(MEM, MemGet(memory_id), timeout=60), Memory)
         assert memory.id == memory_id
     hits = msgspec.convert(
-        await client.request(MEM, MemRecall("note number 3 topic", limit=5), timeout=10), list[RecallHit]
+        await client.request(MEM, MemRecall("note number 3 topic", limit=5), timeout=60), list[RecallHit]
     )
     assert hits
     events.close()
 
 
 async def test_ingest_folder_through_the_fake_llm(short_tmp: Path) -> None:
-    from spacebot.ipc.messages import MemIngest
+    from spacebot.ipc.messages import IngestReport, MemIngest
     from spacebot.llm.fake import FakeLLM
-    from spacebot.memory.types import IngestReport
 
     async with FakeLLM() as fake:
         answer = (
@@ -235,7 +235,7 @@ strong = "oa/extract"
             assert by_name["broken.md"].status == "failed" and "JSON" in (by_name["broken.md"].error or "")
             assert not (ingest / "notes.md").exists()  # done: removed
             assert (ingest / "broken.md").exists()  # failed: kept, with the reason in the report
-            event = await progress.next(timeout=5)
+            event = await progress.next(timeout=60)
             assert event.topic == "memory.main.ingest"
             hits = msgspec.convert(
                 await client.request(MEM, MemRecall("where is the staging database?")), list[RecallHit]
@@ -274,13 +274,18 @@ async def test_reads_and_maintenance_are_served_during_a_long_write(short_tmp: P
 
 
 async def _long_write_body(client: BusClient) -> None:
-    from spacebot.ipc.messages import MemForget, MemMaintain
-    from spacebot.memory.types import MaintenanceReport
+    from spacebot.ipc.messages import MaintenanceReport, MemForget, MemMaintain
+    from spacebot.memory import MemoryConfig
 
     first = msgspec.convert(
         await client.request(MEM, MemSave([MemoryDraft(content="the wiki lives at wiki.internal")])),
         list[Memory],
     )
+    day = 86_400.0
+    untouched = MemoryDraft(
+        content="the office plants were repotted", importance=0.6, created_at=time.time() - 60 * day
+    )
+    [old] = msgspec.convert(await client.request(MEM, MemSave([untouched])), list[Memory])
     finished: list[str] = []
 
     async def long_write() -> None:
@@ -292,9 +297,11 @@ async def _long_write_body(client: BusClient) -> None:
         finished.append("write")
 
     async def read() -> None:
-        await asyncio.sleep(0.3)  # let the batch start embedding
+        # No pause needed for the write to be under way: gather starts long_write first, each
+        # request is sent before its coroutine first waits, and the memory process hands requests
+        # to its thread pool in the order they arrive. The write of 600 is already running.
         hits = msgspec.convert(
-            await client.request(MEM, MemRecall("where is the wiki?", limit=1)), list[RecallHit]
+            await client.request(MEM, MemRecall("where is the wiki?", limit=1), timeout=60), list[RecallHit]
         )
         assert hits and hits[0].memory.id == first[0].id
         assert await client.request(MEM, Ping(b"alive")) == b"alive"
@@ -302,14 +309,18 @@ async def _long_write_body(client: BusClient) -> None:
 
     await asyncio.gather(long_write(), read())
     assert finished == ["read", "write"]
-    report = msgspec.convert(await client.request(MEM, MemMaintain("decay")), MaintenanceReport)
-    assert report is not None
+    report = msgspec.convert(await client.request(MEM, MemMaintain("decay"), timeout=60), MaintenanceReport)
+    # Every memory has aged since it was saved or last recalled; the untouched one by 60 days.
+    assert report.examined == report.changed == 602
+    decayed = msgspec.convert(await client.request(MEM, MemGet(old.id)), Memory)
+    half_life = MemoryConfig().decay_half_life_days
+    assert decayed.importance == pytest.approx(0.6 * 0.5 ** (60 / half_life), rel=1e-4)
     with pytest.raises(BusError) as err:
         await client.request(MEM, MemMaintain("defragment"))
     assert err.value.code is ErrorCode.BAD_REQUEST and "defragment" in err.value.message
     assert await client.request(MEM, MemForget([first[0].id])) == 1
     hits = msgspec.convert(
-        await client.request(MEM, MemRecall("where is the wiki?", limit=5)), list[RecallHit]
+        await client.request(MEM, MemRecall("where is the wiki?", limit=5), timeout=60), list[RecallHit]
     )
     assert all(h.memory.id != first[0].id for h in hits)
 

@@ -90,7 +90,7 @@ async def test_spawns_over_the_bus_are_checked_too(supervisor: SupervisorProcess
 
 
 async def test_test_targets_need_the_config_flag(short_tmp: Path) -> None:
-    text = fast_config().replace("allow_test_targets = true", "allow_test_targets = false")
+    text = fast_config(sections={"supervisor": {"allow_test_targets": False}})
     sup = SupervisorProcess(short_tmp, config_text=text)
     await sup.start()
     try:

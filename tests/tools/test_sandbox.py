@@ -72,7 +72,9 @@ async def test_output_and_exit_codes(mode: str, ws: Path) -> None:
 
 async def test_timeout_kills_the_whole_tree(mode: str, ws: Path) -> None:
     r = await sh(ws, "sleep 1000 & echo $!; sleep 1000", timeout=0.5)
-    assert r.timed_out and r.signal == signal.SIGKILL
+    # The group is killed at once; a loaded machine may let the shell see its child's SIGKILL
+    # (and exit 137) before its own arrives. Either way it ended by the kill, not by itself.
+    assert r.timed_out and (r.signal == signal.SIGKILL or r.exit_code == 128 + signal.SIGKILL), r
     assert _dead(int(r.stdout.split()[0]))
 
 

@@ -450,6 +450,8 @@ def test_forbid_dumps_hides_the_environment_from_the_same_user(protect: bool) ->
     finally:
         holder.kill()
         holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 # -- the real system: a scripted worker probes its supervisor, its own process and loopback ---------
