@@ -34,6 +34,15 @@ from _common import emit, machine, parser, percentile
 
 from spacebot.testing import ChatSystem, FakeLLMProcess, short_tempdir
 
+BENCH_LIMITS = {
+    "max_connections_per_ip": 1000,
+    "create_per_minute": 10_000,
+    "open_per_minute": 10_000,
+    "list_per_minute": 10_000,
+}
+"""Every simulated person connects from loopback: the web chat's per-address rate limits (meant
+for one browser) would throttle the bench, not measure it."""
+
 
 class _Fake:
     """The fake model server in its own process (so its work does not share our event loop)."""
@@ -115,7 +124,7 @@ async def run(
     await fake.start()
     per_conv = max(1, clients // conversations)
     try:
-        async with ChatSystem(root, fake, channel={"idle_timeout": 0}) as system:
+        async with ChatSystem(root, fake, channel={"idle_timeout": 0}, webchat=BENCH_LIMITS) as system:
             owner = await system.client("Owner")
             convs = [await owner.create(f"bench {i}") for i in range(conversations)]
             chats = [await system.client(f"P{i}") for i in range(conversations * per_conv)]

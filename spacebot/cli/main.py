@@ -64,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             for written in ensure_files(cfg.home, agent):
                 print(f"spacebot: wrote default {written} (edit it to shape the agent)", flush=True)
         supervisor = Supervisor(cfg, config_file=path)
+        if fake is not None:
+            supervisor.helpers.add(fake.pid)  # ours on purpose: not an orphan to clean up
         try:
             import uvloop
 

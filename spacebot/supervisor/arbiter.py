@@ -80,6 +80,8 @@ class Supervisor:
         self.config_file = config_file
         self.endpoints = Endpoints(runtime_dir(config))
         self.started = time.monotonic()
+        self.helpers: set[int] = set()
+        """Pids of processes started beside the supervisor on purpose (``--fake-llm``'s model)."""
         self.notifier = Notifier()
         self.table = ProcessTable(self._publish)
         self.exits = ExitWatcher(
@@ -101,6 +103,7 @@ class Supervisor:
             self._publish,
             self._summary,
             self.spawn_task,
+            lambda pid: self.zygote.owns(pid) or pid in self.helpers,
         )
         self.waker = Waker(self)
         self.resumer = Resumer(

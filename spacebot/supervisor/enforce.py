@@ -6,11 +6,14 @@ that kills what went past its heartbeat, wall-clock or progress budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from spacebot.ipc.messages import (
     Err,
@@ -56,6 +59,7 @@ class Enforcer:
         publish: Publish,
         summary: Callable[[], str],
         spawn_task: SpawnTask,
+        is_own: Callable[[int], bool] = lambda pid: False,
     ) -> None:
         self._config = config
         self.table = table
@@ -65,6 +69,8 @@ class Enforcer:
         self._publish = publish
         self._summary = summary
         self.spawn_task = spawn_task
+        self._is_own = is_own
+        self._orphans: set[int] = set()
 
     @property
     def config(self) -> Config:
@@ -142,6 +148,7 @@ class Enforcer:
             await asyncio.sleep(self.config.supervisor.monitor_interval)
             now, wall = time.monotonic(), time.time()
             self.exits.reap()
+            self._reap_orphans()
             for rec in self.table:
                 hung = overdue(rec, self.config.policy(rec.kind), now, wall)
                 if hung is not None and not rec.stop_requested and rec.state is not ProcState.STOPPING:
@@ -157,6 +164,29 @@ class Enforcer:
             if self.broker is not None:
                 self.broker.report_drops()
             self.notifier.status(self._summary())
+
+    def _reap_orphans(self) -> None:
+        """Kill what a dead process left running. The supervisor is the subreaper: a process whose
+        parent died without killing it (a crashed worker's shell command, a grandchild) is
+        re-parented here. Anything parented here that is neither a managed process, a zygote nor
+        one of the supervisor's own helpers is such an orphan;
+        it is killed with its tree on the second scan that finds it, so a child that is being
+        registered at this moment (a cold start) is never taken for one."""
+        try:
+            children = psutil.Process().children()
+        except psutil.Error:
+            return
+        found: set[int] = set()
+        for child in children:
+            pid = child.pid
+            if self.table.by_pid(pid) is not None or self._is_own(pid):
+                continue
+            found.add(pid)
+            if pid in self._orphans:
+                with contextlib.suppress(psutil.Error):
+                    log.warning("killing orphan pid=%d cmd=%r", pid, " ".join(child.cmdline())[:200])
+                self.spawn_task(kill_tree(pid, sig=signal.SIGKILL, ident="orphan"), f"orphan:{pid}")
+        self._orphans = found
 
     async def _kill_hung(self, rec: ProcessRecord, pid: int) -> None:
         # The pid of the incarnation found hung, taken then: by the time this runs it may have

@@ -77,6 +77,7 @@ class ZygoteLink:
         self._up = asyncio.Event()
         self._stopped = False
         self._spare: _Warm | None = None
+        self._launching: set[int] = set()
         self._spare_task: asyncio.Task[None] | None = None
 
     @property
@@ -91,7 +92,7 @@ class ZygoteLink:
 
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` is the zygote or its spare."""
-        return pid != 0 and pid in (self.pid, self.spare_pid)
+        return pid != 0 and (pid in (self.pid, self.spare_pid) or pid in self._launching)
 
     @property
     def alive(self) -> bool:
@@ -173,7 +174,16 @@ class ZygoteLink:
         proc = subprocess.Popen(cmd, pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL)  # noqa: ASYNC220
         child_sock.close()
         started_at = time.monotonic()
-        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        self._launching.add(proc.pid)  # a zygote still importing is ours too, not an orphan
+        try:
+            return await self._hello(proc, parent_sock, started_at, config)
+        finally:
+            self._launching.discard(proc.pid)
+
+    async def _hello(
+        self, proc: subprocess.Popen[bytes], sock: socket.socket, started_at: float, config: Config
+    ) -> _Warm:
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
         try:
             async with asyncio.timeout(config.supervisor.zygote_start_timeout):
                 msg = await self._read(reader)

@@ -570,9 +570,20 @@ async def test_a_killed_worker_reports_failed(short_tmp: Path) -> None:
                 what=lambda: f"a worker's model request{_seen(ana, fake)}",
             )
             worker = (await _worker_ids(system))[0]
-            pid = (await system.sup.info(worker)).pid
-            psutil.Process(pid).kill()
+            proc = psutil.Process((await system.sup.info(worker)).pid)
+            # Its command is running (the sandboxed shell and its sleep)...
+            await eventually(
+                lambda: any(p.name() == "sleep" for p in proc.children(recursive=True)),
+                WAIT,
+                what="the worker's sleep command",
+            )
+            command = proc.children(recursive=True)
+            proc.kill()
             await _reply_with(ana, fake, conv, "It crashed.")
+            # ...and does not outlive the crashed worker: the supervisor, which inherits what a
+            # dead process leaves behind, kills it.
+            _gone, alive = await asyncio.to_thread(psutil.wait_procs, command, WAIT)
+            assert not alive, f"left running after the worker died: {alive}"
 
 
 async def test_a_branch_can_put_a_worker_to_work(short_tmp: Path) -> None:
