@@ -568,8 +568,8 @@ class Killer:
                 found = [r for r in rows if r.id == "memory:main"]
             elif cls == "gateway":
                 found = [r for r in rows if r.id == "gateway:webchat"]
-            else:
-                found = [r for r in rows if r.kind == "zygote"]
+            else:  # the forking zygote (killing the warm spare costs nobody anything)
+                found = [r for r in rows if r.id == "zygote"]
             if found:
                 return self.rng.choice(found)
             if time.monotonic() >= deadline:
