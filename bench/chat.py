@@ -30,18 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import contextlib
 
-from _common import emit, machine, parser, percentile
+from _common import BENCH_LIMITS, emit, machine, parser, percentile
 
 from spacebot.testing import ChatSystem, FakeLLMProcess, short_tempdir
-
-BENCH_LIMITS = {
-    "max_connections_per_ip": 1000,
-    "create_per_minute": 10_000,
-    "open_per_minute": 10_000,
-    "list_per_minute": 10_000,
-}
-"""Every simulated person connects from loopback: the web chat's per-address rate limits (meant
-for one browser) would throttle the bench, not measure it."""
 
 
 class _Fake:

@@ -39,7 +39,15 @@ from spacebot.ipc.messages import (
     EventBody,
     FramesDropped,
 )
-from spacebot.ipc.replies import UNTYPED, BusError, Handler, PendingReplies, Reply, Responder
+from spacebot.ipc.replies import (
+    UNTYPED,
+    BusError,
+    Handler,
+    PendingReplies,
+    Reply,
+    Responder,
+    refuse_undecodable,
+)
 
 log = logging.getLogger("spacebot.broker")
 
@@ -365,14 +373,9 @@ class Broker:
 
     def _refused(self, head: codec.EnvelopeHead, why: codec.Refusal, detail: str) -> None:
         """A message to the supervisor whose body did not decode: its sender hears why."""
-        if head.reply_to:
-            self._replies.fail(
-                head.reply_to, ErrorCode.BAD_REPLY, f"undecodable reply from {head.src!r}: {detail}"
-            )
-        elif head.id:
-            code = ErrorCode.UNSUPPORTED if why == "unknown" else ErrorCode.BAD_REQUEST
-            err = Err(code, f"{SUPERVISOR_ID!r} cannot read the message: {detail}")
-            self._deliver(head.src, Envelope(SUPERVISOR_ID, head.src, 0, head.id, err))
+        answer = refuse_undecodable(SUPERVISOR_ID, self._replies, head, why, detail)
+        if answer is not None:
+            self._deliver(head.src, answer)
 
     def _after_batch(self) -> None:
         self.report_drops()

@@ -35,7 +35,15 @@ from spacebot.ipc.messages import (
     ProcessExited,
     SyncEvents,
 )
-from spacebot.ipc.replies import UNTYPED, BusError, Handler, PendingReplies, Reply, Responder
+from spacebot.ipc.replies import (
+    UNTYPED,
+    BusError,
+    Handler,
+    PendingReplies,
+    Reply,
+    Responder,
+    refuse_undecodable,
+)
 
 log = logging.getLogger("spacebot.ipc")
 
@@ -293,14 +301,9 @@ class BusClient:
 
     def _refused(self, head: codec.EnvelopeHead, why: codec.Refusal, detail: str) -> None:
         """A message whose body did not decode: its sender hears why rather than waiting for nothing."""
-        if head.reply_to:
-            self._replies.fail(
-                head.reply_to, ErrorCode.BAD_REPLY, f"undecodable reply from {head.src!r}: {detail}"
-            )
-        elif head.id:
-            code = ErrorCode.UNSUPPORTED if why == "unknown" else ErrorCode.BAD_REQUEST
-            err = Err(code, f"{self.ident!r} cannot read the message: {detail}")
-            self._send(head.src, Envelope(self.ident, head.src, 0, head.id, err))
+        answer = refuse_undecodable(self.ident, self._replies, head, why, detail)
+        if answer is not None:
+            self._send(head.src, answer)
 
     def _dispatch(self, env: Envelope) -> None:
         if self._handler is None:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from spacebot.errors import SpacebotError
+from spacebot.ipc.codec import EnvelopeHead, Refusal
 from spacebot.ipc.messages import TRANSIENT_CODES, Envelope, Err, ErrorCode, Ok
 
 log = logging.getLogger("spacebot.ipc")
@@ -220,3 +221,18 @@ class Responder:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def refuse_undecodable(
+    owner: str, replies: PendingReplies, head: EnvelopeHead, why: Refusal, detail: str
+) -> Envelope | None:
+    """A message to ``owner`` whose body did not decode: its sender hears why rather than waiting
+    for nothing. A reply fails the request waiting for it (``bad_reply``); a request gets the
+    returned ``Err`` envelope to send back; a one-way message gets nothing."""
+    if head.reply_to:
+        replies.fail(head.reply_to, ErrorCode.BAD_REPLY, f"undecodable reply from {head.src!r}: {detail}")
+        return None
+    if not head.id:
+        return None
+    code = ErrorCode.UNSUPPORTED if why == "unknown" else ErrorCode.BAD_REQUEST
+    return Envelope(owner, head.src, 0, head.id, Err(code, f"{owner!r} cannot read the message: {detail}"))
