@@ -65,6 +65,7 @@ class Browser:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._log: Any = None
 
     @classmethod
     async def launch(cls, timeout: float = 30.0) -> Browser:
@@ -72,18 +73,23 @@ class Browser:
         if exe is None:
             raise FileNotFoundError("Chromium not found: install Debian's 'chromium' package")
         profile = Path(tempfile.mkdtemp(prefix="sb-chromium-"))
+        # Its chatter goes to a file, not a pipe: nobody reads a pipe while it runs, and a full
+        # one would stall Chromium.
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         proc = subprocess.Popen(  # noqa: ASYNC220 - returns once started
             [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
         browser = cls(proc, profile)
+        browser._log = log
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                log.seek(0)
+                err = log.read().decode(errors="replace")[-2000:]
                 await browser.close()
                 raise RuntimeError(f"Chromium did not start (exit {proc.returncode}): {err}")
             await asyncio.sleep(0.05)
@@ -171,6 +177,8 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 await asyncio.to_thread(self.proc.wait)
+        if self._log is not None:
+            self._log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
