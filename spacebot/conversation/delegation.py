@@ -51,7 +51,6 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import BusError, Reply
 from spacebot.runtime.child import ChildContext
-from spacebot.runtime.memory_link import MemoryLink
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.workspace import Workspace
 
@@ -80,7 +79,6 @@ class Delegation:
         settings: ChannelSection,
         *,
         voice: AgentVoice,
-        memory: MemoryLink,
         post: Callable[[str, list[dict[str, Any]]], Awaitable[object]],
         out: Callable[[Outbound], None],
         briefing: Callable[[], Briefing],
@@ -92,7 +90,7 @@ class Delegation:
         self.conversation = conversation
         self.settings = settings
         self.voice = voice
-        self.memory = memory
+        self.memory = voice.memory  # results and their "seen" marks go through the same link
         self.post = post
         self.out = out
         self.briefing = briefing

@@ -113,7 +113,6 @@ class Channel:
             conversation,
             self.settings,
             voice=self.voice,
-            memory=self.memory,
             post=self.post,
             out=self.out,
             briefing=lambda: Briefing(self.system_prompt(), self.transcript.text()),

@@ -6,7 +6,6 @@ that kills what went past its heartbeat, wall-clock or progress budget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -148,7 +147,7 @@ class Enforcer:
             await asyncio.sleep(self.config.supervisor.monitor_interval)
             now, wall = time.monotonic(), time.time()
             self.exits.reap()
-            self._reap_orphans()
+            await self._reap_orphans()
             for rec in self.table:
                 hung = overdue(rec, self.config.policy(rec.kind), now, wall)
                 if hung is not None and not rec.stop_requested and rec.state is not ProcState.STOPPING:
@@ -165,17 +164,15 @@ class Enforcer:
                 self.broker.report_drops()
             self.notifier.status(self._summary())
 
-    def _reap_orphans(self) -> None:
+    async def _reap_orphans(self) -> None:
         """Kill what a dead process left running. The supervisor is the subreaper: a process whose
         parent died without killing it (a crashed worker's shell command, a grandchild) is
         re-parented here. Anything parented here that is neither a managed process, a zygote nor
         one of the supervisor's own helpers is such an orphan;
         it is killed with its tree on the second scan that finds it, so a child that is being
         registered at this moment (a cold start) is never taken for one."""
-        try:
-            children = psutil.Process().children()
-        except psutil.Error:
-            return
+        # Finding a process's children reads /proc for every process on the host: off the loop.
+        children = await asyncio.to_thread(_children)
         found: set[int] = set()
         for child in children:
             pid = child.pid
@@ -183,8 +180,7 @@ class Enforcer:
                 continue
             found.add(pid)
             if pid in self._orphans:
-                with contextlib.suppress(psutil.Error):
-                    log.warning("killing orphan pid=%d cmd=%r", pid, " ".join(child.cmdline())[:200])
+                log.warning("killing orphan pid=%d", pid)
                 self.spawn_task(kill_tree(pid, sig=signal.SIGKILL, ident="orphan"), f"orphan:{pid}")
         self._orphans = found
 
@@ -192,3 +188,11 @@ class Enforcer:
         # The pid of the incarnation found hung, taken then: by the time this runs it may have
         # exited and a new incarnation (another pid) may be starting.
         await kill_tree(pid, grace=self.config.policy(rec.kind).grace, ident=rec.id)
+
+
+def _children() -> list[psutil.Process]:
+    """This process's direct children (none when /proc cannot be read)."""
+    try:
+        return psutil.Process().children()
+    except psutil.Error:
+        return []
