@@ -488,7 +488,10 @@ async def send_question(client: ChaosClient, conv_id: str, q: Question, deadline
                 {"type": "send", "conversation": conv_id, "text": q.text, "client_id": q.client_id}
             )
             frame = await client.wait_for(
-                lambda f: f["type"] in ("ack", "error") and f.get("client_id") == q.client_id,
+                lambda f: (
+                    f["type"] == "dropped"
+                    or (f["type"] in ("ack", "error") and f.get("client_id") == q.client_id)
+                ),
                 since=mark,
                 timeout=10.0,
             )
@@ -500,6 +503,10 @@ async def send_question(client: ChaosClient, conv_id: str, q: Question, deadline
         if frame["type"] == "ack":
             q.acked_at = time.time()
             return
+        if frame["type"] == "dropped":  # like the page: resend as soon as it is welcomed again
+            q.errors.append("dropped")
+            delay = 0.2
+            continue
         q.errors.append(str(frame.get("code")))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)

@@ -96,7 +96,17 @@ class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
             "spacebot.llm.providers.openai",
         ]
     )
-    """Modules the zygote imports once so forked children start warm."""
+    """Modules the zygote imports once so forked children start warm. They are imported after
+    ``preload_first``, once the zygote already forks: one at a time, between fork requests."""
+    preload_first: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "spacebot.procs.memory",
+            "spacebot.procs.gateway",
+            "spacebot.messaging.webchat",
+        ]
+    )
+    """Modules the zygote imports before it says it can fork: what the processes a (re)started
+    service needs first run (memory, the gateways), so they do not wait for the model SDKs."""
     spawn_mode: Literal["zygote", "cold"] = "zygote"
     """``zygote``: fork children from the warm fork server; ``cold``: a fresh interpreter each."""
     monitor_interval: float = 0.5

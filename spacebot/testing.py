@@ -45,6 +45,7 @@ def fast_config(
     *,
     sections: dict[str, dict[str, object]] | None = None,
     preload: list[str] | None = None,
+    preload_first: list[str] | None = None,
     **kinds: dict[str, object],
 ) -> str:
     """A config with short budgets so tests see hangs and restarts quickly.
@@ -60,6 +61,8 @@ def fast_config(
         "runtime": {"log_level": "info", "max_frame_bytes": max_frame},
         "supervisor": {
             "preload": list(preload or ["msgspec", "zmq", "zmq.asyncio", "psutil"]),
+            # Nothing heavy before the zygote's hello: a test's processes import what they run.
+            "preload_first": list(preload_first or []),
             "monitor_interval": 0.1,
             "shutdown_timeout": 10.0,
             "allow_test_targets": True,
@@ -325,6 +328,7 @@ class ChatSystem:
             4 * 1024 * 1024,
             sections={"webchat": web, "channel": channel or {}, **(sections_extra or {})},
             preload=SupervisorSection().preload,  # the model SDKs, as in production
+            preload_first=SupervisorSection().preload_first,
             **kinds,
         )
         if model and fake is not None:

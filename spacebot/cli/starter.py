@@ -26,6 +26,8 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # Modules the zygote imports once so that every process forks warm.
 # preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy",
 #            "spacebot.llm.providers.anthropic", "spacebot.llm.providers.openai"]
+# preload_first = ["spacebot.procs.memory", "spacebot.procs.gateway", "spacebot.messaging.webchat"]
+#                             # imported before the zygote forks anything; `preload` follows
 # spawn_mode = "zygote"       # "cold" starts each process in a fresh interpreter (slow; debugging)
 # monitor_interval = 0.5      # seconds between liveness checks
 # shutdown_timeout = 30.0     # longest graceful shutdown before SIGKILL

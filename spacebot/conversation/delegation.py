@@ -51,6 +51,7 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import BusError, Reply
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.memory_link import PATIENT
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.workspace import Workspace
 
@@ -275,7 +276,7 @@ class Delegation:
                 if d is not None:
                     self._event(d)
 
-    async def _record(self, ident: str, outcome: str, text: str, attempts: int = 20) -> None:
+    async def _record(self, ident: str, outcome: str, text: str, attempts: int = PATIENT) -> None:
         d = self.delegates.running.get(ident)
         kind, task = (d.kind, d.task) if d is not None else (ident.partition(":")[0], "")
         stored = await self.memory.request(

@@ -10,7 +10,7 @@ import msgspec
 
 from spacebot.agent import untrusted
 from spacebot.ipc.messages import ReplyState, Role, StoredMessage, TranscriptAppend
-from spacebot.runtime.memory_link import MemoryLink
+from spacebot.runtime.memory_link import PATIENT, MemoryLink
 
 
 class Transcript:
@@ -120,7 +120,7 @@ class AgentVoice:
         answers_state: ReplyState = ReplyState.ANSWERED,
         platform_message_id: str | None = None,
         attachments: list[dict[str, Any]] | None = None,
-        attempts: int = 20,
+        attempts: int = PATIENT,
     ) -> StoredMessage:
         """Store one agent message (marking ``answers`` with ``answers_state`` in the same memory
         transaction) and return it as stored."""

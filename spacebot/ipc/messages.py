@@ -586,7 +586,7 @@ class ZygoteHello(msgspec.Struct, frozen=True, tag="z_hello"):
     pid: int
     """The zygote's pid."""
     preload_s: float
-    """Seconds spent importing the preload modules."""
+    """Seconds spent importing ``preload_first`` (``preload`` follows after the hello)."""
     threads: int
     """Threads alive at fork time (must be 1: forking a threaded process is unsafe)."""
     failed_imports: list[str]
@@ -606,6 +606,11 @@ class ZygoteSpawn(msgspec.Struct, frozen=True, tag="z_spawn"):
     """The supervisor's pid: the child dies when it does."""
     bus_key: str = ""
     """The child's bus password (username: ``spec.id``); see ``spacebot.supervisor.auth``."""
+
+
+class ZygotePreloadRest(msgspec.Struct, frozen=True, tag="z_preload_rest"):
+    """Import ``preload`` now, one module at a time while no fork request waits (sent once the
+    processes a start needs first have been forked, so they never wait behind a model SDK)."""
 
 
 class ZygoteForked(msgspec.Struct, frozen=True, tag="z_forked"):
@@ -635,7 +640,7 @@ class ZygoteExit(msgspec.Struct, frozen=True, tag="z_exit"):
     """Exit status; negative = killed by that signal."""
 
 
-ToZygote = ZygoteSpawn
+ToZygote = ZygoteSpawn | ZygotePreloadRest
 """What the supervisor sends to the zygote."""
 
 FromZygote = ZygoteHello | ZygoteForked | ZygoteFailed | ZygoteExit

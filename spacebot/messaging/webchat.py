@@ -58,6 +58,7 @@ from spacebot.messaging.webchat_guard import (
     token_ok,
 )
 from spacebot.runtime.child import ChildContext
+from spacebot.runtime.memory_link import POLL
 
 log = logging.getLogger("spacebot.webchat")
 
@@ -65,6 +66,9 @@ GATEWAY_ID = ids.gateway("web")
 PLATFORM = "web"
 RATE_WINDOW, RATE_MAX = 10.0, 20
 DELIVERY_DEADLINE = 120.0
+MEMORY_ATTEMPTS = 20
+"""A person's hello, send or open waits out a memory restart this long (about 8 s) before the
+answer is ``unavailable`` (the page then offers to send again)."""
 _ID = re.compile(r"[0-9]{1,18}")  # a stored id or index: below 2**63 by construction
 CLOSE_UNAUTHORIZED, CLOSE_HELLO_TIMEOUT = 4401, 4408
 
@@ -545,11 +549,12 @@ class WebChat:
                     await client.ws.send_str(payload)
 
     async def _mem(self, body: Body, returns: type[T]) -> T:
-        # Memory restarts in about a second: a person's hello, send or open waits for it (a few
-        # seconds at most) instead of getting "unavailable" for a blip.
+        # Memory restarts in a second or two: a person's hello, send or open waits for it instead
+        # of getting "unavailable" for a blip.
         return await retry_transient(
             lambda: self.ctx.request(self.memory, body, returns=returns, timeout=10.0),
-            attempts=8,
+            attempts=MEMORY_ATTEMPTS,
+            max_delay=POLL,
             what=f"memory request {type(body).__name__}",
         )
 

@@ -2,7 +2,8 @@
 
 It keeps every frame it receives, lets a caller wait for a frame matching a condition, and (like the
 page) reconnects by itself when the socket drops, re-sending ``hello`` and re-opening the
-conversations it had open.
+conversations it had open. Two frames are its own, never the server's: ``dropped`` (the socket
+dropped; reconnecting) and ``closed`` (the client stopped).
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class ChatClient:
             if self._closing or not self.reconnect or ws.close_code == 4401:
                 await self._add({"type": "closed", "code": ws.close_code})
                 return
+            # Local, like "closed": whoever waits for an answer on the dropped socket (an ack)
+            # learns at once that it will not come, and sends again once reconnected.
+            await self._add({"type": "dropped", "code": ws.close_code})
             await self._redial()
 
     async def _redial(self) -> None:

@@ -1,6 +1,6 @@
 """A module whose import blocks while the file named by ``SPACEBOT_TEST_IMPORT_GATE`` exists.
 
-Tests list it in ``[supervisor] preload`` to hold a new zygote in its import phase for as long as
+Tests list it in ``[supervisor] preload_first`` to hold a new zygote in its import phase for as long as
 they need (the window in which a replacement zygote is running but cannot fork yet). Without the
 variable, or without the file, importing it does nothing. Bounded: it gives up after 120 s.
 """

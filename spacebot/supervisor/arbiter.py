@@ -160,10 +160,14 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._commands.put_nowait, ReloadRequest())
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         if self.config.supervisor.spawn_mode == "zygote":
-            hello = await self.zygote.start(self.config)
+            hello = await self.zygote.start(self.config, warm_next=False)
             log.info("zygote up pid=%d preload_s=%.2f", hello.pid, hello.preload_s)
         self.spawn_task(self.enforcer.monitor(), "monitor")
         await self._start_core()
+        if self.config.supervisor.spawn_mode == "zygote":
+            self.zygote.preload_rest()  # the model SDKs, now that memory and the gateways run
+            if self.config.supervisor.spare_zygote:
+                self.zygote.warm_spare(self.config)
         if self.notifier.watchdog_interval:
             self.spawn_task(self._watchdog(self.notifier.watchdog_interval), "watchdog")
         self.ready = True
@@ -220,11 +224,14 @@ class Supervisor:
                     task="web chat",
                 )
             )
-        for stage in (memory, gateways):  # gateways take messages that need memory
-            results = await asyncio.gather(*(self.spawn(spec, parent="supervisor") for spec in stage))
-            for spec, result in zip(stage, results, strict=True):
-                if isinstance(result, Err):
-                    log.error("core process failed to start id=%s error=%s", spec.id, result.message)
+        # Started together: a gateway that comes up first retries memory for a few seconds (a
+        # person's message is acknowledged once it is stored), which beats the gateway waiting
+        # out memory's start-up before it even listens.
+        core = memory + gateways
+        results = await asyncio.gather(*(self.spawn(spec, parent="supervisor") for spec in core))
+        for spec, result in zip(core, results, strict=True):
+            if isinstance(result, Err):
+                log.error("core process failed to start id=%s error=%s", spec.id, result.message)
 
     async def _pending_channels(self, dst: str, body: TranscriptPendingChannels) -> list[PendingChannel]:
         assert self.broker is not None

@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 
+import msgspec
+
 from spacebot.config import Config
 from spacebot.ipc.codec import encode
 from spacebot.ipc.messages import SpawnSpec, ZygoteSpawn
@@ -44,7 +46,7 @@ def main() -> int:
     linux.set_pdeathsig(signal.SIGKILL)  # our parent is the supervisor itself here
     with os.fdopen(0, "rb") as stdin:
         data = stdin.read()
-    req = framing.to_zygote_decoder.decode(data[4:])
+    req = msgspec.msgpack.decode(data[4:], type=ZygoteSpawn)
     if os.getppid() != req.supervisor_pid:
         return 1
     for name in (sys.argv[1] if len(sys.argv) > 1 else "").split(","):

@@ -22,23 +22,35 @@ import time
 import traceback
 
 from spacebot import logs
-from spacebot.ipc.messages import ZygoteExit, ZygoteFailed, ZygoteForked, ZygoteHello, ZygoteSpawn
+from spacebot.ipc.messages import (
+    ZygoteExit,
+    ZygoteFailed,
+    ZygoteForked,
+    ZygoteHello,
+    ZygotePreloadRest,
+    ZygoteSpawn,
+)
 from spacebot.supervisor import framing, linux
 
 log = logging.getLogger("spacebot.zygote")
 
 
 def _preload(modules: list[str]) -> list[str]:
-    failed = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # an optional module missing must not stop the zygote
-            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    failed = [error for name in modules if (error := _import(name)) is not None]
     # The child runtime itself, warmed up, so a fork has nothing left to import or build.
     child = importlib.import_module("spacebot.runtime.child")
     child.warm_up()
     return failed
+
+
+def _import(name: str) -> str | None:
+    """Import one module; an error message if it cannot load (an optional module missing must not
+    stop the zygote)."""
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        return f"{name}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _import_target(target: str) -> str | None:
@@ -99,10 +111,17 @@ def _fork(req: ZygoteSpawn, sock: socket.socket, wake_r: int, wake_w: int) -> in
     return 0  # unreachable
 
 
-def serve(sock: socket.socket, supervisor_pid: int, preload: list[str]) -> int:
-    """Import, say hello, then fork on request until the supervisor closes the socket."""
+def serve(sock: socket.socket, supervisor_pid: int, first: list[str], later: list[str]) -> int:
+    """Import ``first``, say hello, then fork on request until the supervisor closes the socket.
+
+    ``later`` is imported after the hello, once the supervisor sends :class:`ZygotePreloadRest`,
+    one module at a time whenever no request is waiting:
+    a (re)started service forks its memory process and gateways while the model SDKs (seconds of
+    imports on a busy machine) still load, and a fork asked for meanwhile waits for one import at
+    most, not for all of them.
+    """
     started = time.monotonic()
-    failed = _preload(preload)
+    failed = _preload(first)
     gc.collect()
     gc.freeze()  # keep the shared heap shared: a child's first GC must not touch these pages
     threads = threading.active_count()
@@ -117,11 +136,16 @@ def serve(sock: socket.socket, supervisor_pid: int, preload: list[str]) -> int:
     log.info(
         "zygote ready preload_s=%.2f modules=%d failed=%d",
         time.monotonic() - started,
-        len(preload),
+        len(first),
         len(failed),
     )
+    todo: list[str] = []  # filled when the supervisor says so (ZygotePreloadRest)
     while True:
-        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        # Nothing left to import: block until a request or an exit; else only look.
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [], None if not todo else 0)
+        if not ready:
+            _import_later(todo.pop(0), started, done=not todo)
+            continue
         if wake_r in ready:
             while True:
                 try:
@@ -137,6 +161,11 @@ def serve(sock: socket.socket, supervisor_pid: int, preload: list[str]) -> int:
                 log.info("supervisor closed the zygote socket; exiting")
                 return 0
             req = framing.to_zygote_decoder.decode(frame)
+            if isinstance(req, ZygotePreloadRest):
+                todo = [name for name in later if name not in sys.modules]
+                if not todo:
+                    log.info("zygote preload done preload_s=%.2f", time.monotonic() - started)
+                continue
             if os.getppid() != supervisor_pid:
                 return 1  # the supervisor is gone; forking now would make orphans
             error = _import_target(req.spec.target)
@@ -151,12 +180,25 @@ def serve(sock: socket.socket, supervisor_pid: int, preload: list[str]) -> int:
             sock.sendall(framing.pack(ZygoteForked(req.spec.id, pid)))
 
 
+def _import_later(name: str, started: float, *, done: bool) -> None:
+    error = _import(name)
+    if error is not None:
+        log.warning("zygote could not preload %s", error)
+    if threading.active_count() != 1:
+        log.error("importing %s started a thread in the zygote; forking it is unsafe", name)
+    gc.collect()
+    gc.freeze()
+    if done:
+        log.info("zygote preload done preload_s=%.2f", time.monotonic() - started)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m spacebot.supervisor.zygote --fd N --supervisor PID``."""
     parser = argparse.ArgumentParser(prog="spacebot-zygote")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--supervisor", type=int, required=True)
-    parser.add_argument("--preload", default="")
+    parser.add_argument("--first", default="", help="modules to import before saying hello")
+    parser.add_argument("--preload", default="", help="modules to import after it")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     linux.set_pdeathsig(signal.SIGKILL)
@@ -167,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("zygote", args.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     sock = socket.socket(fileno=args.fd)
-    modules = [m for m in args.preload.split(",") if m]
+    first = [m for m in args.first.split(",") if m]
+    later = [m for m in args.preload.split(",") if m]
     try:
-        return serve(sock, args.supervisor, modules)
+        return serve(sock, args.supervisor, first, later)
     except (BrokenPipeError, ConnectionResetError):
         return 0
 

@@ -31,6 +31,7 @@ from spacebot.ipc.messages import (
     ZygoteFailed,
     ZygoteForked,
     ZygoteHello,
+    ZygotePreloadRest,
     ZygoteSpawn,
 )
 from spacebot.supervisor import auth, framing
@@ -99,28 +100,43 @@ class ZygoteLink:
         """Whether the link is up."""
         return self._writer is not None and self.hello is not None
 
-    async def start(self, config: Config) -> ZygoteHello:
+    async def start(self, config: Config, *, warm_next: bool = True) -> ZygoteHello:
         """Make a zygote the forking one: the warm spare at once if there is one, else a new one
-        (waiting until its imports are done). Then, with ``spare_zygote``, warm the next spare."""
+        (waiting until its first imports are done). Then, with ``spare_zygote`` and ``warm_next``, warm
+        the next spare (the service's first start warms it only after its core processes are up,
+        so their start-up does not share the CPU with a second zygote's imports)."""
         spare, self._spare = self._spare, None
         if self._spare_task is not None:  # it watches the spare's socket, which becomes ours
             self._spare_task.cancel()
             await asyncio.gather(self._spare_task, return_exceptions=True)
             self._spare_task = None
         if spare is not None and spare.proc.poll() is None:
-            warm = spare
+            warm = spare  # it was told to import the rest when it came up
             log.info("spare zygote pid=%d takes over", warm.proc.pid)
         else:
             warm = await self._launch(config)
+            if warm_next:  # a replacement: spawns wait for it already; the rest follows them
+                self._preload_rest(warm.writer)
         self._proc, self._reader, self._writer = warm.proc, warm.reader, warm.writer
         self.pid, self.started_at, self.hello = warm.proc.pid, warm.started_at, warm.hello
         self._up.set()
         for failure in warm.hello.failed_imports:
             log.warning("zygote could not preload %s", failure)
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop(), name="zygote-reader")
-        if config.supervisor.spare_zygote and not self._stopped:
+        if config.supervisor.spare_zygote and warm_next and not self._stopped:
             self.warm_spare(config)
         return warm.hello
+
+    def preload_rest(self) -> None:
+        """Let the forking zygote import ``preload`` (the model SDKs), between fork requests."""
+        if self._writer is not None:
+            self._preload_rest(self._writer)
+
+    @staticmethod
+    def _preload_rest(writer: asyncio.StreamWriter) -> None:
+        # A few bytes on a fresh socketpair: write() buffers them without blocking.
+        with contextlib.suppress(ConnectionError):
+            writer.write(framing.pack(ZygotePreloadRest()))
 
     def warm_spare(self, config: Config, delay: float = 0.0) -> None:
         """Start a spare zygote in the background unless one is running or being started."""
@@ -143,6 +159,7 @@ class ZygoteLink:
             spare.writer.close()
             return
         self._spare = spare
+        self._preload_rest(spare.writer)
         log.info("spare zygote up pid=%d preload_s=%.2f", spare.proc.pid, spare.hello.preload_s)
         self._on_spare(spare.proc.pid)
         await self._read(spare.reader)  # a spare says nothing: this returns when it dies
@@ -165,6 +182,8 @@ class ZygoteLink:
             str(child_sock.fileno()),
             "--supervisor",
             str(os.getpid()),
+            "--first",
+            ",".join(config.supervisor.preload_first),
             "--preload",
             ",".join(config.supervisor.preload),
             "--log-level",

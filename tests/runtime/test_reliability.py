@@ -74,7 +74,7 @@ async def test_core_process_killed_while_the_zygote_is_replaced_comes_back(short
     ``stopping`` or checked against the dead incarnation."""
     gate = short_tmp / "zygote-gate"
     config = fast_config(
-        preload=["msgspec", "zmq", "zmq.asyncio", "psutil", "spacebot.procs.testkit_import_gate"],
+        preload_first=["spacebot.procs.testkit_import_gate"],
         # Without a spare: this is the window a spare zygote closes (see test_spare_zygote.py).
         sections={"supervisor": {"fork_timeout": 1.0, "spare_zygote": False}},
     )

@@ -1,5 +1,7 @@
-"""A warm spare zygote takes over the moment the forking one dies: nothing that has to start then
-waits for a new zygote's imports (held here for as long as the test needs by an import gate)."""
+"""Nothing that has to start waits for a zygote's imports it does not need: a warm spare takes over
+the moment the forking zygote dies, and a (re)started service forks its memory process and gateway
+before the zygote imports the model SDKs. The imports are held here for as long as a test needs by
+an import gate."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ TK = "spacebot.procs.testkit"
 async def test_the_spare_takes_over_while_a_new_zygote_is_still_importing(short_tmp: Path) -> None:
     gate = short_tmp / "zygote-gate"
     config = fast_config(
-        preload=["msgspec", "zmq", "zmq.asyncio", "psutil", "spacebot.procs.testkit_import_gate"],
+        preload_first=["spacebot.procs.testkit_import_gate"],
         sections={"supervisor": {"spare_zygote": True}},
     )
     sup = SupervisorProcess(short_tmp, config_text=config, env={"SPACEBOT_TEST_IMPORT_GATE": str(gate)})
@@ -55,6 +57,33 @@ async def test_the_spare_takes_over_while_a_new_zygote_is_still_importing(short_
         assert now["zygote"] == spare and "zygote:spare" not in now
         assert gate.exists()
         events.close()
+    finally:
+        gate.unlink(missing_ok=True)
+        await sup.stop()
+
+
+async def test_core_processes_start_before_the_model_sdks_are_imported(short_tmp: Path) -> None:
+    """``preload`` (the model SDKs in production) is imported only after memory and the gateway
+    were forked: with its import held, the service still comes up ready and serving."""
+    gate = short_tmp / "zygote-gate"
+    gate.touch()
+    config = fast_config(
+        ("main",),
+        preload=["msgspec", "zmq", "spacebot.procs.testkit_import_gate"],
+        preload_first=["spacebot.procs.memory", "spacebot.procs.gateway", "spacebot.messaging.webchat"],
+        memory={"ready_timeout": 60.0},
+        sections={"webchat": {"port": 0}},
+    )
+    sup = SupervisorProcess(short_tmp, config_text=config, env={"SPACEBOT_TEST_IMPORT_GATE": str(gate)})
+    await sup.start()
+    try:
+        states = {p.id: p.state for p in (await sup.status()).processes}
+        assert states["memory:main"] in (ProcState.READY, ProcState.IDLE), states
+        assert states["gateway:webchat"] in (ProcState.READY, ProcState.IDLE), states
+        assert gate.exists()  # the zygote is still in its later imports
+        gate.unlink()
+        spawned = await sup.spawn(f"{TK}:idle", kind=Kind.WORKER, id="worker:after")
+        assert psutil.Process(spawned.pid).is_running()
     finally:
         gate.unlink(missing_ok=True)
         await sup.stop()
