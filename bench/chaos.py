@@ -720,8 +720,12 @@ async def drain(
     return last
 
 
-def recovery(k: Kill, qs: list[Question], answered_at: dict[str, float]) -> float | None:
-    """Kill → the next stored reply, in an affected conversation, to a question it held up."""
+def recovery(k: Kill, kills: list[Kill], qs: list[Question], answered_at: dict[str, float]) -> float | None:
+    """Kill → the next stored reply, in an affected conversation, to a question it held up.
+
+    A reply that came after a later kill which also reached that conversation measures both kills,
+    not this one: it does not count (the kill is then ``overlapped`` if nothing else does).
+    """
     front_door = k.cls in ("gateway", "supervisor")
     times = []
     for q in qs:
@@ -732,6 +736,11 @@ def recovery(k: Kill, qs: list[Question], answered_at: dict[str, float]) -> floa
             continue
         if front_door and q.acked_at is not None and q.acked_at < k.at:
             continue  # answered by a channel the front door's death did not stop
+        if any(
+            other is not k and k.at < other.at < t and (other.affected is None or q.conv in other.affected)
+            for other in kills
+        ):
+            continue
         times.append(t - k.at)
     return min(times) if times else None
 
@@ -881,7 +890,7 @@ async def run_seed(
             if got:
                 answered_at[q.token] = min(float(m["created_at"]) for m in got)
         for k in killer.kills:
-            k.recovery_s = recovery(k, all_qs, answered_at)
+            k.recovery_s = recovery(k, killer.kills, all_qs, answered_at)
         result = audit(all_qs, hist)
         result["unacked"] = [
             f"{q.token} attempts={q.attempts} errors={q.errors[-4:]}"
@@ -931,17 +940,24 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("sent", "acked", "stored", "answered_once", "lost", "doubled", "orphans")
     out: dict[str, Any] = {k: sum(r[k] for r in per_seed) for k in keys}
     by_class: dict[str, list[float]] = {}
+    overlapped: dict[str, int] = {}
     ready: list[float] = []
     for r in per_seed:
         for k in r["kills"]:
             if k["recovery_s"] is not None:
                 by_class.setdefault(k["class"], []).append(k["recovery_s"])
+            else:
+                overlapped[k["class"]] = overlapped.get(k["class"], 0) + 1
             if k["ready_s"] is not None:
                 ready.append(k["ready_s"])
+                if k["recovery_s"] is not None:  # the goal's measure: from `spacebot run` ready
+                    by_class.setdefault("supervisor_after_ready", []).append(k["recovery_s"] - k["ready_s"])
     out["recovery_s"] = {
         c: {"p50": round(percentile(v, 50), 2), "max": round(max(v), 2), "n": len(v)}
         for c, v in sorted(by_class.items())
     }
+    # Kills per class whose every sample was cut short by a later kill of the same conversations.
+    out["overlapped"] = overlapped
     out["supervisor_ready_s"] = (
         {"p50": round(percentile(ready, 50), 2), "max": round(max(ready), 2)} if ready else None
     )
@@ -1020,9 +1036,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("all", *(str(r[c]) for c in cols), str(r["kills"])))
     pad = ("",) * 4
     rows.append(("", "", "", "", "", "", "", ""))
-    rows.append(("recovery", "kills", "p50 s", "max s", *pad))
+    rows.append(("recovery", "kills", "p50 s", "max s", "overlapped", *pad[1:]))
     for c, v in r["recovery_s"].items():
-        rows.append((c, str(v["n"]), f"{v['p50']:.2f}", f"{v['max']:.2f}", *pad))
+        over = str(r["overlapped"].get(c, 0))
+        rows.append((c, str(v["n"]), f"{v['p50']:.2f}", f"{v['max']:.2f}", over, *pad[1:]))
     if r["supervisor_ready_s"]:
         sr = r["supervisor_ready_s"]
         rows.append(("sup. ready", "", f"{sr['p50']:.2f}", f"{sr['max']:.2f}", *pad))
