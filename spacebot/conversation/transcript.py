@@ -15,46 +15,59 @@ from spacebot.runtime.memory_link import PATIENT, MemoryLink
 
 class Transcript:
     """The conversation as the model sees it: the recent history (people, the agent, results of
-    branches and workers, summaries) and the messages that still wait for an answer."""
+    branches and workers, summaries) and the messages that still wait for an answer.
+
+    A stored message is in :attr:`history` at most once, whichever way it came: a process often
+    gets the same message twice, because what wakes it (a person's message, a branch's or
+    worker's result) is stored before it is delivered, so the history page it loads at start-up
+    holds it too. Every way in goes through :meth:`_add`, which keeps :attr:`known` (the stored
+    ids in the history)."""
 
     def __init__(self, conversation: str) -> None:
         self.conversation = conversation
         self.history: list[StoredMessage] = []
         self.pending: dict[int, StoredMessage] = {}
         self.known: set[int] = set()
+        """Ids of the stored messages in :attr:`history` (lines that are not stored have id < 0)."""
+
+    def _add(self, message: StoredMessage) -> bool:
+        """Append ``message`` unless it is stored and already here; True when it was appended."""
+        if message.id > 0:
+            if message.id in self.known:
+                return False
+            self.known.add(message.id)
+        self.history.append(message)
+        return True
+
+    def _order(self) -> None:
+        self.history.sort(key=lambda m: (m.created_at, m.id))
 
     def take(self, message: StoredMessage) -> bool:
-        """Add a stored message once; True when it waits for an answer."""
-        if message.id in self.known:
+        """Add a stored message once; True when it is new here and waits for an answer."""
+        if not self._add(message):
             return False
-        self.known.add(message.id)
-        self.history.append(message)
-        self.history.sort(key=lambda m: (m.created_at, m.id))
+        self._order()
         if message.reply_state is ReplyState.PENDING:
             self.pending[message.id] = message
             return True
         return False
 
     def load(self, page: list[StoredMessage], unanswered: list[StoredMessage]) -> None:
-        """The history page and the unanswered messages read at start-up (a message that arrived
-        before the page did is already known)."""
-        for row in page:
-            if row.id not in self.known:
-                self.known.add(row.id)
-                self.history.append(row)
-        self.history.sort(key=lambda m: (m.created_at, m.id))
-        for row in unanswered:
-            if row.id in self.known:
-                self.pending[row.id] = row
-            else:
-                self.take(row)
+        """The history page and the unanswered messages read at start-up. Messages that arrived
+        while they were read (the one that woke the process, a burst behind it, a result stored
+        meanwhile) are in them too, and stay in the history once."""
+        for row in [*page, *unanswered]:
+            if not self._add(row) and row.reply_state is ReplyState.PENDING:
+                self.pending[row.id] = row  # the stored version of a message taken from its delivery
+        self._order()
         for row in self.history:
             if row.reply_state is ReplyState.PENDING:
                 self.pending.setdefault(row.id, row)
 
     def add_event(self, event: StoredMessage) -> None:
-        """A line that is not stored (a branch/worker result or status), shown like the others."""
-        self.history.append(event)
+        """A branch's or worker's result or status line, shown like the others (a stored result
+        is added once; a line that is not stored has a negative id)."""
+        self._add(event)
 
     def update(self, message: StoredMessage) -> None:
         """Replace a message by a newer version of it (a reaction was added)."""
