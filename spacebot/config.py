@@ -1,15 +1,20 @@
 """Spacebot's configuration: one frozen struct, loaded from TOML and the environment, validated once.
 
-Sources, later ones winning: built-in defaults → ``$SPACEBOT_HOME/config.toml`` (if present) →
-environment variables (see :data:`ENV_VARS`). Every error names the key, the file and, where it
-can, the line.
+Sources, later ones winning: built-in defaults → the config file (``--config``, else
+``$SPACEBOT_CONFIG``, else ``$SPACEBOT_HOME/config.toml``, the only one that may be absent) →
+environment variables (see :data:`ENV_VARS`). Every problem is reported, not only the first, each
+naming the key, the file and the line (or the environment variable it came from).
 """
 
 from __future__ import annotations
 
+import enum
+import json
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +23,7 @@ import msgspec
 
 from spacebot.errors import ConfigError
 from spacebot.ipc.messages import Kind, RestartPolicy
-from spacebot.llm.config import LLMConfig, credentials_configure_llm
+from spacebot.llm.config import FieldProblems, Key, LLMConfig, credentials_configure_llm, dotted_key
 from spacebot.llm.errors import LLMConfigError
 from spacebot.memory.config import MemoryConfig
 
@@ -197,13 +202,14 @@ class DelegateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Run shell/exec even when the native sandbox with Landlock is not available (no isolation)."""
 
     def __post_init__(self) -> None:
-        # Checked in the class: msgspec reports a ValueError here with the section's path.
+        # Checked in the class, all at once: the loader reports each at its own key.
+        found: list[tuple[Key, str]] = []
         for name in ("shell_timeout", "branch_timeout", "worker_timeout"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
+                found.append(((name,), "must be > 0"))
         for name in ("output_bytes", "worker_max_turns", "branch_max_turns"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                found.append(((name,), "must be >= 1"))
         for name in (
             "shell_timeout_max",
             "cpu_seconds",
@@ -214,9 +220,11 @@ class DelegateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             "workspace_max_mb",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+                found.append(((name,), "must be >= 0"))
         if self.shell_timeout_max and self.shell_timeout_max < self.shell_timeout:
-            raise ValueError("shell_timeout_max must be >= shell_timeout (or 0)")
+            found.append((("shell_timeout_max",), "must be >= shell_timeout (or 0)"))
+        if found:
+            raise FieldProblems(found)
 
 
 _HOST_NAME = re.compile(
@@ -309,135 +317,310 @@ def default_home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("SPACEBOT_HOME") or Path.home() / ".spacebot").expanduser().resolve()
 
 
+def locate(explicit: str | Path | None, environ: Mapping[str, str]) -> tuple[Path, str]:
+    """The config file to read and what named it: ``"--config"``, ``"SPACEBOT_CONFIG"``, or ``""`` for
+    the default ``$SPACEBOT_HOME/config.toml``, the only one that may be absent."""
+    if explicit:
+        return Path(explicit).expanduser(), "--config"
+    if environ.get("SPACEBOT_CONFIG"):
+        return Path(environ["SPACEBOT_CONFIG"]).expanduser(), "SPACEBOT_CONFIG"
+    return default_home(environ) / "config.toml", ""
+
+
 def config_path(environ: Mapping[str, str]) -> Path:
-    """Where the config file is looked for."""
-    explicit = environ.get("SPACEBOT_CONFIG")
-    return Path(explicit).expanduser() if explicit else default_home(environ) / "config.toml"
+    """Where the config file is looked for when no ``--config`` is given."""
+    return locate(None, environ)[0]
 
 
-def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Load and validate the configuration; raise :class:`ConfigError` naming what is wrong."""
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None, *, named_by: str = "") -> Config:
+    """Load and validate the configuration; raise :class:`ConfigError` naming what is wrong.
+
+    Args:
+        path: the file; default :func:`locate`'s choice.
+        environ: the environment (default ``os.environ``).
+        named_by: who named ``path`` (``--config``, ``SPACEBOT_CONFIG``): such a file must exist. Only
+            the default file may be absent, which means built-in defaults and the environment.
+
+    Raises:
+        ConfigProblems: every problem found, each naming its key, file and line.
+        ConfigError: the file is missing (when named), unreadable or not TOML.
+    """
     env = os.environ if environ is None else environ
-    path = path or config_path(env)
-    raw: dict[str, Any] = {}
-    text = ""
-    if path.exists():
-        try:
-            text = path.read_text()
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    elif "SPACEBOT_CONFIG" in env:
-        raise ConfigError(f"{path}: config file named by SPACEBOT_CONFIG does not exist")
-    return from_dict(raw, env, source=str(path) if text else "", text=text)
+    if path is None:
+        path, named_by = locate(None, env)
+    elif not named_by and env.get("SPACEBOT_CONFIG") and Path(env["SPACEBOT_CONFIG"]).expanduser() == path:
+        named_by = "SPACEBOT_CONFIG"
+    if not path.exists():
+        if named_by:
+            raise ConfigError(f"{path}: config file named by {named_by} does not exist")
+        return from_dict({}, env)
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return from_dict(raw, env, source=str(path), text=text)
+
+
+class Problem(msgspec.Struct, frozen=True):
+    """One thing wrong with the configuration."""
+
+    key: str
+    """The key, as TOML writes it (``processes.worker.grace``)."""
+    where: str
+    """``file:line``, ``file``, ``environment NAME`` or ``defaults and environment``."""
+    message: str
+    """What is wrong, and for a choice the valid values."""
+
+    def __str__(self) -> str:
+        return f"config key {self.key!r} ({self.where}): {self.message}"
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in one configuration; ``str()`` lists them one per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        """The problems, in file order where known."""
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+Found = list[tuple[Key, str]]
+"""Problems collected while loading: (key, message)."""
 
 
 def from_dict(
     raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, *, source: str = "", text: str = ""
 ) -> Config:
-    """Build a :class:`Config` from parsed TOML plus the environment."""
+    """Build a :class:`Config` from parsed TOML plus the environment; raise :class:`ConfigProblems`
+    listing everything wrong (not only the first problem)."""
     env = os.environ if environ is None else environ
-    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    data: dict[str, Any] = dict(raw)
     data.setdefault("home", str(default_home(env)))
-    runtime = dict(data.get("runtime") or {})
-    if env.get("SPACEBOT_RUNTIME_DIR"):
-        runtime["runtime_dir"] = env["SPACEBOT_RUNTIME_DIR"]
-    if env.get("SPACEBOT_LOG_LEVEL"):
-        runtime["log_level"] = env["SPACEBOT_LOG_LEVEL"].lower()
-    data["runtime"] = runtime
-    processes = data.get("processes") or {}
-    if not isinstance(processes, dict):
-        raise ConfigError(_where("processes", source, text) + ": must be a table of kinds")
-    unknown = sorted(set(processes) - {k.value for k in Kind})
-    if unknown:
-        kinds = ", ".join(k.value for k in Kind)
-        raise ConfigError(
-            _where(f"processes.{unknown[0]}", source, text) + f": unknown process kind (one of {kinds})"
-        )
+    from_env: dict[Key, str] = {}
+    runtime = data.get("runtime", {})
+    if isinstance(runtime, dict):
+        runtime = dict(runtime)
+        for name, var in (("runtime_dir", "SPACEBOT_RUNTIME_DIR"), ("log_level", "SPACEBOT_LOG_LEVEL")):
+            if env.get(var):
+                runtime[name] = env[var].lower() if name == "log_level" else env[var]
+                from_env["runtime", name] = f"environment {var}"
+        data["runtime"] = runtime
+    found: Found = []
+    llm = _llm(data.pop("llm", None), env, found, from_env)
+    processes = _clean(data.pop("processes", {}), dict[Kind, ProcessPolicy], ("processes",), found)
+    data = _clean(data, Config, (), found)
     merged: dict[str, ProcessPolicy] = {}
     for kind in Kind:
-        table = {**_KIND_DEFAULTS[kind], **(processes.get(kind.value) or {})}
-        try:
-            merged[kind.value] = msgspec.convert(table, ProcessPolicy)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(_explain(exc, source, text, prefix=f"processes.{kind.value}")) from None
-    data["processes"] = merged
-    data["llm"] = _llm(data.get("llm"), env, source, text)
-    data["source"] = source
-    try:
-        config = msgspec.convert(data, Config, str_keys=True)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(exc, source, text)) from None
-    _check(config, source, text)
+        table = processes.get(kind.value, {}) if isinstance(processes, dict) else {}
+        merged[kind.value] = msgspec.convert({**_KIND_DEFAULTS[kind], **table}, ProcessPolicy)
+    config = msgspec.convert(
+        {**(data if isinstance(data, dict) else {}), "processes": merged, "llm": llm, "source": source},
+        Config,
+        str_keys=True,
+    )
+    _check(config, found)
+    if found:
+        lines = _key_lines(text)
+        found.sort(key=lambda problem: _line(problem[0], lines) or len(text))  # file order
+        problems = [Problem(dotted_key(key), _where(key, source, lines, from_env), msg) for key, msg in found]
+        raise ConfigProblems(problems)
     return config
 
 
 LLM_ENV_VARS = ("SPACEBOT_LLM_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+_LLM_ENV_HINT = "ANTHROPIC_API_KEY, OPENAI_API_KEY, or SPACEBOT_LLM_BASE_URL with SPACEBOT_LLM_MODEL"
 
 
-def _llm(raw: object, env: Mapping[str, str], source: str, text: str) -> LLMConfig:
-    """The ``[llm]`` table if there is one, else a setup from the environment, else nothing configured."""
+def _llm(raw: object, env: Mapping[str, str], found: Found, from_env: dict[Key, str]) -> LLMConfig:
+    """``[llm]`` laid over the zero-config setup from the environment (when the table names no
+    providers), or that setup alone, or nothing configured (no table, no environment)."""
+    # A provider key may also come as a systemd credential (LoadCredential=).
+    env_llm = any(env.get(name) for name in LLM_ENV_VARS) or credentials_configure_llm(env)
+    base = LLMConfig()
+    if env_llm and not (isinstance(raw, dict) and "providers" in raw):
+        try:
+            base = LLMConfig.from_env(env)
+        except LLMConfigError as exc:
+            found.append((("llm",), str(exc)))
+            from_env["llm",] = "environment"
+            return LLMConfig()
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        found.append((("llm",), "must be a table"))
+        return LLMConfig()
+    table = dict(raw)
+    if base.providers:
+        table.setdefault("providers", msgspec.to_builtins(base.providers))
+        for name in ("profiles", "fallbacks"):
+            if name not in table:
+                table[name] = getattr(base, name)
+                from_env["llm", name] = "environment"
+        from_env["llm", "providers"] = "environment"
+    cleaned = _clean(table, LLMConfig, ("llm",), found)
+    if cleaned is _DROP:
+        return LLMConfig()
+    llm = msgspec.convert(cleaned, LLMConfig)
+    key: Key = ("llm", "profile") if "profile" in raw else ("llm",)
+    if not llm.providers:
+        found.append(
+            (
+                key,
+                f"profile {llm.profile!r} has nothing to route to: no [llm.providers.<name>] table "
+                f"and no model in the environment ({_LLM_ENV_HINT})",
+            )
+        )
+    elif not llm.profiles:
+        found.append(
+            (
+                key,
+                f"profile {llm.profile!r} has nothing to route to: no [llm.profiles.{llm.profile}] table "
+                "mapping light, standard and strong to 'provider/model' ids",
+            )
+        )
+    return llm
+
+
+_DROP: Any = object()
+"""What :func:`_clean` returns for a value that is wrong: the parent leaves it out (default)."""
+
+
+def _clean(value: Any, tp: Any, key: Key, found: Found) -> Any:
+    """``value`` checked against type ``tp`` one key at a time, every problem added to ``found``.
+
+    Wrong entries are left out (so the default applies) and checking goes on: one
+    ``msgspec.convert`` of the whole file would stop at the first problem and, inside a table of
+    tables, could not say which entry was wrong. Returns the cleaned value or :data:`_DROP`.
+    """
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        if not isinstance(value, dict):
+            found.append((key, f"must be a table, got {_toml_type(value)}"))
+            return _DROP
+        fields = {f.encode_name: f.type for f in msgspec.structs.fields(tp)}
+        table: dict[str, Any] = {}
+        for name, item in value.items():
+            if name not in fields:
+                found.append(((*key, name), "unknown key (see the commented config `spacebot init` writes)"))
+            elif (item := _clean(item, fields[name], (*key, name), found)) is not _DROP:
+                table[name] = item
+        try:
+            msgspec.convert(table, tp, str_keys=True)  # missing fields and __post_init__ checks
+        except msgspec.ValidationError as exc:
+            if isinstance(exc.__cause__, FieldProblems):
+                found.extend(((*key, *sub), message) for sub, message in exc.__cause__.problems)
+            else:
+                found.append((key, _detail(exc, value, tp)))
+            return _DROP
+        return table
+    if origin is dict:
+        if not isinstance(value, dict):
+            found.append((key, f"must be a table, got {_toml_type(value)}"))
+            return _DROP
+        key_type, item_type = typing.get_args(tp)
+        entries: dict[str, Any] = {}
+        for name, item in value.items():
+            if _choices(key_type) and name not in _choices(key_type):
+                found.append(((*key, name), f"unknown name {name!r} (expected one of: {_listed(key_type)})"))
+            elif (item := _clean(item, item_type, (*key, name), found)) is not _DROP:
+                entries[name] = item
+        return entries
+    if origin is list and isinstance(value, list):
+        (item_type,) = typing.get_args(tp)
+        items = [_clean(item, item_type, key, []) for item in value]
+        for number, (item, got) in enumerate(zip(value, items, strict=True), start=1):
+            if got is _DROP:
+                found.append((key, f"item {number} ({item!r}): " + _detail(None, item, item_type)))
+        return _DROP if _DROP in items else items
     try:
-        if raw is not None:
-            if not isinstance(raw, dict):
-                raise ConfigError(_where("llm", source, text) + ": must be a table")
-            return LLMConfig.from_dict(raw)
-        # A provider key may also come as a systemd credential (LoadCredential=).
-        if any(env.get(name) for name in LLM_ENV_VARS) or credentials_configure_llm(env):
-            return LLMConfig.from_env(env)
-    except LLMConfigError as exc:
-        key = re.search(r"`?(llm(?:\.[A-Za-z0-9_\-/]+)+)", str(exc))
-        where = _where(key.group(1), source, text) if key else (source or "environment")
-        raise ConfigError(f"{where}: {exc}") from None
-    return LLMConfig()
+        msgspec.convert(value, tp, str_keys=True)
+    except msgspec.ValidationError as exc:
+        found.append((key, _detail(exc, value, tp)))
+        return _DROP
+    return value
 
 
-def _check(config: Config, source: str, text: str) -> None:
+def _choices(tp: Any) -> list[Any]:
+    """The values a Literal, an Enum or a union of them allows (empty for other types)."""
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return [member.value for member in tp]
+    if typing.get_origin(tp) is Literal:
+        return list(typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [choice for arg in typing.get_args(tp) for choice in _choices(arg)]
+    return []
+
+
+def _listed(tp: Any) -> str:
+    return ", ".join(repr(choice) for choice in _choices(tp))
+
+
+_MSGSPEC_TYPES = {"object": "table", "array": "array", "str": "string", "int": "integer", "bool": "boolean"}
+
+
+def _toml_type(value: Any) -> str:
+    names = {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _detail(exc: msgspec.ValidationError | None, value: Any, tp: Any) -> str:
+    """msgspec's message in the words of a TOML file, with the valid values of a choice."""
+    choices = _choices(tp)
+    if choices and isinstance(value, str):
+        return f"invalid value {value!r} (expected one of: {_listed(tp)})"
+    if exc is None:
+        return f"got {_toml_type(value)}"
+    message = re.sub(r"\s*-\s*at\s*`\$[^`]*`", "", str(exc))
+    message = re.sub(r"`([a-z]+)`", lambda m: _MSGSPEC_TYPES.get(m.group(1), m.group(1)), message)
+    return message[:1].lower() + message[1:]
+
+
+def _check(config: Config, found: Found) -> None:
+    """Range and cross-field checks on the converted config."""
     for kind, pol in config.processes.items():
-        key = f"processes.{kind.value}"
+        key = ("processes", kind.value)
         if pol.heartbeat_interval <= 0:
-            raise ConfigError(_where(f"{key}.heartbeat_interval", source, text) + ": must be > 0")
+            found.append(((*key, "heartbeat_interval"), "must be > 0"))
         if pol.heartbeat_miss_limit < 1:
-            raise ConfigError(_where(f"{key}.heartbeat_miss_limit", source, text) + ": must be >= 1")
+            found.append(((*key, "heartbeat_miss_limit"), "must be >= 1"))
         for name in ("wall_clock_limit", "progress_limit", "grace", "flap_window", "backoff_initial"):
             if getattr(pol, name) < 0:
-                raise ConfigError(_where(f"{key}.{name}", source, text) + ": must be >= 0")
+                found.append(((*key, name), "must be >= 0"))
     if config.runtime.max_frame_bytes < 1024:
-        raise ConfigError(_where("runtime.max_frame_bytes", source, text) + ": must be >= 1024")
+        found.append((("runtime", "max_frame_bytes"), "must be >= 1024"))
     if config.runtime.hwm < 1:
-        raise ConfigError(_where("runtime.hwm", source, text) + ": must be >= 1")
+        found.append((("runtime", "hwm"), "must be >= 1"))
     ch = config.channel
     if ch.idle_timeout < 0:
-        raise ConfigError(_where("channel.idle_timeout", source, text) + ": must be >= 0")
+        found.append((("channel", "idle_timeout"), "must be >= 0"))
     if ch.max_turns < 1:
-        raise ConfigError(_where("channel.max_turns", source, text) + ": must be >= 1")
+        found.append((("channel", "max_turns"), "must be >= 1"))
     if ch.history_messages < 1:
-        raise ConfigError(_where("channel.history_messages", source, text) + ": must be >= 1")
+        found.append((("channel", "history_messages"), "must be >= 1"))
     wc = config.webchat
     if not 0 <= wc.port <= 65535:
-        raise ConfigError(_where("webchat.port", source, text) + ": must be 0-65535")
+        found.append((("webchat", "port"), "must be 0-65535"))
     if wc.max_message_bytes < 1:
-        raise ConfigError(_where("webchat.max_message_bytes", source, text) + ": must be >= 1")
+        found.append((("webchat", "max_message_bytes"), "must be >= 1"))
     if wc.enabled and wc.agent not in config.agents:
-        raise ConfigError(
-            _where("webchat.agent", source, text) + f": {wc.agent!r} is not one of agents {config.agents}"
-        )
+        found.append((("webchat", "agent"), f"{wc.agent!r} is not one of agents {config.agents}"))
     if wc.enabled and not _is_loopback(wc.host) and not wc.token:
-        raise ConfigError(
-            _where("webchat.host", source, text)
-            + f": binding to {wc.host!r} (not loopback) requires webchat.token to be set"
+        found.append(
+            (("webchat", "host"), f"binding to {wc.host!r} (not loopback) requires webchat.token to be set")
         )
-    # -- [webchat] limits and public_hosts (issue #11) --
     for host in wc.public_hosts:
         if not _HOST_NAME.fullmatch(host):
-            raise ConfigError(
-                _where("webchat.public_hosts", source, text)
-                + f": {host!r} is not a host name (give names like 'chat.example.com', without port)"
+            found.append(
+                (
+                    ("webchat", "public_hosts"),
+                    f"{host!r} is not a host name (give names like 'chat.example.com', without port)",
+                )
             )
     if wc.hello_timeout <= 0:
-        raise ConfigError(_where("webchat.hello_timeout", source, text) + ": must be > 0")
+        found.append((("webchat", "hello_timeout"), "must be > 0"))
     for name in (
         "max_connections",
         "max_connections_per_ip",
@@ -446,13 +629,10 @@ def _check(config: Config, source: str, text: str) -> None:
         "list_per_minute",
     ):
         if getattr(wc, name) < 1:
-            raise ConfigError(_where(f"webchat.{name}", source, text) + ": must be >= 1")
-    # -- end [webchat] limits --
+            found.append((("webchat", name), "must be >= 1"))
     for agent in config.agents:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent):
-            raise ConfigError(
-                _where("agents", source, text) + f": agent id {agent!r} must be 1-64 of A-Z a-z 0-9 _ -"
-            )
+            found.append((("agents",), f"agent id {agent!r} must be 1-64 of A-Z a-z 0-9 _ -"))
 
 
 def _is_loopback(host: str) -> bool:
@@ -466,51 +646,71 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-_PATH_RE = re.compile(r"`\$((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)`")
-
-
-_UNKNOWN_RE = re.compile(r"Object contains unknown field `([^`]+)`")
-
-
-def _explain(exc: msgspec.ValidationError, source: str, text: str, prefix: str = "") -> str:
-    message = str(exc)
-    match = _PATH_RE.search(message)
-    key = re.sub(r"\[\d+\]", "", match.group(1)).lstrip(".") if match else ""
-    key = f"{prefix}.{key}".strip(".") if prefix else key
-    unknown = _UNKNOWN_RE.search(message)
-    if unknown:
-        key = f"{key}.{unknown.group(1)}".lstrip(".")
-        detail = "unknown key (see the commented config written by `spacebot init`)"
-    else:
-        detail = _PATH_RE.sub("", message).rstrip(" -")
-    return f"{_where(key, source, text)}: {detail}" if key else f"{source or 'config'}: {detail}"
-
-
-def _where(key: str, source: str, text: str) -> str:
-    """``key`` (file:line) for an error message; the line is found by scanning TOML tables and keys."""
-    where = f"config key {key!r}"
+def _where(key: Key, source: str, lines: dict[Key, int], from_env: dict[Key, str]) -> str:
+    """Where ``key`` was set: an environment variable, else ``file:line`` (of the key or the nearest
+    table above it), else the file, else nowhere (defaults)."""
+    for end in range(len(key), 0, -1):
+        if key[:end] in from_env:
+            return from_env[key[:end]]
     if not source:
-        return where + " (from defaults/environment)"
-    line = _find_line(key, text)
-    return f"{where} ({source}:{line})" if line else f"{where} ({source})"
+        return "defaults and environment"
+    line = _line(key, lines)
+    return f"{source}:{line}" if line else source
 
 
-def _find_line(key: str, text: str) -> int | None:
-    parts = key.split(".")
-    table: list[str] = []
-    best: int | None = None
-    for number, raw_line in enumerate(text.splitlines(), start=1):
-        line = raw_line.strip()
-        if line.startswith("["):
-            table = [p.strip().strip('"') for p in line.strip("[]").split(".")]
-            if table == parts:
-                best = number
+def _line(key: Key, lines: dict[Key, int]) -> int | None:
+    """The line of ``key``, else of the nearest table or key above it that is in the file."""
+    return next((lines[key[:end]] for end in range(len(key), 0, -1) if key[:end] in lines), None)
+
+
+# tomllib reports no positions, and the parsers that do (tomlkit) are not dependencies; error messages
+# need only the line of each table header and key, which this small scan of the text finds.
+_NAME = re.compile(r"""\s*(?:([A-Za-z0-9_-]+)|"((?:[^"\\]|\\.)*)"|'([^']*)')\s*""")
+
+
+def _parse_key(line: str, pos: int) -> tuple[Key, int] | None:
+    """The dotted key starting at ``line[pos]`` (bare or quoted names) and where it ends."""
+    parts: list[str] = []
+    while match := _NAME.match(line, pos):
+        bare, basic, literal = match.groups()
+        parts.append(bare if bare is not None else literal if basic is None else _unescape(basic))
+        pos = match.end()
+        if not line.startswith(".", pos):
+            return tuple(parts), pos
+        pos += 1
+    return None
+
+
+def _unescape(basic: str) -> str:
+    try:
+        return str(json.loads(f'"{basic}"'))  # TOML's escapes are JSON's but for \UXXXXXXXX
+    except ValueError:
+        return basic
+
+
+def _key_lines(text: str) -> dict[Key, int]:
+    """The first line of every table header and key in TOML ``text`` (keys as full paths)."""
+    lines: dict[Key, int] = {}
+    table: Key = ()
+    open_string = ""  # the delimiter of a multi-line string being skipped
+    for number, line in enumerate(text.splitlines(), start=1):
+        if open_string:
+            if line.count(open_string) % 2:
+                open_string = ""
             continue
-        name = line.split("=", 1)[0].strip().strip('"') if "=" in line else ""
-        if name:
-            full = [*table, name]
-            if full == parts:
-                return number
-            if parts[: len(full)] == full:
-                best = best or number
-    return best
+        header = re.match(r"\s*\[\[?", line)
+        if header:
+            parsed = _parse_key(line, header.end())
+            close = "]" * (header.end() - line.index("["))
+            # Only a header: `["a"],` inside a multi-line array is not one.
+            if parsed and re.match(re.escape(close) + r"\s*(#.*)?$", line[parsed[1] :]):
+                table = parsed[0]
+                lines.setdefault(table, number)
+            continue
+        parsed = _parse_key(line, 0)
+        if parsed and line.startswith("=", parsed[1]):
+            for end in range(1, len(parsed[0]) + 1):
+                lines.setdefault((*table, *parsed[0][:end]), number)
+            rest = line[parsed[1] + 1 :]
+            open_string = next((d for d in ('"""', "'''") if rest.count(d) % 2), "")
+    return lines

@@ -6,15 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
-import tomllib
 from pathlib import Path
 
 import msgspec
 
-from spacebot.llm.config import LLMConfig
 from spacebot.llm.errors import LLMConfigError
 from spacebot.llm.routing import Router
 from spacebot.llm.types import Request, UserMessage
@@ -39,38 +36,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     explain.add_argument("--profile", default=None, help="profile override (eco, balanced, premium)")
     explain.add_argument(
         "--config",
-        type=Path,
-        default=None,
-        help="config.toml to read [llm] from (default: $SPACEBOT_HOME/config.toml, then env)",
+        default=argparse.SUPPRESS,  # a default here would overwrite the global --config
+        help="config file, same as the global --config (default $SPACEBOT_HOME/config.toml)",
     )
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
     explain.set_defaults(func=routing_explain_handler)
 
 
-def load_llm_config(path: Path | None) -> LLMConfig:
-    """``[llm]`` of a TOML file (default: the project's config.toml when it has providers), else the
-    zero-config setup from the environment."""
-    if path is None:
-        from spacebot.config import config_path
-
-        default = config_path(os.environ)
-        if default.is_file():
-            config = load_llm_config(default)
-            if config.providers:
-                return config
-        return LLMConfig.from_env()
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise LLMConfigError(f"cannot read config {str(path)!r}: {exc}") from exc
-    return LLMConfig.from_dict(data.get("llm", {}))
-
-
 def routing_explain_handler(args: argparse.Namespace) -> int:
-    """Print the routing decision for ``args.prompt``."""
+    """Print the routing decision for ``args.prompt``, from the configuration every command loads."""
+    # Imported here: spacebot.cli.main imports this module to register the subcommands.
+    from spacebot.cli.main import _load
+
+    _path, config = _load(args)
+    if config is None:
+        return 2
     try:
-        config = load_llm_config(args.config)
-        decision = Router(config, args.profile).decide(
+        decision = Router(config.llm, args.profile).decide(
             Request([UserMessage(args.prompt)]), process=args.process, task=args.task
         )
     except LLMConfigError as exc:

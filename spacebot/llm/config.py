@@ -1,12 +1,15 @@
 """``LLMConfig``: providers, models, prices, profiles, routing levels, retries and timeouts.
 
 Embedded as ``Config.llm`` and converted from TOML dicts with ``msgspec.convert``; cross-field
-checks run in ``__post_init__`` so a bad reference fails at load time with the key named.
+checks run in ``__post_init__`` (all of them, raised together as :class:`FieldProblems`) so a bad
+reference fails at load time with the key named.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -22,6 +25,29 @@ SecretResolver = Callable[[str], str | None]
 
 KEY_ENV_VARS = ("SPACEBOT_LLM_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 """Variables the zero-config setup reads; each may also come as a lower-case systemd credential."""
+
+Key = tuple[str, ...]
+"""A config key as its path of TOML names, e.g. ``("llm", "fallbacks", "openai/gpt-4.1")``."""
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dotted_key(key: Key) -> str:
+    """``key`` written as TOML writes it: names joined by dots, quoted unless bare (``llm.models."a/b"``)."""
+    return ".".join(part if _BARE_KEY.fullmatch(part) else json.dumps(part) for part in key)
+
+
+class FieldProblems(ValueError):
+    """Every cross-field problem a config struct's ``__post_init__`` found, each with its key.
+
+    msgspec turns it into a ``ValidationError`` whose ``__cause__`` it stays, so the loader can report
+    each problem at its own key and line instead of one message for the whole table.
+    """
+
+    def __init__(self, problems: list[tuple[Key, str]]) -> None:
+        self.problems = problems
+        """(key relative to the struct, message) pairs."""
+        super().__init__("; ".join(f"{dotted_key(key)}: {message}" for key, message in problems))
 
 
 def _valid_credential_name(name: str) -> bool:
@@ -107,7 +133,7 @@ class ScorerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
     """When False the scorer never changes the tier."""
     simple_below: float = 0.25
-    """A score under this steps the request down one tier."""
+    """A score under this steps a process's default tier down one (never a tier a task asks for)."""
     max_simple_chars: int = 400
     """Prompts longer than this are never treated as simple."""
 
@@ -178,37 +204,44 @@ class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Per-call deadlines."""
 
     def __post_init__(self) -> None:
+        found: list[tuple[Key, str]] = []
         for pname, prov in self.providers.items():
             if prov.kind == "openai_compatible" and not prov.base_url:
-                raise ValueError(f"llm.providers.{pname}: kind 'openai_compatible' needs base_url")
+                found.append((("providers", pname, "base_url"), "kind 'openai_compatible' needs base_url"))
         for name, tiers in self.profiles.items():
             for tier, model in tiers.items():
                 if tier not in TIERS:
-                    raise ValueError(f"llm.profiles.{name}: unknown tier {tier!r} (expected one of {TIERS})")
-                self._check_model(model, f"llm.profiles.{name}.{tier}")
+                    found.append(
+                        (("profiles", name, tier), f"unknown tier {tier!r} (expected one of {TIERS})")
+                    )
+                self._check_model(model, ("profiles", name, tier), found)
         if self.profiles and self.profile not in self.profiles:
-            raise ValueError(f"llm.profile: unknown profile {self.profile!r} (have {sorted(self.profiles)})")
-        for key, table in (("process_tiers", self.process_tiers), ("task_tiers", self.task_tiers)):
+            found.append((("profile",), f"unknown profile {self.profile!r} (have {sorted(self.profiles)})"))
+        for section, table in (("process_tiers", self.process_tiers), ("task_tiers", self.task_tiers)):
             for name, tier in table.items():
                 if tier not in TIERS:
-                    raise ValueError(f"llm.{key}.{name}: unknown tier {tier!r} (expected one of {TIERS})")
+                    found.append(((section, name), f"unknown tier {tier!r} (expected one of {TIERS})"))
         for model, chain in self.fallbacks.items():
-            self._check_model(model, "llm.fallbacks")
+            self._check_model(model, ("fallbacks", model), found)
             for other in chain:
-                self._check_model(other, f"llm.fallbacks.{model!r}")
+                self._check_model(other, ("fallbacks", model), found)
         for model in self.models:
-            self._check_model(model, "llm.models")
+            self._check_model(model, ("models", model), found)
         if self.retry.attempts_per_model < 1:
-            raise ValueError("llm.retry.attempts_per_model must be >= 1")
+            found.append((("retry", "attempts_per_model"), "must be >= 1"))
+        if found:
+            raise FieldProblems(found)
 
-    def _check_model(self, model_id: str, where: str) -> None:
+    def _check_model(self, model_id: str, key: Key, found: list[tuple[Key, str]]) -> None:
         provider, sep, name = model_id.partition("/")
         if not sep or not provider or not name:
-            raise ValueError(f"{where}: invalid model id {model_id!r} (expected 'provider/model')")
-        if self.providers and provider not in self.providers:
-            raise ValueError(
-                f"{where}: model {model_id!r} names unknown provider {provider!r} "
-                f"(have {sorted(self.providers)})"
+            found.append((key, f"invalid model id {model_id!r} (expected 'provider/model')"))
+        elif self.providers and provider not in self.providers:
+            found.append(
+                (
+                    key,
+                    f"model {model_id!r} names unknown provider {provider!r} (have {sorted(self.providers)})",
+                )
             )
 
     @classmethod
@@ -217,6 +250,9 @@ class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         try:
             return msgspec.convert(data, cls)
         except msgspec.ValidationError as exc:
+            if isinstance(exc.__cause__, FieldProblems):
+                found = "; ".join(f"{dotted_key(('llm', *k))}: {m}" for k, m in exc.__cause__.problems)
+                raise LLMConfigError(f"invalid llm config: {found}") from exc
             # msgspec writes dict keys as ``[...]``; re-check keyed sections to name the entry.
             for section, kind in (("providers", ProviderConfig), ("models", ModelConfig)):
                 entries = data.get(section)
@@ -304,3 +340,33 @@ class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise LLMConfigError(f"provider {provider!r}: secret {name!r} could not be resolved")
             return value
         return raw
+
+
+def reference_status(raw: str, environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """Whether an ``api_key`` value resolves in this environment, and from where; never the key itself.
+
+    Returns ``(True, how)`` or ``(False, what is missing)``, with the same rules as
+    :meth:`LLMConfig.resolve_key`. ``secret:NAME`` never resolves here: the resolver is supplied by
+    whoever builds the ``LLM`` object, and ``spacebot run`` supplies none.
+    """
+    env = os.environ if environ is None else environ
+    scheme, sep, name = raw.partition(":")
+    try:
+        if sep and scheme == "env":
+            if env.get(name):
+                return True, f"environment variable {name}"
+            path = credential_path(name.lower(), env) if _valid_credential_name(name.lower()) else None
+            if read_credential(name.lower(), env) and path is not None:
+                return True, f"credential file {str(path)!r}"
+            return False, f"environment variable {name!r} is not set and there is " + _missing_credential(
+                name.lower(), env
+            )
+        if sep and scheme == "cred":
+            if read_credential(name, env):
+                return True, f"credential file {str(credential_path(name, env))!r}"
+            return False, _missing_credential(name, env)
+    except LLMConfigError as exc:
+        return False, str(exc)
+    if sep and scheme == "secret":
+        return False, "no secret resolver: `spacebot run` resolves env: and cred: keys only"
+    return (True, "literal key in the config file") if raw else (True, "none needed (a local server)")

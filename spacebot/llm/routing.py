@@ -10,7 +10,7 @@ import msgspec
 
 from spacebot.llm.config import PROCESS_TYPES, TIERS, LLMConfig
 from spacebot.llm.errors import LLMConfigError
-from spacebot.llm.scorer import score
+from spacebot.llm.scorer import Score, score
 from spacebot.llm.types import Request
 
 
@@ -49,7 +49,11 @@ class Router:
         self.config = config
         self.profile = profile or config.profile
         if not config.profiles:
-            raise LLMConfigError("no llm.profiles configured (nothing to route to)")
+            raise LLMConfigError(
+                "no model configured (nothing to route to): add [llm.providers.<name>] and "
+                "[llm.profiles.<profile>] to config.toml, or set ANTHROPIC_API_KEY, OPENAI_API_KEY, "
+                "or SPACEBOT_LLM_BASE_URL with SPACEBOT_LLM_MODEL"
+            )
         if self.profile not in config.profiles:
             raise LLMConfigError(f"unknown profile {self.profile!r} (have {sorted(config.profiles)})")
 
@@ -104,37 +108,51 @@ class Router:
         else:
             tier = cfg.process_tiers[process]
             steps.append(Step("process", tier, f"process {process!r} defaults to {tier!r}"))
+            asked = task is not None and task in cfg.task_tiers
             if task is None:
                 steps.append(Step("task", tier, "no task type"))
-            elif task in cfg.task_tiers:
+            elif asked:
                 tier = cfg.task_tiers[task]
                 steps.append(Step("task", tier, f"task {task!r} overrides to {tier!r}"))
             else:
                 steps.append(Step("task", tier, f"no override for task {task!r}"))
             sc = score(request)
             result_score, feats = sc.value, sc.features
-            sc_cfg = cfg.scorer
-            if not sc_cfg.enabled:
-                steps.append(Step("scorer", tier, "scorer disabled"))
-            elif sc.value >= sc_cfg.simple_below or sc.chars > sc_cfg.max_simple_chars:
-                steps.append(
-                    Step("scorer", tier, f"score {sc.value} not simple (< {sc_cfg.simple_below}); kept")
-                )
-            elif tier == TIERS[0]:
-                steps.append(Step("scorer", tier, f"score {sc.value} simple, already lowest tier"))
-            else:
-                tier = TIERS[TIERS.index(tier) - 1]
-                steps.append(
-                    Step(
-                        "scorer", tier, f"score {sc.value} < {sc_cfg.simple_below}: stepped down to {tier!r}"
-                    )
-                )
+            tier, reason = _scorer_step(cfg, sc, tier, task if asked else None)
+            steps.append(Step("scorer", tier, reason))
         model = self.model_for_tier(tier)
         chain = self.chain_for(model)
+        nearest = "" if tier in cfg.profiles[self.profile] else " (no such tier in the profile: nearest)"
         steps.append(
-            Step("fallback", tier, f"profile {self.profile!r} tier {tier!r} → {_chain_reason(chain)}")
+            Step(
+                "fallback",
+                tier,
+                f"profile {self.profile!r} tier {tier!r}{nearest} → {_chain_reason(chain)}",
+            )
         )
         return RouteDecision(self.profile, tier, chain, steps, result_score, feats)
+
+
+def _scorer_step(cfg: LLMConfig, sc: Score, tier: str, task: str | None) -> tuple[str, str]:
+    """Level (c): the tier after the complexity scorer, and why.
+
+    Only a process's default tier is stepped down: a task type that asks for a tier (``task``) gets
+    it, because whoever named the task knows more about the work than a short prompt shows.
+    """
+    sc_cfg = cfg.scorer
+    if not sc_cfg.enabled:
+        return tier, "scorer disabled"
+    if sc.value >= sc_cfg.simple_below:
+        return tier, f"score {sc.value} >= {sc_cfg.simple_below}: not simple; kept"
+    if sc.chars > sc_cfg.max_simple_chars:
+        return tier, f"{sc.chars} chars > max_simple_chars {sc_cfg.max_simple_chars}: not simple; kept"
+    simple = f"score {sc.value} < {sc_cfg.simple_below} and {sc.chars} chars <= {sc_cfg.max_simple_chars}"
+    if task is not None:
+        return tier, f"score {sc.value} is simple, but task {task!r} asks for {tier!r}: kept"
+    if tier == TIERS[0]:
+        return tier, f"{simple}: already the lowest tier"
+    lower = TIERS[TIERS.index(tier) - 1]
+    return lower, f"{simple}: a simple prompt steps {tier!r} down to {lower!r}"
 
 
 def _chain_reason(chain: list[str]) -> str:

@@ -10,8 +10,9 @@ Features (each documented, each bounded, summed with fixed weights):
 - ``lines``: line count beyond 3, saturating at 20 (0.1).
 - ``tools``: a conversation carrying tool results is mid-task, never simple (forces >= 0.5).
 
-A score below ``ScorerConfig.simple_below`` (and a prompt under ``max_simple_chars``) steps the
-request down one tier. The same input always gives the same score.
+A score below ``ScorerConfig.simple_below`` (and a prompt of at most ``max_simple_chars``) steps a
+process's default tier down one; a tier a task type asks for is kept (``routing.py``). The same input
+always gives the same score.
 """
 
 from __future__ import annotations

@@ -180,3 +180,18 @@ def test_types_round_trip_msgpack() -> None:
     assert msgspec.msgpack.decode(enc, type=list[StreamEvent]) == evs
     rep = UsageReport("p/m", "worker", "coding", Usage(1, 2), 0.1, 3.0)
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(rep), type=UsageReport) == rep
+
+
+def test_every_cross_field_problem_is_named_at_once() -> None:
+    with pytest.raises(LLMConfigError) as info:
+        LLMConfig.from_dict(
+            {
+                "providers": {"a": {"kind": "openai"}},
+                "profiles": {"balanced": {"light": "b/m", "huge": "a/m"}},
+                "fallbacks": {"a/gpt-4.1": ["no-slash"]},
+            }
+        )
+    message = str(info.value)
+    assert "llm.profiles.balanced.light: model 'b/m' names unknown provider 'b'" in message
+    assert "llm.profiles.balanced.huge: unknown tier 'huge'" in message
+    assert "llm.fallbacks.\"a/gpt-4.1\": invalid model id 'no-slash'" in message

@@ -35,7 +35,9 @@ CASES = [
     ("balanced", "compactor", None, HARD, "light", "an/haiku"),
     ("balanced", "compactor", None, SIMPLE, "light", "an/haiku"),  # already lowest
     ("balanced", "worker", "coding", HARD, "strong", "an/opus"),
-    ("balanced", "worker", "coding", SIMPLE, "standard", "an/sonnet"),  # task override, then scorer
+    ("balanced", "worker", "coding", SIMPLE, "strong", "an/opus"),  # a task's tier is never stepped down
+    ("balanced", "worker", "coding", "why does the build fail?", "strong", "an/opus"),  # README example
+    ("balanced", "worker", "summarize", SIMPLE, "light", "an/haiku"),
     ("balanced", "worker", "coding", CODE, "strong", "an/opus"),  # code fence keeps it complex
     ("balanced", "worker", "summarize", HARD, "light", "an/haiku"),
     ("balanced", "worker", "unknown-task", HARD, "standard", "an/sonnet"),
@@ -84,6 +86,18 @@ def test_scorer_is_deterministic_and_documented_features() -> None:
     assert mid_task.value >= 0.5
     long = score(Request([UserMessage("word " * 1000)]))
     assert long.features["length"] == 0.3
+
+
+def test_scorer_step_says_why() -> None:
+    router = Router(LLMConfig.from_dict(CONFIG))
+    down = router.decide(Request([UserMessage(SIMPLE)]), process="channel").steps[2]
+    assert (down.level, down.tier) == ("scorer", "light")
+    assert "< 0.25" in down.reason and "7 chars <= 400" in down.reason
+    assert "steps 'standard' down to 'light'" in down.reason
+    kept = router.decide(Request([UserMessage(SIMPLE)]), process="worker", task="coding").steps[2]
+    assert kept.tier == "strong" and "task 'coding' asks for 'strong': kept" in kept.reason
+    long = router.decide(Request([UserMessage("ok " * 200)]), process="channel").steps[2]
+    assert long.tier == "standard" and "600 chars > max_simple_chars 400" in long.reason
 
 
 def test_scorer_disabled_keeps_tier() -> None:

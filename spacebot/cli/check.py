@@ -1,0 +1,105 @@
+"""``spacebot config check``: what a valid configuration will do, and what it still lacks.
+
+Loading (``spacebot.cli.main._load``, shared by every command) already reports every invalid key
+with its file and line. This module prints the rest: where the configuration came from, which
+model each process type uses, and whether each ``env:``/``cred:``/``secret:`` reference resolves
+in this environment. A secret's value is never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from spacebot.config import Config
+from spacebot.llm.config import PROCESS_TYPES, TIERS, reference_status
+from spacebot.llm.errors import LLMConfigError
+from spacebot.llm.routing import Router
+
+EXIT_OK, EXIT_WARNINGS = 0, 1
+_SCHEMES = ("env", "cred", "secret")
+"""``api_key`` prefixes that name where the key is; anything else is the key itself, never printed."""
+
+
+def report(config: Config, *, strict: bool = False, environ: Mapping[str, str] | None = None) -> int:
+    """Print the check of a loaded ``config``; returns the exit code (warnings fail only when ``strict``)."""
+    from spacebot.paths import runtime_dir
+
+    env = os.environ if environ is None else environ
+    warnings: list[str] = []
+    print(f"config ok: {config.source or '(no file: defaults and environment)'}")
+    print(f"  home:        {config.home}")
+    print(f"  runtime_dir: {runtime_dir(config)}")
+    print(f"  log_level:   {config.runtime.log_level}")
+    print()
+    _print_models(config, warnings)
+    print()
+    _print_references(config, env, warnings)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    return EXIT_WARNINGS if strict and warnings else EXIT_OK
+
+
+def _print_models(config: Config, warnings: list[str]) -> None:
+    llm = config.llm
+    try:
+        router = Router(llm)
+    except LLMConfigError as exc:
+        print("models: none")
+        warnings.append(f"{exc} (until then conversations answer with a setup hint)")
+        return
+    print(f"models (profile {router.profile!r}):")
+    rows = [("process", "tier", "model, then fallbacks")]
+    for process in (*PROCESS_TYPES, *sorted(set(llm.process_tiers) - set(PROCESS_TYPES))):
+        tier = llm.process_tiers.get(process)
+        if tier is not None:
+            rows.append((process, tier, " -> ".join(router.chain_for(router.model_for_tier(tier)))))
+    _table(rows)
+    if llm.task_tiers:
+        print("  tasks keep their tier: " + ", ".join(f"{t}={tier}" for t, tier in llm.task_tiers.items()))
+    if llm.scorer.enabled:
+        print(
+            f"  without a task, a simple prompt (score < {llm.scorer.simple_below}, at most "
+            f"{llm.scorer.max_simple_chars} chars) steps the tier down one"
+        )
+    table = llm.profiles[router.profile]
+    for tier in TIERS:
+        if tier not in table:
+            warnings.append(
+                f"profile {router.profile!r} maps no {tier!r} model: {tier!r} uses "
+                f"{router.model_for_tier(tier)!r} (add llm.profiles.{router.profile}.{tier})"
+            )
+
+
+def _print_references(config: Config, env: Mapping[str, str], warnings: list[str]) -> None:
+    rows: list[tuple[str, str, str]] = []
+    for name, provider in sorted(config.llm.providers.items()):
+        key = f"llm.providers.{name}.api_key"
+        resolves, how = reference_status(provider.api_key, env)
+        scheme = provider.api_key.partition(":")[0]
+        shown = provider.api_key if scheme in _SCHEMES else "(literal)" if provider.api_key else "(none)"
+        rows.append((key, shown, f"resolves: {how}" if resolves else f"MISSING: {how}"))
+        if not resolves:
+            warnings.append(f"{key} ({shown}) does not resolve here")
+    token = config.webchat.token
+    if token.startswith("env:"):
+        # The web chat reads only the variable (spacebot/messaging/webchat.py), no credential file.
+        name = token[4:]
+        if env.get(name):
+            rows.append(("webchat.token", token, f"resolves: environment variable {name}"))
+        else:
+            rows.append(("webchat.token", token, f"MISSING: environment variable {name!r} is not set"))
+            warnings.append(f"webchat.token ({token}) does not resolve here")
+    elif token:
+        rows.append(("webchat.token", "(literal)", "set in the config file"))
+    if not rows:
+        print("references: none")
+        return
+    print("references (checked in this environment; values are never shown):")
+    _table([("key", "reference", "status"), *rows])
+
+
+def _table(rows: list[tuple[str, str, str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for first, second, third in rows:
+        print(f"  {first:<{widths[0]}}  {second:<{widths[1]}}  {third}")
