@@ -11,6 +11,7 @@ from typing import Any
 
 from spacebot.ipc.messages import OUTCOMES, DelegateResult, DelegateStatus, Outcome, StatusKind
 from spacebot.ipc.replies import BusError, retry_transient
+from spacebot.llm.errors import model_failure
 from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage, ToolSpec
 from spacebot.runtime.child import ChildContext
 
@@ -78,8 +79,13 @@ async def run_and_report(
     except asyncio.CancelledError:
         outcome, text = "cancelled", f"cancelled ({ctx.stop_reason or 'stopped'})"
     except Exception as exc:
-        log.exception("%s failed", kind)
-        outcome, text = "failed", f"the {kind} failed: {exc}"
+        failure = model_failure(exc)
+        if failure is not None and failure.expected:  # a model down or refusing: no traceback
+            log.warning("%s failed: %s", kind, failure.operator_line())
+            outcome, text = "failed", f"the {kind} failed: {failure.person_message}"
+        else:
+            log.exception("%s failed", kind)
+            outcome, text = "failed", f"the {kind} failed: {exc}"
     finally:
         await report(ctx, report_to, DelegateResult(ctx.id, outcome, text.strip() or empty))
 

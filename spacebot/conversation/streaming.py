@@ -93,7 +93,8 @@ class ReplyStreamer:
                     case Fallback():
                         for s in [text, *streams.values()]:
                             if s.shown:
-                                self.abort(s.reply_id, f"retrying: {ev.error}")
+                                # People's clients get no error text: the operator's log has it.
+                                self.abort(s.reply_id, "retrying")
                         text, streams, parts, calls = _Stream(), {}, [], []
                     case UsageEvent():
                         self.observe(ev.usage, request.messages)

@@ -103,7 +103,8 @@ class LLM:
         for pos, model_id in enumerate(chain):
             left = self.cooldowns.remaining(model_id)
             if left > 0:
-                errors.append((model_id, RateLimited(f"cooling down for {left:.1f}s", model=model_id)))
+                cooling = RateLimited(f"model {model_id!r}: cooling down for {left:.1f}s", model=model_id)
+                errors.append((model_id, cooling))
                 abandoned.append(model_id)
                 continue
             provider_name, _, model_name = model_id.partition("/")
@@ -137,7 +138,14 @@ class LLM:
                         errors.append((model_id, err))
                         abandoned.append(model_id)
                         nxt = next((m for m in chain[pos + 1 :] if self.cooldowns.remaining(m) <= 0), "")
-                        log.warning("llm fallback model=%s next=%s error=%s", model_id, nxt or "-", err)
+                        # The last model's failure reaches the caller inside ``AllModelsFailed``, and
+                        # the caller logs it (with the hint): here it is only a detail.
+                        log.log(
+                            logging.WARNING if nxt else logging.INFO,
+                            "llm fallback next=%s %s",
+                            nxt or "-",
+                            err.operator_line(),
+                        )
                         yield Fallback(model_id, f"{type(err).__name__}: {err}", nxt)
                         break
                     log.info(

@@ -79,4 +79,20 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ingest_chunk_chars: int = 4_000
     """Target size of an ingestion chunk; chunks end at line boundaries."""
     ingest_max_file_bytes: int = 20_000_000
-    """Larger files in the ingest folder are refused (and kept)."""
+    """Larger files in the ingest folder are refused: moved to ``ingest/failed/`` at once."""
+    ingest_max_attempts: int = 5
+    """Attempts at a file before it is moved to ``ingest/failed/`` with a ``.reason`` file. An attempt
+    counts from the moment it starts, so a process that dies during it cannot retry forever."""
+    ingest_retry_delay: float = 30.0
+    """Seconds before a failed file is tried again; doubled after each further failure."""
+    ingest_retry_max_delay: float = 3_600.0
+    """Longest wait between two attempts at a file."""
+
+    def __post_init__(self) -> None:
+        # A ValueError here is reported by the config loader with the key's path.
+        if self.ingest_max_attempts < 1:
+            raise ValueError("ingest_max_attempts must be >= 1")
+        if self.ingest_retry_delay < 0:
+            raise ValueError("ingest_retry_delay must be >= 0")
+        if self.ingest_retry_max_delay < self.ingest_retry_delay:
+            raise ValueError("ingest_retry_max_delay must be >= ingest_retry_delay")

@@ -6,6 +6,10 @@ production an LLM call with :data:`EXTRACTION_PROMPT`, parsed by :func:`parse_ex
 Progress is recorded per chunk, keyed by the file's sha256, in the same transaction that saves the
 chunk's memories, so an interrupted ingest resumes exactly where it stopped. A file is removed only
 when every chunk succeeded; a failure keeps it and records why.
+
+With :class:`IngestRetries` a failed file is tried again after an exponential back-off (30 s, 60 s,
+120 s … capped), at most ``ingest_max_attempts`` times, then moved to ``ingest/failed/`` next to a
+``<name>.reason`` file. Attempt counts are persisted before each attempt, so they survive restarts.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import duckdb
 import msgspec
 
 from spacebot.ipc.messages import IngestReport, MemoryDraft, MemoryType
+from spacebot.llm.errors import LLMError
 from spacebot.memory.errors import MemoryStoreError
+from spacebot.memory.ingest_retry import FAILED_DIR, IngestRetries
 
 if TYPE_CHECKING:
     from spacebot.memory.engine import MemoryEngine
@@ -35,6 +41,8 @@ Extractor = Callable[[str, str, int], Awaitable[list[MemoryDraft]]]
 """``extract(chunk_text, file_name, chunk_index) -> drafts``."""
 IngestProgress = Callable[[str, int, int], None]
 """``progress(file_name, chunks_done, chunks_total)``."""
+IngestNotify = Callable[[str, dict[str, Any]], None]
+"""``notify(event, fields)``: ``ingest_retry`` (a file failed and waits) or ``ingest_failed`` (given up)."""
 
 SUPPORTED = frozenset(
     {
@@ -266,7 +274,9 @@ async def ingest_file(
 
             await asyncio.to_thread(engine.save_many, drafts, False, True, mark)
         except Exception as exc:
-            return await fail(f"chunk {index}: {type(exc).__name__}: {exc}")
+            # A model failure says which server and what to check; anything else says what it was.
+            detail = exc.operator_line() if isinstance(exc, LLMError) else f"{type(exc).__name__}: {exc}"
+            return await fail(f"chunk {index}: {detail}")
         done.add(index)
         created += len(drafts)
         if progress:
@@ -285,13 +295,116 @@ async def ingest_file(
 
 
 async def ingest_folder(
-    engine: MemoryEngine, folder: Path, extract: Extractor, progress: IngestProgress | None = None
+    engine: MemoryEngine,
+    folder: Path,
+    extract: Extractor,
+    progress: IngestProgress | None = None,
+    *,
+    retries: IngestRetries | None = None,
+    force: bool = False,
+    notify: IngestNotify | None = None,
 ) -> list[IngestReport]:
-    """Ingest every supported file in ``folder`` (sorted by name); unsupported files are left alone."""
+    """Ingest every supported file in ``folder`` (sorted by name); unsupported files are left alone.
+
+    Without ``retries`` every file is tried. With them a failed file waits its back-off (unless
+    ``force``), and one that used up its attempts moves to ``failed/``; files left waiting get no
+    report. ``notify`` hears of each failure (``ingest_retry``) and each file given up
+    (``ingest_failed``)."""
     files = await asyncio.to_thread(
         lambda: sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED)
     )
+    if retries is not None:
+        await asyncio.to_thread(retries.prune, {p.name for p in files})
     reports = []
     for path in files:
-        reports.append(await ingest_file(engine, path, extract, progress))
+        if retries is None:
+            reports.append(await ingest_file(engine, path, extract, progress))
+            continue
+        report = await _attempt(engine, path, extract, progress, retries, force, notify)
+        if report is not None:
+            reports.append(report)
     return reports
+
+
+def _unread(name: str, error: str) -> IngestReport:
+    """The report of a file that failed before its content was read."""
+    return IngestReport(
+        file_name=name,
+        sha256="",
+        chunks_total=0,
+        chunks_done=0,
+        memories_created=0,
+        status="failed",
+        error=error,
+    )
+
+
+async def _attempt(
+    engine: MemoryEngine,
+    path: Path,
+    extract: Extractor,
+    progress: IngestProgress | None,
+    retries: IngestRetries,
+    force: bool,
+    notify: IngestNotify | None,
+) -> IngestReport | None:
+    """One file under a retry policy; None when it is not tried now."""
+    name = path.name
+    try:
+        decision, entry = await asyncio.to_thread(retries.begin, path, force)
+    except FileNotFoundError:
+        return None  # taken away since the listing
+    if decision == "wait":
+        return None
+    if decision == "give_up":
+        if entry.running:
+            before = f" (the one before failed: {entry.error})" if entry.error else ""
+            reason = f"the memory process stopped during attempt {entry.attempts}{before}"
+        else:
+            reason = entry.error or "no attempts left"
+        report = _unread(name, reason)
+    else:
+        try:
+            report = await ingest_file(engine, path, extract, progress)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(retries.interrupted, name)
+            raise
+        except Exception as exc:  # reading or storing failed: as much a failed attempt as a bad answer
+            log.warning("ingest attempt failed file=%s error=%s: %s", name, type(exc).__name__, exc)
+            report = _unread(name, f"{type(exc).__name__}: {exc}")
+        if report.status == "done":
+            await asyncio.to_thread(retries.succeeded, name)
+            return report
+        entry = await asyncio.to_thread(retries.failed, name, report.error or "unknown error")
+    error = report.error or "unknown error"
+    # A file over the size cap cannot succeed: it does not wait for its other attempts.
+    if (
+        decision == "give_up"
+        or entry.attempts >= retries.max_attempts
+        or entry.size > engine.config.ingest_max_file_bytes
+    ):
+        target = await asyncio.to_thread(retries.give_up, path, entry, error)
+        moved = f"{FAILED_DIR}/{target.name}"
+        log.error(
+            "ingest gave up file=%s attempts=%d moved_to=%s error=%s", name, entry.attempts, moved, error
+        )
+        if notify:
+            notify(
+                "ingest_failed", {"file": name, "attempts": entry.attempts, "moved_to": moved, "error": error}
+            )
+        return msgspec.structs.replace(
+            report,
+            error=f"{error} (gave up after {entry.attempts} attempt{'s' * (entry.attempts != 1)}: {moved})",
+        )
+    retry_in = max(0.0, entry.next_at - retries.clock())
+    log.info(
+        "ingest will retry file=%s attempt=%d/%d retry_in=%.0fs",
+        name,
+        entry.attempts,
+        retries.max_attempts,
+        retry_in,
+    )
+    if notify:
+        fields = {"file": name, "attempt": entry.attempts, "max_attempts": retries.max_attempts}
+        notify("ingest_retry", {**fields, "retry_in": retry_in, "error": error})
+    return report

@@ -60,6 +60,7 @@ from spacebot.ipc.messages import (
     TranscriptUnanswered,
 )
 from spacebot.ipc.replies import BusError, Reply
+from spacebot.llm.errors import model_failure
 from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import LinkedLLM, connect_llm
@@ -348,7 +349,11 @@ class Channel:
                 log.exception("turn failed conversation=%s", self.conversation)
             await self._failed(batch, exc)
         except Exception as exc:
-            log.exception("turn failed conversation=%s", self.conversation)
+            failure = model_failure(exc)
+            if failure is not None and failure.expected:  # a model down or refusing: no traceback
+                log.warning("turn failed conversation=%s %s", self.conversation, failure.operator_line())
+            else:
+                log.exception("turn failed conversation=%s", self.conversation)
             await self._failed(batch, exc)
         finally:
             if results := sorted(self.fresh - set(batch)):
@@ -380,9 +385,11 @@ class Channel:
         Anything else is told to the conversation, and only once that notice is stored are the
         messages settled — a channel never forgets what storage still holds as pending."""
         transient = isinstance(exc, BusError) and exc.code in TRANSIENT_CODES
-        if transient or not await self._notice(
-            batch, "model", f"Something went wrong while answering: {_describe(exc)}"
-        ):
+        if (failure := model_failure(exc)) is not None:
+            text = failure.person_message  # one plain sentence: no URL, model id or exception name
+        else:
+            text = f"Something went wrong while answering: {_describe(exc)}"
+        if transient or not await self._notice(batch, "model", text):
             self._retry_later(batch, exc)
 
     def _retry_later(self, batch: list[int], exc: Exception) -> None:
@@ -541,8 +548,6 @@ def _working(running: dict[str, Any]) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "the model did not answer in time"
     text = str(exc) or type(exc).__name__
     return text if len(text) < 300 else text[:300] + "…"
 

@@ -16,6 +16,7 @@ import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.p
 from spacebot.agent.delegated import report
 from spacebot.ipc import ids
 from spacebot.ipc.messages import DelegateResult, Memory, MemoryDraft, MemoryType, MemSave
+from spacebot.llm.errors import model_failure
 from spacebot.llm.types import Request, SystemMessage, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
@@ -81,7 +82,11 @@ async def serve(ctx: ChildContext, agent: str, report_to: str, conversation: str
     except asyncio.CancelledError:
         result = DelegateResult(ctx.id, "cancelled", "compaction cancelled")
     except Exception as exc:
-        log.exception("compaction failed")
+        failure = model_failure(exc)
+        if failure is not None and failure.expected:  # a model down or refusing: no traceback
+            log.warning("compaction failed: %s", failure.operator_line())
+        else:
+            log.exception("compaction failed")
         result = DelegateResult(ctx.id, "failed", f"compaction failed: {exc}")
     finally:
         if llm is not None:

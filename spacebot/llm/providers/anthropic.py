@@ -111,6 +111,8 @@ class AnthropicProvider:
             timeout=sdk_timeout(timeouts),
             http_client=http_client(timeouts, anthropic.DefaultAsyncHttpxClient),
         )
+        self.base_url = str(self.client.base_url).rstrip("/")
+        """Where calls go (the SDK's default when the config names none), for error reports."""
 
     async def close(self) -> None:
         await self.client.close()
@@ -139,9 +141,9 @@ class AnthropicProvider:
             async with asyncio.timeout_at(min(deadline, loop.time() + timeouts.first_token)):
                 stream = await self.client.messages.create(**kwargs)
         except TimeoutError as exc:
-            raise translate(exc, model_id) from exc
+            raise translate(exc, model_id, self.base_url) from exc
         except anthropic.AnthropicError as exc:
-            raise translate(exc, model_id) from exc
+            raise translate(exc, model_id, self.base_url) from exc
         tools = ToolCallAssembler()
         tool_blocks: dict[int, int] = {}  # content block index → tool-call position
         inp = out = cached = 0
@@ -153,7 +155,9 @@ class AnthropicProvider:
             while True:
                 limit = min(deadline, loop.time() + timeouts.first_token) if first else deadline
                 try:
-                    ev = await next_within(it, limit, "first token" if first else "total", model_id)
+                    ev = await next_within(
+                        it, limit, "first token" if first else "total", model_id, self.base_url
+                    )
                 except StopAsyncIteration:
                     break
                 first = False
@@ -191,16 +195,16 @@ class AnthropicProvider:
                 elif kind == "message_stop":
                     finished = True
                 elif kind == "error":
-                    raise translate(RuntimeError(str(ev)), model_id)
+                    raise translate(RuntimeError(str(ev)), model_id, self.base_url)
         except anthropic.AnthropicError as exc:
-            raise translate(exc, model_id) from exc
+            raise translate(exc, model_id, self.base_url) from exc
         except LLMError:
             raise
         except Exception as exc:
-            raise translate(exc, model_id) from exc
+            raise translate(exc, model_id, self.base_url) from exc
         finally:
             await stream.close()
         if not finished:
-            raise stream_cut(model_id, "no message_stop")
+            raise stream_cut(model_id, "no message_stop", self.base_url)
         yield UsageEvent(Usage(inp, out, cached))
         yield Stop(_STOP.get(stop, "other"), model_id)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ class Provider(Protocol):
     """A provider adapter: streams one model call as normalised events, raising typed ``LLMError``s."""
 
     name: str
+    base_url: str
+    """Where calls go, named in errors so the operator's log says which server failed."""
 
     def stream(self, model: str, request: Request, timeouts: Timeouts) -> AsyncIterator[StreamEvent]:
         """Stream ``request`` to ``model`` (the name after ``provider/``)."""
@@ -97,37 +100,63 @@ def sdk_timeout(t: Timeouts) -> httpx2.Timeout:
     return httpx2.Timeout(t.total, connect=t.connect, read=max(t.first_token, 1.0))
 
 
-def translate(exc: BaseException, model_id: str) -> LLMError:
-    """Map an exception of either SDK (or of httpx2 underneath) onto our typed errors."""
+def _root_cause(exc: BaseException) -> str:
+    """The socket-level reason under an SDK's generic "Connection error." ("" when there is none)."""
+    seen: set[int] = set()
+    found = ""
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cur, socket.gaierror):
+            return "host name not found"
+        if isinstance(cur, ssl.SSLError):
+            return f"TLS error: {cur.reason or cur}"
+        if isinstance(cur, OSError) and not found:
+            found = cur.strerror or ""
+        cur = cur.__cause__ or cur.__context__
+    return found
+
+
+def translate(exc: BaseException, model_id: str, base_url: str = "") -> LLMError:
+    """Map an exception of either SDK (or of httpx2 underneath) onto our typed errors.
+
+    ``base_url`` (where the provider was called) travels with the error into the operator's log.
+    """
     if isinstance(exc, LLMError):
-        return exc
+        return exc.at(base_url)
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     if isinstance(status, int) and response is not None:
         body = getattr(exc, "body", None)
         text = json.dumps(body) if body is not None else str(exc)
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        return classify_status(status, text, model=model_id, retry_after=retry_after)
+        return classify_status(status, text, model=model_id, retry_after=retry_after, base_url=base_url)
     name = type(exc).__name__
     msg = f"model {model_id!r}: {name}: {exc}"
     if "Timeout" in name or isinstance(exc, (httpx2.TimeoutException, TimeoutError)):
-        return Timeout(msg, model=model_id)
+        return Timeout(msg, model=model_id, base_url=base_url)
     if isinstance(exc, (httpx2.RemoteProtocolError, httpx2.ReadError)):
-        return StreamCut(msg, model=model_id)
+        return StreamCut(msg, model=model_id, base_url=base_url)
     if "Connection" in name or isinstance(exc, httpx2.TransportError):
-        return ConnectError(msg, model=model_id)
-    if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError, ValueError)) or "Validation" in name:
-        return BadResponse(msg, model=model_id)
-    return BadResponse(msg, model=model_id)
+        reason = _root_cause(exc) or f"{name}: {exc}"
+        target = f" to {base_url}" if base_url else ""
+        return ConnectError(
+            f"model {model_id!r}: cannot connect{target}: {reason}", model=model_id, base_url=base_url
+        )
+    return BadResponse(msg, model=model_id, base_url=base_url)
 
 
-async def next_within(it: AsyncIterator[Any], deadline: float, what: str, model_id: str) -> Any:
+async def next_within(
+    it: AsyncIterator[Any], deadline: float, what: str, model_id: str, base_url: str = ""
+) -> Any:
     """``anext(it)`` bounded by an absolute loop-time deadline; raises ``Timeout`` naming ``what``."""
     try:
         async with asyncio.timeout_at(deadline):
             return await anext(it)
     except TimeoutError as exc:
-        raise Timeout(f"model {model_id!r}: {what} timeout", model=model_id) from exc
+        raise Timeout(f"model {model_id!r}: {what} timeout", model=model_id, base_url=base_url) from exc
 
 
 def make_provider(config: LLMConfig, name: str, resolver: SecretResolver | None = None) -> Provider:
@@ -145,6 +174,6 @@ def make_provider(config: LLMConfig, name: str, resolver: SecretResolver | None 
     return OpenAIProvider(name, key, pcfg.base_url, config.timeouts)
 
 
-def stream_cut(model_id: str, detail: str) -> StreamCut:
+def stream_cut(model_id: str, detail: str, base_url: str = "") -> StreamCut:
     """The error for a stream that ended before the provider finished."""
-    return StreamCut(f"model {model_id!r}: stream ended early ({detail})", model=model_id)
+    return StreamCut(f"model {model_id!r}: stream ended early ({detail})", model=model_id, base_url=base_url)

@@ -95,6 +95,8 @@ class OpenAIProvider:
             timeout=sdk_timeout(timeouts),
             http_client=http_client(timeouts, openai.DefaultAsyncHttpxClient),
         )
+        self.base_url = str(self.client.base_url).rstrip("/")
+        """Where calls go (the SDK's default when the config names none), for error reports."""
 
     async def close(self) -> None:
         await self.client.close()
@@ -133,7 +135,7 @@ class OpenAIProvider:
                     stream_cls=openai.AsyncStream[ChatCompletionChunk],
                 )
         except (TimeoutError, openai.OpenAIError) as exc:
-            raise translate(exc, model_id) from exc
+            raise translate(exc, model_id, self.base_url) from exc
         tools = ToolCallAssembler()
         usage: Usage | None = None
         finish = ""
@@ -143,7 +145,9 @@ class OpenAIProvider:
             while True:
                 limit = min(deadline, loop.time() + timeouts.first_token) if first else deadline
                 try:
-                    chunk = await next_within(it, limit, "first token" if first else "total", model_id)
+                    chunk = await next_within(
+                        it, limit, "first token" if first else "total", model_id, self.base_url
+                    )
                 except StopAsyncIteration:
                     break
                 first = False
@@ -173,10 +177,10 @@ class OpenAIProvider:
         except LLMError:
             raise
         except Exception as exc:
-            raise translate(exc, model_id) from exc
+            raise translate(exc, model_id, self.base_url) from exc
         finally:
             await stream.close()
         if not finish:
-            raise stream_cut(model_id, "no finish_reason")
+            raise stream_cut(model_id, "no finish_reason", self.base_url)
         yield UsageEvent(usage or Usage())
         yield Stop(_STOP.get(finish, "other"), model_id)
