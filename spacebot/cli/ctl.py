@@ -1,7 +1,8 @@
 """``spacebotctl``: inspect and steer a running supervisor over its control socket.
 
-Exit codes: 0 ok, 1 the command failed, 2 usage error, 3 the daemon is not reachable (or not
-ours to talk to: the socket and the run's key ``<runtime_dir>/ctl.key`` are the service user's).
+Exit codes (:data:`EXIT_CODES`): 0 ok, 1 the command failed (or the process is not running, or
+``listen`` saw no event), 2 usage error, 3 the daemon is not reachable (or not ours to talk to:
+the socket and the run's key ``<runtime_dir>/ctl.key`` are the service user's).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import msgspec
 import zmq
 
 from spacebot import config as config_mod
-from spacebot.errors import ConfigError
+from spacebot.errors import ConfigError, ProcessTimeout
 from spacebot.ipc import codec
 from spacebot.ipc.credentials import CredentialError, Credentials, KeyMissing, operator_ctl
 from spacebot.ipc.events import EventStream
@@ -28,9 +29,12 @@ from spacebot.ipc.messages import (
     ControlFrame,
     ControlRequest,
     Err,
+    ErrorCode,
     KillReport,
     KillRequest,
     Kind,
+    ProcessInfo,
+    ReloadReport,
     ReloadRequest,
     ShutdownRequest,
     Spawned,
@@ -45,6 +49,20 @@ from spacebot.ipc.replies import BusError, typed
 from spacebot.paths import Endpoints, runtime_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  ok
+  {EXIT_FAILED}  the command failed; the process to kill is not running; listen --timeout: no event came
+  {EXIT_USAGE}  usage error (bad arguments, a bad --runtime-dir, kill of the supervisor or its zygote)
+  {EXIT_UNREACHABLE}  the daemon is not reachable, or this user may not talk to it"""
+"""The ``--help`` epilog."""
+
+NOT_MANAGED = {
+    "supervisor": "the supervisor is stopped with: spacebotctl stop",
+    "zygote": "the zygote is the supervisor's fork server; it stops with the supervisor: spacebotctl stop",
+    "zygote:spare": "the spare zygote belongs to the supervisor; it stops with it: spacebotctl stop",
+}
+"""Rows of ``status`` that are not managed processes, and what to say when asked to kill one."""
 
 T = TypeVar("T")
 
@@ -165,7 +183,7 @@ def _print_status(reply: StatusReply) -> None:
             p.id,
             p.kind,
             str(p.pid or "-"),
-            p.state.value,
+            _state(p),
             _age(p.uptime_s if p.pid else None),
             f"{p.cpu_percent:.1f}",
             f"{p.rss_mb:.1f}",
@@ -191,6 +209,10 @@ def _print_status(reply: StatusReply) -> None:
         landlock = f"landlock ABI {sb.get('landlock_abi')}" if sb.get("landlock") else "no landlock"
         line = sb.get("summary") or f"{sb.get('mode')} ({landlock})"  # summary: what is enforced/missing
         print(f"tool sandbox: {line}")
+
+
+def _state(p: ProcessInfo) -> str:
+    return "hibernated" if p.hibernated else p.state.value
 
 
 def _print_tree(node: TreeNode, prefix: str = "", last: bool = True, top: bool = True) -> None:
@@ -227,28 +249,51 @@ def _cmd_tree(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_kill(client: Client, args: argparse.Namespace) -> int:
+    if args.id in NOT_MANAGED:
+        print(f"spacebotctl: {NOT_MANAGED[args.id]}", file=sys.stderr)
+        return EXIT_USAGE
     req = KillRequest(args.id, args.signal, args.grace, args.restart)
     wait = (args.grace if args.grace is not None else 30.0) + 15.0
     report = client.call(req, returns=KillReport, timeout=max(client.timeout, wait))
     if isinstance(report, Err):
+        row = _stopped_row(client, args.id) if report.code is ErrorCode.BAD_REQUEST else None
+        if row is not None:
+            print(f"spacebotctl: {args.id}: not running ({_state(row)})", file=sys.stderr)
+            return EXIT_FAILED
         return _fail(report)
     if args.json:
         print(_to_json(report))
-    else:
+    elif report.killed or report.survivors:
         for k in report.killed:
             print(f"{k.pid:>8}  {k.how:<8} {k.name}")
         print(
             f"{len(report.killed)} process(es) ended"
             + (f"; STILL ALIVE: {report.survivors}" if report.survivors else "")
         )
-    return EXIT_FAILED if report.survivors else EXIT_OK
+    else:  # it ended on its own before the signal reached it
+        print(f"spacebotctl: {args.id}: not running", file=sys.stderr)
+    return EXIT_OK if report.killed and not report.survivors else EXIT_FAILED
+
+
+def _stopped_row(client: Client, ident: str) -> ProcessInfo | None:
+    """The status row of ``ident`` when it is listed but has no process (the kill was refused)."""
+    reply = client.call(StatusRequest(), returns=StatusReply)
+    if isinstance(reply, Err):
+        return None
+    return next((p for p in reply.processes if p.id == ident and not p.pid), None)
 
 
 def _cmd_reload(client: Client, args: argparse.Namespace) -> int:
-    result = client.call(ReloadRequest(), returns=None)
-    if isinstance(result, Err):
-        return _fail(result)
-    print("configuration reloaded")
+    report = client.call(ReloadRequest(), returns=ReloadReport)
+    if isinstance(report, Err):
+        return _fail(report)
+    if args.json:
+        print(_to_json(report))
+        return EXIT_OK
+    if not report.changes:
+        print("no changes")
+    for change in report.changes:
+        print(f"{change.key}: {change.effect.value}" + (f" ({change.note})" if change.note else ""))
     return EXIT_OK
 
 
@@ -297,17 +342,18 @@ def _cmd_listen(client: Client, args: argparse.Namespace) -> int:
         stream = EventStream(client.endpoints.events, args.topic or [""], credentials=credentials)
 
         async def trigger(nonce: str) -> None:
-            result = await asyncio.to_thread(
-                lambda: client.call(SyncEvents(nonce), returns=None, timeout=2.0)
-            )
+            result = await asyncio.to_thread(lambda: client.call(SyncEvents(nonce), returns=None))
             if isinstance(result, Err):
                 raise Unreachable(f"subscription handshake failed: {result.message}")
 
         seen = 0
         try:
-            await stream.sync(trigger)  # from here on, no event under these topics is missed
+            try:  # from here on, no event under these topics is missed
+                await stream.sync(trigger, timeout=client.timeout)
+            except ProcessTimeout as exc:
+                raise Unreachable(str(exc)) from None
             while args.count == 0 or seen < args.count:
-                event = await stream.next(timeout=args.timeout or None)
+                event = await stream.next(timeout=args.idle_timeout or None)
                 seen += 1
                 if args.json:
                     print(json.dumps(msgspec.to_builtins(msgspec.structs.asdict(event))), flush=True)
@@ -316,7 +362,10 @@ def _cmd_listen(client: Client, args: argparse.Namespace) -> int:
                     fields = json.dumps(msgspec.to_builtins(event.body))
                     print(f"{stamp} {event.topic} {fields}", flush=True)
         except TimeoutError:
-            return EXIT_OK if seen else EXIT_FAILED
+            if seen:
+                return EXIT_OK
+            print(f"spacebotctl: no events within {args.idle_timeout:g} s", file=sys.stderr)
+            return EXIT_FAILED
         finally:
             stream.close()
         return EXIT_OK
@@ -346,41 +395,73 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
-        prog="spacebotctl", description="Inspect and control a running Spacebot."
+        prog="spacebotctl",
+        description="Inspect and control a running Spacebot.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--runtime-dir", help="socket directory (default: from config/environment)")
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for the daemon (default 5)"
+        "--runtime-dir", help="socket directory (default: $SPACEBOT_RUNTIME_DIR, else from the config)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("status", help="one row per process with live metrics")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("tree", help="the process tree, OS descendants included")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("kill", help="kill a process and its whole tree")
-    p.add_argument("id")
+    parser.add_argument(
+        "--timeout",
+        dest="daemon_timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for the daemon to answer a command (default 5)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+
+    def json_flag(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+    p = command("status", "one row per process with live metrics")
+    json_flag(p, "the status reply")
+    p = command("tree", "the process tree, OS descendants included")
+    json_flag(p, "the tree")
+    p = command("kill", "kill a process and its whole tree")
+    p.add_argument("id", help="the process id, as in the ID column of status (e.g. worker:ab12)")
     p.add_argument("--signal", default="TERM", help="first signal (default TERM; KILL skips the grace)")
     p.add_argument(
         "--grace", type=float, default=None, help="seconds before SIGKILL (default: the kind's budget)"
     )
     p.add_argument("--restart", action="store_true", help="let the restart policy bring it back")
-    p.add_argument("--json", action="store_true")
-    sub.add_parser("reload", help="re-read the configuration (like SIGHUP)")
-    sub.add_parser("stop", help="shut everything down gracefully (like SIGTERM)")
-    p = sub.add_parser("listen", help="stream events (all, or those under the given topic prefixes)")
-    p.add_argument("topic", nargs="*")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--count", type=int, default=0, help="exit after this many events")
-    p.add_argument("--timeout", type=float, default=0.0, help="exit when no event arrives for this long")
-    p = sub.add_parser("spawn", help="start a process from a dotted-path entry point")
+    json_flag(p, "the kill report")
+    p = command("reload", "re-read the configuration (like SIGHUP); says which changes are in effect")
+    json_flag(p, "the reload report")
+    command("stop", "shut everything down gracefully (like SIGTERM)")
+    p = command("listen", "stream events (all, or those under the given topic prefixes)")
+    p.add_argument("topic", nargs="*", help="topic prefix, e.g. proc.worker. (default: every event)")
+    json_flag(p, "each event")
+    p.add_argument("--count", type=int, default=0, help="exit after this many events (default: never)")
+    p.add_argument(
+        "--timeout",
+        dest="idle_timeout",
+        type=float,
+        default=0.0,
+        help="exit when no event arrives for this many seconds: code 0 after some, 1 if none came "
+        "(default: wait for ever)",
+    )
+    p = command("spawn", "start a process from a dotted-path entry point")
     p.add_argument("target", help="package.module:function, e.g. spacebot.procs.testkit:idle")
-    p.add_argument("--kind", default="worker", choices=[k.value for k in Kind])
-    p.add_argument("--id", default="")
-    p.add_argument("--task", default="")
+    p.add_argument(
+        "--kind", default="worker", choices=[k.value for k in Kind], help="process kind (default worker)"
+    )
+    p.add_argument("--id", default="", help="bus id (default: <kind>:<random>)")
+    p.add_argument("--task", default="", help="one-line task shown in status")
     p.add_argument("--arg", action="append", default=[], help="KEY=VALUE argument for the entry point")
-    p.add_argument("--restart", choices=["always", "on-failure", "never"])
+    p.add_argument(
+        "--restart",
+        choices=["always", "on-failure", "never"],
+        help="restart policy (default: the kind's, from the config)",
+    )
     p.add_argument("--no-wait", action="store_true", help="return once forked, not once ready")
-    p.add_argument("--json", action="store_true")
+    json_flag(p, "the spawn reply")
     return parser
 
 
@@ -396,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"spacebotctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = Client(endpoints, args.timeout)
+    client = Client(endpoints, args.daemon_timeout)
     try:
         return COMMANDS[args.command](client, args)
     except Denied as exc:

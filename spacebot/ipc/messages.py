@@ -299,6 +299,38 @@ class ReloadRequest(msgspec.Struct, frozen=True, tag="reload"):
     """Re-read the configuration file (same as SIGHUP)."""
 
 
+class ReloadEffect(enum.StrEnum):
+    """When a changed configuration key takes effect after a reload."""
+
+    APPLIED = "applied"
+    """In effect now: the supervisor reads it each time it is needed."""
+    NEW_PROCESSES = "new processes"
+    """Read by each process when it starts: processes started from now on use it; running ones
+    keep the value they started with until they exit or are restarted."""
+    NEEDS_RESTART = "needs restart"
+    """Read once, when the service (or the long-lived process named in the note) starts."""
+
+
+class ConfigChange(msgspec.Struct, frozen=True):
+    """One configuration key whose value a reload changed (values are not sent: some are secrets)."""
+
+    key: str
+    """Dotted key, e.g. ``webchat.port`` or ``processes.worker.grace``."""
+    effect: ReloadEffect
+    """Whether the new value is in effect."""
+    note: str = ""
+    """Where it takes effect, or what to restart for it."""
+
+
+class ReloadReport(msgspec.Struct, frozen=True, tag="reload_report"):
+    """Reply to :class:`ReloadRequest`: what changed and when each change takes effect."""
+
+    source: str
+    """The file that was read (empty: defaults and the environment only)."""
+    changes: list[ConfigChange] = []
+    """One entry per changed key, sorted by key; empty when nothing changed."""
+
+
 class ShutdownRequest(msgspec.Struct, frozen=True, tag="shutdown"):
     """Stop every process in dependency order and exit (same as SIGTERM)."""
 
@@ -360,6 +392,8 @@ class ProcessInfo(msgspec.Struct, frozen=True, tag="process_info"):
     """Last exit code (negative = killed by that signal), ``None`` if it never exited."""
     frame_errors: int
     """Bus frames it reported as malformed, oversized or unknown."""
+    hibernated: bool = False
+    """An exited conversation that ended itself when idle (not a crash): its next message starts it."""
 
 
 class StatusReply(msgspec.Struct, frozen=True, tag="status_reply"):
@@ -495,6 +529,8 @@ class ConfigReloaded(msgspec.Struct, frozen=True, tag="reloaded"):
     """Whether the new configuration was accepted."""
     message: str = ""
     """The error, when it was not."""
+    changes: list[ConfigChange] = []
+    """When it was: one entry per changed key and when it takes effect."""
 
 
 class Notice(msgspec.Struct, frozen=True, tag="notice"):

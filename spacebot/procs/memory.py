@@ -107,6 +107,9 @@ HANDLERS: dict[type, Handler] = {
 }
 """One handler per request type; each runs in the engine's thread pool."""
 
+COUNT_CHANGERS = (MemSave, MemForget, MemMaintain)
+"""Requests that can change how many memories there are (the status line shows the count)."""
+
 
 def _error(exc: Exception) -> Err:
     from spacebot.memory.errors import MemoryInputError, MemoryNotFound, MemoryStoreError
@@ -140,24 +143,72 @@ class Ingestor:
     """Turns files dropped in ``agents/<id>/ingest/`` into memories through the LLM layer.
 
     One pass at a time; a pass runs on request (``MemIngest``) and every ``every`` seconds.
-    Without a configured model it does nothing and says why.
+    Without a configured model it does nothing and says why. A file that fails waits its back-off
+    before the periodic scan tries it again (a request tries it at once) and moves to
+    ``ingest/failed/`` after ``[memory] ingest_max_attempts``; each failure is published on
+    ``memory.<agent>.ingest`` and the status line says what waits or failed.
     """
 
     def __init__(self, ctx: ChildContext, engine: MemoryEngine, folder: Path, agent: str) -> None:
+        from spacebot.memory.ingest_retry import IngestRetries
+
         self.ctx = ctx
         self.engine = engine
         self.folder = folder
         self.agent = agent
         self._lock = asyncio.Lock()
         self._llm: LinkedLLM | None = None
+        cfg = ctx.config.memory
+        self.retries = IngestRetries(
+            engine.data_dir / IngestRetries.FILE_NAME,
+            max_attempts=cfg.ingest_max_attempts,
+            base_delay=cfg.ingest_retry_delay,
+            max_delay=cfg.ingest_retry_max_delay,
+        )
+        self.summary = ""
+        """What ingestion wants the operator to see (``ingest: 1 failed (see ingest/failed/)``)."""
 
     @property
     def configured(self) -> bool:
         """Whether a model is configured to do the extraction."""
         return bool(self.ctx.config.llm.providers)
 
-    async def run(self) -> list[IngestReport]:
-        """Ingest whatever is in the folder now; one report per file."""
+    def status_line(self, count: int) -> str:
+        """The process's status text: the memory count, then what ingestion wants seen."""
+        return f"serving {count} memories" + (f"; {self.summary}" if self.summary else "")
+
+    def _summarise(self) -> str:
+        from spacebot.memory.ingest_retry import FAILED_DIR
+
+        failed_dir = self.folder / FAILED_DIR
+        failed = (
+            sum(1 for p in failed_dir.iterdir() if p.is_file() and p.suffix != ".reason")
+            if failed_dir.is_dir()
+            else 0
+        )
+        parts = [f"{n} waiting to retry" for n in [self.retries.waiting()] if n]
+        parts += [f"{failed} failed (see ingest/{FAILED_DIR}/)"] if failed else []
+        return "ingest: " + ", ".join(parts) if parts else ""
+
+    async def show_status(self) -> None:
+        """Recount what waits or failed and put it on the status line (the process is idle)."""
+        self.summary = await asyncio.to_thread(self._summarise)
+        self.ctx.set_busy(False, self.status_line(await asyncio.to_thread(self.engine.count)))
+
+    def _due(self) -> bool:
+        """Whether the folder holds a file that a periodic pass would try now."""
+        from spacebot.memory.ingest import SUPPORTED
+
+        return self.folder.is_dir() and any(
+            p.is_file() and p.suffix.lower() in SUPPORTED and self.retries.due(p)
+            for p in self.folder.iterdir()
+        )
+
+    async def run(self, force: bool = True) -> list[IngestReport]:
+        """Ingest whatever is in the folder now; one report per file tried.
+
+        ``force`` (a request) tries failed files before their back-off is over; a periodic pass
+        does not."""
         from spacebot.llm.types import Request, UserMessage
         from spacebot.memory.ingest import ingest_folder, llm_extractor
         from spacebot.runtime.llm_link import connect_llm
@@ -181,11 +232,22 @@ class Ingestor:
                     Notice("ingest", {"file": file_name, "done": done, "total": total}),
                 )
 
+            def notify(event: str, fields: dict[str, Any]) -> None:
+                self.ctx.publish(f"memory.{self.agent}.ingest", Notice(event, fields))
+
             self.ctx.set_busy(True, "ingesting")
             try:
-                reports = await ingest_folder(self.engine, self.folder, llm_extractor(complete), progress)
+                reports = await ingest_folder(
+                    self.engine,
+                    self.folder,
+                    llm_extractor(complete),
+                    progress,
+                    retries=self.retries,
+                    force=force,
+                    notify=notify,
+                )
             finally:
-                self.ctx.set_busy(False, f"serving {self.engine.count()} memories")
+                await self.show_status()
             for report in reports:
                 log.info(
                     "ingested file=%s status=%s chunks=%d/%d memories=%d error=%s",
@@ -199,12 +261,15 @@ class Ingestor:
             return reports
 
     async def every(self, seconds: float) -> None:
-        """Scan the folder periodically (only when something is there)."""
+        """Scan the folder periodically (only when a file is due), after showing what earlier runs
+        left (files given up on, files waiting to be retried)."""
+        if not self._lock.locked():
+            await self.show_status()
         while True:
             await asyncio.sleep(seconds)
-            if self.configured and await asyncio.to_thread(_has_files, self.folder):
+            if self.configured and await asyncio.to_thread(self._due):
                 try:
-                    await self.run()
+                    await self.run(force=False)
                 except Exception:
                     log.exception("ingest pass failed agent=%s", self.agent)
 
@@ -212,10 +277,6 @@ class Ingestor:
         """Release the LLM clients."""
         if self._llm is not None:
             await self._llm.aclose()
-
-
-def _has_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.iterdir())
 
 
 async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest_every: float = 30.0) -> None:
@@ -235,10 +296,10 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest
     embedder = BackgroundEmbedder(cfg.embed_threads, cfg.max_tokens, cfg.embed_batch)
     engine = await asyncio.to_thread(MemoryEngine, data_dir, cfg, embedder, progress)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memory")
-    ctx.set_busy(False, f"serving {engine.count()} memories")
-    log.info("memory ready agent=%s memories=%d dir=%s", agent, engine.count(), data_dir)
-
+    count = await asyncio.to_thread(engine.count)
     ingestor = Ingestor(ctx, engine, data_dir.parent / "ingest", agent)
+    ctx.set_busy(False, ingestor.status_line(count))
+    log.info("memory ready agent=%s memories=%d dir=%s", agent, count, data_dir)
 
     async def handle(env: Envelope) -> Ok | Err:
         if isinstance(env.body, MemIngest):
@@ -254,7 +315,27 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest
             result = await loop.run_in_executor(pool, handler, engine, env.body)
         except Exception as exc:
             return _error(exc)
+        if isinstance(env.body, COUNT_CHANGERS):
+            await recount()
         return Ok(result)
+
+    counts = {"asked": 0, "shown": 0}
+
+    async def recount() -> None:
+        """Keep the status line's count current after a write (reads leave it alone)."""
+        counts["asked"] += 1
+        mine = counts["asked"]
+        try:
+            count = await loop.run_in_executor(pool, engine.count)
+        except Exception:  # the write itself succeeded: its caller must not hear otherwise
+            log.exception("counting memories failed agent=%s", agent)
+            return
+        # Counts run in parallel threads: one begun earlier may end later, and must not win.
+        # An ingest pass owns the line while it runs, and sets it when done.
+        if mine > counts["shown"] and not ctx.busy:
+            counts["shown"] = mine
+            ctx.progress(ingestor.status_line(count))
+            ctx.heartbeat()  # now, not at the next beat: the reply follows it to the caller
 
     ctx.on_message(handle)
     ctx.ready()

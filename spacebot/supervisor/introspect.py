@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
-from spacebot.ipc.messages import ProcessInfo, ProcState, StatusReply, TreeNode
+from spacebot.ipc.messages import Kind, ProcessInfo, ProcState, StatusReply, TreeNode
 from spacebot.tools import sandbox
 
 if TYPE_CHECKING:
     from spacebot.config import Config
     from spacebot.ipc.broker import Broker
     from spacebot.paths import Endpoints
-    from spacebot.supervisor.table import ProcessTable
+    from spacebot.supervisor.table import ProcessRecord, ProcessTable
     from spacebot.supervisor.zygote_link import ZygoteLink
 
 
@@ -32,6 +32,29 @@ class Observed(Protocol):
 
     @property
     def broker(self) -> Broker | None: ...
+
+
+HIBERNATED = "hibernated"
+"""How ``status`` and ``tree`` show a conversation that ended itself when idle (state ``exited``)."""
+
+
+def hibernated(rec: ProcessRecord) -> bool:
+    """Whether ``rec`` is a conversation that hibernated rather than crashed or was stopped.
+
+    A conversation process exits by itself, cleanly, only after its idle timeout
+    (``procs/channel.py``); a crash exits non-zero (or by a signal), and a kill or the shutdown
+    is asked for (``stop_requested``). The next message addressed to it starts it again.
+    """
+    return (
+        rec.kind is Kind.CHANNEL
+        and rec.state is ProcState.EXITED
+        and rec.exit_code == 0
+        and not rec.stop_requested
+    )
+
+
+def _shown_state(rec: ProcessRecord) -> str:
+    return HIBERNATED if hibernated(rec) else rec.state.value
 
 
 _MB = 1024 * 1024
@@ -126,6 +149,7 @@ def _collect(sup: Observed) -> StatusReply:
                 restarts=rec.restarts,
                 exit_code=rec.exit_code,
                 frame_errors=rec.frame_errors,
+                hibernated=hibernated(rec),
             )
         )
     live = {r.pid for r in rows}
@@ -181,7 +205,7 @@ def tree(sup: Observed) -> TreeNode:
         for rec in records:
             if rec.parent == ident:
                 kids = node(rec.id) + (_os_children(rec.pid, managed) if rec.pid else [])
-                out.append(TreeNode(rec.id, rec.pid, rec.state.value, rec.kind.value, kids))
+                out.append(TreeNode(rec.id, rec.pid, _shown_state(rec), rec.kind.value, kids))
         return out
 
     top = []
@@ -193,7 +217,7 @@ def tree(sup: Observed) -> TreeNode:
     # Processes whose logical parent is gone still belong somewhere visible.
     known = {r.id for r in records} | {"supervisor"}
     top += [
-        TreeNode(r.id, r.pid, r.state.value, r.kind.value, node(r.id))
+        TreeNode(r.id, r.pid, _shown_state(r), r.kind.value, node(r.id))
         for r in records
         if r.parent not in known
     ]
