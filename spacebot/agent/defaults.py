@@ -22,3 +22,11 @@ ROLE_MD = """\
 Help the people in this conversation: answer questions, keep track of decisions and to-dos, and
 hand longer tasks to workers so the conversation never waits on you.
 """
+
+NO_MODEL_HINT = (
+    "No language model is configured. Set ANTHROPIC_API_KEY, or OPENAI_API_KEY, or "
+    "SPACEBOT_LLM_BASE_URL and SPACEBOT_LLM_MODEL (Ollama, llama.cpp server, vLLM, "
+    "OpenRouter), or an [llm] section in config.toml; then restart Spacebot. "
+    "`spacebot run --fake-llm` starts a scripted fake model for a smoke test."
+)
+"""What the operator reads (terminal and web chat page) when no model is configured."""

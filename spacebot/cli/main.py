@@ -18,10 +18,9 @@ from spacebot.llm.cli import register as register_llm_commands
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _config_file(args: argparse.Namespace) -> Path:
-    if getattr(args, "config", None):
-        return Path(args.config).expanduser()
-    return config_mod.config_path(os.environ)
+def _config_file(args: argparse.Namespace) -> tuple[Path, str]:
+    """The config file and what named it (``--config``, ``SPACEBOT_CONFIG``, or ``""``: the default)."""
+    return config_mod.locate(getattr(args, "config", None), os.environ)
 
 
 def _apply_globals(args: argparse.Namespace) -> None:
@@ -32,13 +31,20 @@ def _apply_globals(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Path, Config | None]:
-    """The config file path and its contents, or ``None`` after printing why it is invalid."""
+    """The config file path and its contents, or ``None`` after printing every problem.
+
+    Every command that reads the configuration comes through here (``run``, ``config check``,
+    ``routing explain``): one meaning for ``--home``, ``--config`` and the environment.
+    """
     _apply_globals(args)
-    path = _config_file(args)
+    path, named_by = _config_file(args)
     try:
-        return path, config_mod.load(path)
+        return path, config_mod.load(path, named_by=named_by)
     except ConfigError as exc:
-        print(f"spacebot: {exc}", file=sys.stderr)
+        if isinstance(exc, config_mod.ConfigProblems) and len(exc.problems) > 1:
+            print(f"spacebot: {len(exc.problems)} problems in the configuration:", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"spacebot: {line}", file=sys.stderr)
         return path, None
 
 
@@ -54,6 +60,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     # UMask=0077 says the same); every process and tool inherits it.
     os.umask(os.umask(0o077) | 0o077)
     logs.setup("supervisor", cfg.runtime.log_level)
+    if cfg.webchat.enabled and cfg.webchat.port:
+        # Checked before anything starts: otherwise the banner would announce someone else's
+        # server and the gateway would restart in vain (it still says the same if the port is
+        # taken later, between this check and its bind).
+        from spacebot.messaging.ports import in_use
+
+        problem = in_use(cfg.webchat.host, cfg.webchat.port)
+        if problem is not None:
+            where = cfg.source or "config.toml"
+            print(
+                f"spacebot: web chat: {problem}; set [webchat] port in {where} (0 = any free port) "
+                "or [webchat] enabled = false",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
     fake = None
     if args.fake_llm:
         from spacebot.cli.fakerun import start_fake_llm
@@ -108,17 +129,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Validate the configuration and print where it came from."""
+    """Validate the configuration, then report what it will do (``spacebot/cli/check.py``)."""
     _path, cfg = _load(args)
     if cfg is None:
         return EXIT_FAILED
-    from spacebot.paths import runtime_dir
+    from spacebot.cli.check import report
 
-    print(f"config ok: {cfg.source or '(no file: defaults and environment)'}")
-    print(f"  home:        {cfg.home}")
-    print(f"  runtime_dir: {runtime_dir(cfg)}")
-    print(f"  log_level:   {cfg.runtime.log_level}")
-    return EXIT_OK
+    return report(cfg, strict=args.strict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True)
-    c = csub.add_parser("check", help="validate the configuration")
+    c = csub.add_parser(
+        "check", help="validate the configuration; show each process's model and each key reference"
+    )
+    c.add_argument("--strict", action="store_true", help="exit 1 on warnings too (a key that cannot resolve)")
     c.set_defaults(func=cmd_config_check)
     register_llm_commands(sub)
     return parser
@@ -151,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help(sys.stderr)  # the whole help, not only "arguments are required"
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

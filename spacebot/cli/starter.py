@@ -64,6 +64,53 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # coalesce_max_wait = 5.0
 # context_window = 0          # 0 = the model's window (compaction at 80/85/95 %)
 
+# The model (docs/llm.md). Without an [llm] section Spacebot uses, from the environment,
+# SPACEBOT_LLM_BASE_URL + SPACEBOT_LLM_MODEL, else ANTHROPIC_API_KEY, else OPENAI_API_KEY.
+# To configure it here, uncomment ONE of the three blocks below (with its [llm] line); keys may
+# be literal, "env:NAME" or "cred:NAME" (a systemd credential).
+#
+# -- Anthropic --
+# [llm]
+# profile = "balanced"                       # eco | balanced | premium
+# [llm.providers.anthropic]
+# kind = "anthropic"
+# api_key = "env:ANTHROPIC_API_KEY"
+# [llm.profiles.balanced]
+# light = "anthropic/claude-haiku-4-5"
+# standard = "anthropic/claude-sonnet-4-5"
+# strong = "anthropic/claude-opus-4-1"
+#
+# -- OpenAI --
+# [llm]
+# profile = "balanced"
+# [llm.providers.openai]
+# kind = "openai"
+# api_key = "env:OPENAI_API_KEY"
+# [llm.profiles.balanced]
+# light = "openai/gpt-4o-mini"
+# standard = "openai/gpt-4o"
+# strong = "openai/gpt-4.1"
+#
+# -- A local OpenAI-compatible server (Ollama, llama.cpp server, vLLM) --
+# [llm]
+# profile = "balanced"
+# [llm.providers.local]
+# kind = "openai_compatible"
+# base_url = "http://127.0.0.1:11434/v1"    # Ollama's default; `ollama pull qwen2.5` first
+# [llm.profiles.balanced]
+# light = "local/qwen2.5"
+# standard = "local/qwen2.5"
+# strong = "local/qwen2.5"
+
+[memory]                      # the agent's memory (docs/memory.md)
+# embed_threads = 2           # ONNX threads for embeddings
+# duckdb_memory_mb = 512      # DuckDB's memory limit
+# duckdb_threads = 2
+# max_content_bytes = 50000   # largest single memory
+# vector_top_n = 100          # candidates from the vector index per recall
+# bm25_top_n = 100            # candidates from full-text search per recall
+# duplicate_threshold = 0.92  # similarity above which a new memory merges into an old one
+
 [delegates]                   # branches, workers and the programs they run
 # branch_timeout = 120.0
 # worker_timeout = 1800.0

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -22,6 +23,8 @@ from typing import Any, TypeVar, assert_never
 import msgspec
 from aiohttp import WSMsgType, web
 
+from spacebot.agent.defaults import NO_MODEL_HINT
+from spacebot.errors import ConfigError
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     Body,
@@ -46,6 +49,7 @@ from spacebot.ipc.messages import (
     TranscriptPage,
 )
 from spacebot.ipc.replies import BusError, Reply, retry_transient
+from spacebot.messaging import ports
 from spacebot.messaging import webchat_frames as frames
 from spacebot.messaging.webchat_frames import FrameError
 from spacebot.messaging.webchat_guard import (
@@ -591,12 +595,7 @@ def _model_info(ctx: ChildContext) -> dict[str, Any]:
             "configured": False,
             "fake": fake,
             "description": "no model configured",
-            "hint": (
-                "No language model is configured. Set ANTHROPIC_API_KEY, or OPENAI_API_KEY, or "
-                "SPACEBOT_LLM_BASE_URL and SPACEBOT_LLM_MODEL (Ollama, llama.cpp server, vLLM, "
-                "OpenRouter), or an [llm] section in config.toml; then restart Spacebot. "
-                "`spacebot run --fake-llm` starts a scripted fake model for a smoke test."
-            ),
+            "hint": NO_MODEL_HINT,
         }
     from spacebot.llm.routing import Router
     from spacebot.llm.types import Request, UserMessage
@@ -617,7 +616,15 @@ async def run(ctx: ChildContext) -> None:
     runner = web.AppRunner(chat.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, chat.settings.host, chat.settings.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # said in one line, not a traceback: restarts retry with back-off
+        await runner.cleanup()
+        host, port = chat.settings.host, chat.settings.port
+        why = f"port {port} is in use{ports.holder(port)}" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(
+            f"web chat cannot listen on {host}:{port}: {why}; set [webchat] port (0 = any free port)"
+        ) from None
     port = runner.addresses[0][1] if runner.addresses else chat.settings.port
     url = f"http://{chat.settings.host}:{port}/"
     log.info("web chat listening url=%s agent=%s", url, chat.agent)

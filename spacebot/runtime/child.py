@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from spacebot import logs
 from spacebot.config import Config
+from spacebot.errors import SpacebotError
 from spacebot.ipc.bus import BusClient
 from spacebot.ipc.credentials import Credentials
 from spacebot.ipc.events import EventStream
@@ -249,6 +250,9 @@ async def _main(req: ZygoteSpawn, config: Config) -> int:
             await work
         except asyncio.CancelledError:
             pass
+        except SpacebotError as exc:  # raised on purpose, with a message that says it all
+            log.error("entry failed target=%s: %s", spec.target, exc)
+            code = EXIT_ERROR
         except Exception:
             log.exception("entry failed target=%s", spec.target)
             code = EXIT_ERROR

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import assert_never
@@ -42,6 +43,8 @@ from spacebot.ipc.messages import (
     ProcessExited,
     ProcState,
     Ready,
+    ReloadEffect,
+    ReloadReport,
     ReloadRequest,
     ShutdownRequest,
     Spawned,
@@ -53,7 +56,7 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
-from spacebot.supervisor import coldstart, introspect, linux, targets
+from spacebot.supervisor import coldstart, introspect, linux, reload, targets
 from spacebot.supervisor.auth import Authenticator
 from spacebot.supervisor.control import ControlServer
 from spacebot.supervisor.enforce import Enforcer
@@ -181,14 +184,7 @@ class Supervisor:
                 f"spacebot supervisor pid {os.getpid()} ready; control socket {self.endpoints.ctl_path}",
                 flush=True,
             )
-            print(f"  try: spacebotctl --runtime-dir {self.endpoints.dir} status", flush=True)
-            from spacebot.tools.sandbox import summary as sandbox_summary
-
-            print(f"  tool sandbox: {sandbox_summary(self.config.delegates)}", flush=True)
-            wc = self.config.webchat
-            if wc.enabled:
-                where = f"http://{wc.host}:{wc.port}/" if wc.port else f"{wc.host}, a free port (see the log)"
-                print(f"  web chat: {where} (agent {wc.agent})", flush=True)
+            self._announce()
         log.info(
             "ready ctl=%s bus=%s events=%s", self.endpoints.ctl, self.endpoints.bus, self.endpoints.events
         )
@@ -200,6 +196,32 @@ class Supervisor:
                 log.error("%s failed: %s", type(request).__name__, result.message)
         await self._finish()
         return 0
+
+    def _announce(self) -> None:
+        """The start banner: how to inspect it, the sandbox, where the web chat is, a missing model."""
+        import shutil
+
+        from spacebot.agent.defaults import NO_MODEL_HINT
+        from spacebot.messaging.ports import listening_port
+        from spacebot.tools.sandbox import summary as sandbox_summary
+
+        # The command as it can be typed here: the venv's own path when it is not on PATH.
+        ctl = Path(sys.executable).parent / "spacebotctl"
+        found = shutil.which("spacebotctl")
+        ctl_cmd = "spacebotctl" if found and Path(found).resolve() == ctl.resolve() else str(ctl)
+        print(f"  try: {ctl_cmd} --runtime-dir {self.endpoints.dir} status", flush=True)
+        print(f"  tool sandbox: {sandbox_summary(self.config.delegates)}", flush=True)
+        wc = self.config.webchat
+        if wc.enabled:
+            gateway = self.table.get(ids.gateway("web"))
+            port = wc.port or (listening_port(gateway.pid) if gateway is not None and gateway.pid else 0)
+            if gateway is None or gateway.state not in (ProcState.READY, ProcState.IDLE, ProcState.BUSY):
+                where = "not serving (see the log above)"
+            else:
+                where = f"http://{wc.host}:{port}/" if port else f"{wc.host}, a free port (see the log)"
+            print(f"  web chat: {where} (agent {wc.agent})", flush=True)
+        if not self.config.llm.providers:
+            print(f"  model: none. {NO_MODEL_HINT}", flush=True)
 
     async def _start_core(self) -> None:
         """The processes every agent needs before the service counts as ready."""
@@ -325,19 +347,24 @@ class Supervisor:
     async def _reload(self, _req: ReloadRequest) -> Reply:
         self.notifier.reloading()
         try:
-            new = await asyncio.to_thread(config_mod.load, self.config_file)
+            # A file the service started from must still be there: its disappearance is a mistake
+            # to report, not a reason to fall back to the defaults.
+            named_by = "the running service" if self.config.source else ""
+            new = await asyncio.to_thread(config_mod.load, self.config_file, named_by=named_by)
         except ConfigError as exc:
             self._publish("sys.reload", ConfigReloaded(False, str(exc)))
             self.notifier.ready(self._summary())
             return Err(ErrorCode.CONFIG, str(exc))
-        if runtime_dir(new) != self.endpoints.dir:
-            log.warning("runtime_dir changed in config; it takes effect on restart")
+        changes = reload.diff(self.config, new)
         self.config = new
         logs.set_level(new.runtime.log_level)
-        self._publish("sys.reload", ConfigReloaded(True))
+        self._publish("sys.reload", ConfigReloaded(True, changes=changes))
         self.notifier.ready(self._summary())
-        log.info("config reloaded source=%s", new.source or "(defaults)")
-        return Ok()
+        log.info("config reloaded source=%s changes=%s", new.source or "(defaults)", reload.describe(changes))
+        for change in changes:
+            if change.effect is ReloadEffect.NEEDS_RESTART:
+                log.warning("config key %s changed; not in effect: %s", change.key, change.note)
+        return Ok(ReloadReport(new.source, changes))
 
     # -- spawning ------------------------------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""Is a TCP port free, who holds it, and where does a process listen: for clear start-up messages."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+
+import psutil
+
+
+def holder(port: int) -> str:
+    """`` (by pid N, name)`` for the process listening on ``port``, or ``""`` when it cannot be
+    seen (another user's process without the privilege to inspect it)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                name = ""
+                with contextlib.suppress(psutil.Error):
+                    name = f", {psutil.Process(conn.pid).name()}"
+                return f" (by pid {conn.pid}{name})"
+    return ""
+
+
+def in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on now (``None``: it can).
+
+    Tries the bind itself, with the same ``SO_REUSEADDR`` the web chat uses, so a port left in
+    TIME_WAIT by our own previous run counts as free and one with a listener does not.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} is in use{holder(port)}"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def listening_port(pid: int) -> int:
+    """The TCP port process ``pid`` listens on (0 = none, or not visible)."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                return int(conn.laddr.port)
+    return 0
