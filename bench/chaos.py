@@ -724,10 +724,13 @@ def recovery(k: Kill, kills: list[Kill], qs: list[Question], answered_at: dict[s
     """Kill → the next stored reply, in an affected conversation, to a question it held up.
 
     A reply that came after a later kill which also reached that conversation measures both kills,
-    not this one: it does not count (the kill is then ``overlapped`` if nothing else does).
+    not this one: it does not count (the kill is then ``overlapped`` if nothing else does). A
+    question asked after the kill counts from when it was asked: the time nobody was asking is not
+    the system's.
     """
     front_door = k.cls in ("gateway", "supervisor")
-    times = []
+    times: list[float] = []
+    asked: list[float] = []
     for q in qs:
         if k.affected is not None and q.conv not in k.affected:
             continue
@@ -741,8 +744,13 @@ def recovery(k: Kill, kills: list[Kill], qs: list[Question], answered_at: dict[s
             for other in kills
         ):
             continue
-        times.append(t - k.at)
-    return min(times) if times else None
+        times.append(t)
+        asked.append(q.sent_at or k.at)
+    if not times:
+        return None
+    # From the kill, or — when nothing affected was waiting for an answer then — from the first
+    # question asked after it: the time nobody was asking is not the system's.
+    return min(times) - max(k.at, min(asked))
 
 
 def audit(qs: list[Question], hist: list[list[Frame]]) -> dict[str, Any]:
@@ -998,7 +1006,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=15, help="questions per conversation")
     p.add_argument("--kills", type=int, default=11, help="kill events per seed (≥ 11 covers every window)")
     p.add_argument("--burners", type=int, default=0, help="CPU-burning processes beside it")
-    p.add_argument("--pace", type=float, default=1.2, help="mean seconds between a conversation's questions")
+    p.add_argument(
+        "--pace",
+        type=float,
+        default=2.5,
+        help="mean seconds between a conversation's questions (kills are spread over the same window)",
+    )
     p.add_argument("--latency", type=float, default=0.3, help="fake model seconds to first event")
     p.add_argument("--drain", type=float, default=120.0, help="bound on the wait for quiet (s)")
     p.add_argument("--keep", action="store_true", help="keep the temp home and logs")

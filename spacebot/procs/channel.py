@@ -22,10 +22,9 @@ from collections.abc import Awaitable
 from typing import Any
 
 # Imported here, not on first use: the zygote imports this module before forking conversation
-# processes, so the model SDKs are shared (copy-on-write) instead of imported by each process.
-import spacebot.llm.client
-import spacebot.llm.providers.anthropic
-import spacebot.llm.providers.openai  # noqa: F401
+# processes, so the model layer is shared (copy-on-write) instead of imported by each process. The
+# SDKs of the configured providers come from ``[supervisor] preload`` (see ``preload_modules``).
+import spacebot.llm.client  # noqa: F401
 from spacebot.agent import context, identity
 from spacebot.conversation.context_budget import ContextBudget
 from spacebot.conversation.delegation import Briefing, Delegation

@@ -117,8 +117,8 @@ def serve(sock: socket.socket, supervisor_pid: int, first: list[str], later: lis
     ``later`` is imported after the hello, once the supervisor sends :class:`ZygotePreloadRest`,
     one module at a time whenever no request is waiting:
     a (re)started service forks its memory process and gateways while the model SDKs (seconds of
-    imports on a busy machine) still load, and a fork asked for meanwhile waits for one import at
-    most, not for all of them.
+    imports on a busy machine) still load. A fork of any other target (one that may call a model)
+    first finishes ``later``, so the SDKs are imported once here, not by each child.
     """
     started = time.monotonic()
     failed = _preload(first)
@@ -168,6 +168,12 @@ def serve(sock: socket.socket, supervisor_pid: int, first: list[str], later: lis
                 continue
             if os.getppid() != supervisor_pid:
                 return 1  # the supervisor is gone; forking now would make orphans
+            if req.spec.target.partition(":")[0] not in first:
+                # Anything but the first-stage processes may call a model: import the rest now,
+                # once, rather than in each of the (possibly many) children forked meanwhile.
+                todo = [name for name in later if name not in sys.modules]
+                while todo:
+                    _import_later(todo.pop(0), started, done=not todo)
             error = _import_target(req.spec.target)
             if error is not None:
                 sock.sendall(framing.pack(ZygoteFailed(req.spec.id, error)))

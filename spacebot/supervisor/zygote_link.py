@@ -39,6 +39,28 @@ from spacebot.supervisor import auth, framing
 log = logging.getLogger("spacebot.supervisor")
 
 
+_PROVIDER_MODULES = {
+    "spacebot.llm.providers.anthropic": ("anthropic",),
+    "spacebot.llm.providers.openai": ("openai", "openai_compatible"),
+}
+"""Preload modules that are model SDK adapters, with the provider kinds that use them."""
+
+
+def preload_modules(config: Config) -> list[str]:
+    """``[supervisor] preload`` without the SDKs of providers the configuration does not use.
+
+    Importing an SDK nobody calls costs every zygote start seconds on a busy machine (anthropic's
+    alone is ~1.6 s idle) and a conversation process woken right after a restart waits for it. A
+    provider added later by a reload is imported by the process that first uses it.
+    """
+    kinds = {provider.kind for provider in config.llm.providers.values()}
+    return [
+        name
+        for name in config.supervisor.preload
+        if name not in _PROVIDER_MODULES or kinds.intersection(_PROVIDER_MODULES[name])
+    ]
+
+
 class ZygoteGone(SpacebotError):
     """The zygote died or closed its socket."""
 
@@ -185,7 +207,7 @@ class ZygoteLink:
             "--first",
             ",".join(config.supervisor.preload_first),
             "--preload",
-            ",".join(config.supervisor.preload),
+            ",".join(preload_modules(config)),
             "--log-level",
             config.runtime.log_level,
         ]

@@ -117,3 +117,26 @@ def test_transition_table_is_enforced() -> None:
     assert set(TRANSITIONS) == set(ProcState)
     for state, targets in TRANSITIONS.items():
         assert state not in targets
+
+
+def test_the_zygote_preloads_only_the_sdks_of_configured_providers() -> None:
+    from spacebot.supervisor.zygote_link import preload_modules
+
+    anthropic, openai = "spacebot.llm.providers.anthropic", "spacebot.llm.providers.openai"
+
+    def preload(providers: dict[str, dict[str, str]]) -> list[str]:
+        if not providers:
+            return preload_modules(config_mod.from_dict({}, {}))
+        first = f"{next(iter(providers))}/m"
+        tiers = dict.fromkeys(("light", "standard", "strong"), first)
+        llm = {"providers": providers, "profiles": {"balanced": tiers}}
+        return preload_modules(config_mod.from_dict({"llm": llm}, {}))
+
+    local = {"local": {"kind": "openai_compatible", "base_url": "http://127.0.0.1:1/v1"}}
+    assert openai in preload(local) and anthropic not in preload(local)
+    claude = {"a": {"kind": "anthropic", "api_key": "k"}}
+    assert anthropic in preload(claude) and openai not in preload(claude)
+    assert {anthropic, openai} <= set(preload({**local, **claude}))
+    none = preload({})
+    assert anthropic not in none and openai not in none
+    assert "msgspec" in none  # everything else stays
