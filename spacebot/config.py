@@ -200,6 +200,9 @@ class DelegateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Outbound TCP of commands: none; public addresses only, through an egress proxy; or open."""
     allow_unsandboxed: bool = False
     """Run shell/exec even when the native sandbox with Landlock is not available (no isolation)."""
+    secrets: list[str] = []
+    """Tool secrets (``spacebot secrets set NAME --category tool``) put in the environment of every
+    shell/exec program, each as the variable ``NAME``; only workers receive them."""
 
     def __post_init__(self) -> None:
         # Checked in the class, all at once: the loader reports each at its own key.
@@ -223,6 +226,9 @@ class DelegateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 found.append(((name,), "must be >= 0"))
         if self.shell_timeout_max and self.shell_timeout_max < self.shell_timeout:
             found.append((("shell_timeout_max",), "must be >= shell_timeout (or 0)"))
+        for name in self.secrets:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+                found.append((("secrets",), f"invalid secret name {name!r} (A-Z a-z 0-9 _, 64 at most)"))
         if found:
             raise FieldProblems(found)
 

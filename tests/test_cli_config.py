@@ -209,7 +209,7 @@ def test_models_per_process_and_references(home: Path) -> None:
         "resolves: environment variable SPACEBOT_TEST_AN_KEY",
     )
     assert refs["llm.providers.oa.api_key"][0] == "secret:OPENAI"
-    assert refs["llm.providers.oa.api_key"][1].startswith("MISSING: no secret resolver")
+    assert refs["llm.providers.oa.api_key"][1].startswith("MISSING: no secret 'OPENAI' in")
     assert refs["llm.providers.lit.api_key"][0] == "(literal)"
     assert refs["webchat.token"] == (
         "env:SPACEBOT_TEST_TOKEN",

@@ -3,16 +3,20 @@
 Loading (``spacebot.cli.main._load``, shared by every command) already reports every invalid key
 with its file and line. This module prints the rest: where the configuration came from, which
 model each process type uses, and whether each ``env:``/``cred:``/``secret:`` reference resolves
-in this environment. A secret's value is never printed.
+in this environment. ``secret:`` references and ``[delegates] secrets`` are looked up in the
+secrets store, opened read-only with the master key this environment gives (as ``spacebot run``
+would open it). A secret's value is never printed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from spacebot.config import Config
-from spacebot.llm.config import PROCESS_TYPES, TIERS, reference_status
+from spacebot.llm.config import PROCESS_TYPES, TIERS, SecretStatus, reference_status
 from spacebot.llm.errors import LLMConfigError
 from spacebot.llm.routing import Router
 
@@ -71,11 +75,48 @@ def _print_models(config: Config, warnings: list[str]) -> None:
             )
 
 
+def _secret_lookup(home: Path, env: Mapping[str, str]) -> Callable[[str], SecretStatus]:
+    """How secret references resolve, per category wanted: against the store, opened (never
+    written) with the key this environment gives, on the first lookup; a store that does not open
+    makes each reference say why."""
+    from spacebot.secrets import SecretsError, SecretStore
+
+    @functools.cache
+    def opened() -> tuple[Path, dict[str, str]] | str:
+        try:
+            store = SecretStore.open(home, env)
+        except SecretsError as exc:
+            return f"the secrets store does not open: {exc}"
+        return store.path, dict(store.names())
+
+    def status(wanted: str, name: str) -> tuple[bool, str]:
+        found = opened()
+        if isinstance(found, str):
+            return False, found
+        path, categories = found
+        return _secret_status(path, categories.get(name), name, wanted)
+
+    return lambda wanted: functools.partial(status, wanted)
+
+
+def _secret_status(path: Path, category: str | None, name: str, wanted: str) -> tuple[bool, str]:
+    if category is None:
+        return False, f"no secret {name!r} in {path} (spacebot secrets set {name})"
+    if category != wanted:
+        return False, (
+            f"secret {name!r} in {path} is a {category} secret; this takes a {wanted} "
+            f"secret (spacebot secrets set {name} --category {wanted})"
+        )
+    return True, f"{category} secret in {path}"
+
+
 def _print_references(config: Config, env: Mapping[str, str], warnings: list[str]) -> None:
     rows: list[tuple[str, str, str]] = []
+    lookup = _secret_lookup(Path(config.home), env)
+    system = lookup("system")
     for name, provider in sorted(config.llm.providers.items()):
         key = f"llm.providers.{name}.api_key"
-        resolves, how = reference_status(provider.api_key, env)
+        resolves, how = reference_status(provider.api_key, env, system)
         scheme = provider.api_key.partition(":")[0]
         shown = provider.api_key if scheme in _SCHEMES else "(literal)" if provider.api_key else "(none)"
         rows.append((key, shown, f"resolves: {how}" if resolves else f"MISSING: {how}"))
@@ -90,8 +131,19 @@ def _print_references(config: Config, env: Mapping[str, str], warnings: list[str
         else:
             rows.append(("webchat.token", token, f"MISSING: environment variable {name!r} is not set"))
             warnings.append(f"webchat.token ({token}) does not resolve here")
+    elif token.startswith("secret:"):
+        resolves, how = system(token[len("secret:") :])
+        rows.append(("webchat.token", token, f"resolves: {how}" if resolves else f"MISSING: {how}"))
+        if not resolves:
+            warnings.append(f"webchat.token ({token}) does not resolve here")
     elif token:
         rows.append(("webchat.token", "(literal)", "set in the config file"))
+    tool = lookup("tool")
+    for name in config.delegates.secrets:
+        resolves, how = tool(name)
+        rows.append(("delegates.secrets", name, f"resolves: {how}" if resolves else f"MISSING: {how}"))
+        if not resolves:
+            warnings.append(f"delegates.secrets {name} does not resolve here")
     if not rows:
         print("references: none")
         return

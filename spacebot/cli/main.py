@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strict", action="store_true", help="exit 1 on warnings too (a key that cannot resolve)")
     c.set_defaults(func=cmd_config_check)
     register_llm_commands(sub)
+    from spacebot.cli.secrets_cmd import register as register_secrets_commands
+
+    register_secrets_commands(sub)
     return parser
 
 

@@ -1,11 +1,12 @@
-"""The files ``spacebot init`` writes: a commented config and the default agent's identity."""
+"""The files ``spacebot init`` writes: a commented config, the default agent's identity, and the
+secrets store's master key file when no key source exists yet."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from spacebot.agent.defaults import IDENTITY_MD, ROLE_MD, SOUL_MD
@@ -49,7 +50,7 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # enabled = true
 # host = "127.0.0.1"          # anything but loopback requires token
 # port = 8787
-# token = ""                  # or "env:SPACEBOT_WEBCHAT_TOKEN"
+# token = ""                  # or "env:SPACEBOT_WEBCHAT_TOKEN", or "secret:NAME" (the store)
 # agent = "main"
 # max_message_bytes = 16000
 
@@ -67,7 +68,8 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # The model (docs/llm.md). Without an [llm] section Spacebot uses, from the environment,
 # SPACEBOT_LLM_BASE_URL + SPACEBOT_LLM_MODEL, else ANTHROPIC_API_KEY, else OPENAI_API_KEY.
 # To configure it here, uncomment ONE of the three blocks below (with its [llm] line); keys may
-# be literal, "env:NAME" or "cred:NAME" (a systemd credential).
+# be literal, "env:NAME", "cred:NAME" (a systemd credential) or "secret:NAME" (the encrypted
+# store: `spacebot secrets set NAME`, then `spacebot secrets list`).
 #
 # -- Anthropic --
 # [llm]
@@ -118,7 +120,14 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # output_bytes = 64000
 # cpu_seconds = 600
 # address_space_mb = 4096
+# secrets = []                # tool secrets (`spacebot secrets set NAME --category tool`) that
+#                             # shell/exec programs get as environment variables
 """
+
+KEY_FILE_WARNING = (
+    "note    the key file beside the store protects only against a copy of secrets.enc, not "
+    "against anyone who can read {home}; docs/security.md (Secrets) moves it to a systemd credential"
+)
 
 
 @contextlib.contextmanager
@@ -131,12 +140,14 @@ def private_umask() -> Iterator[None]:
         os.umask(previous)
 
 
-def write_starter(home: Path, *, force: bool = False) -> list[str]:
+def write_starter(home: Path, *, force: bool = False, environ: Mapping[str, str] | None = None) -> list[str]:
     """Create ``home`` with a config and agent ``main``; returns one line per file touched.
 
     Everything is created private (files 0600, directories 0700) whatever the caller's umask, and
     an existing ``home`` of ours that others can reach is tightened to 0700: it holds the config,
-    the conversations and the memories.
+    the conversations and the memories. When no master key source exists (``environ``: default
+    ``os.environ``), a key file for the secrets store is created; an existing key is never replaced,
+    ``force`` or not, since it is the only way into the store.
     """
     agent = home / "agents" / "main"
     files = {
@@ -163,4 +174,22 @@ def write_starter(home: Path, *, force: bool = False) -> list[str]:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
             lines.append(f"wrote   {path}")
+        lines.extend(_master_key(home, os.environ if environ is None else environ))
     return lines
+
+
+def _master_key(home: Path, environ: Mapping[str, str]) -> list[str]:
+    """Create the key file unless a master key source exists; the lines saying what was done."""
+    from spacebot.secrets import SecretsError, create_key_file, find_master_key
+
+    try:
+        found = find_master_key(home, environ)
+        if found is not None:
+            return [f"kept    {found[1].describe()} (the secrets store's key)"]
+        store = home / "secrets.enc"
+        if store.exists():  # a new key would not open it
+            return [f"warning {store} exists but no master key was found; not creating a new one"]
+        path = create_key_file(home)
+    except SecretsError as exc:
+        return [f"warning {exc}"]
+    return [f"wrote   {path} (the secrets store's master key)", KEY_FILE_WARNING.format(home=home)]

@@ -219,6 +219,18 @@ class SyncEvents(msgspec.Struct, frozen=True, tag="sync_events"):
     """A random token chosen by the subscriber."""
 
 
+class SecretsGet(msgspec.Struct, frozen=True, tag="secrets_get"):
+    """Ask the supervisor for secret values; replies ``Ok(dict[str, str])`` (name → value).
+
+    Answered only with the secrets the asking process's kind uses
+    (``spacebot/supervisor/secrets_service.py``); any other or unknown name fails the whole request
+    with an ``Err`` naming it. Values travel only this way: never in the environment or a spawn request.
+    """
+
+    names: list[str]
+    """The secret names wanted, as ``secret:NAME`` and ``[delegates] secrets`` write them."""
+
+
 class Ping(msgspec.Struct, frozen=True, tag="ping"):
     """A request answered with ``Ok(payload)`` by any bus endpoint; used for liveness and benchmarks."""
 
@@ -247,7 +259,7 @@ class Stop(msgspec.Struct, frozen=True, tag="stop"):
     """Why the supervisor wants it to stop (shutdown, hibernate, operator)."""
 
 
-ToSupervisor = Ready | Heartbeat | SpawnSpec | SyncEvents | Ping
+ToSupervisor = Ready | Heartbeat | SpawnSpec | SyncEvents | SecretsGet | Ping
 """Messages a child sends to the supervisor (and ``KillRequest`` for a process it started)."""
 
 ToChild = Stop | Ping | Echo

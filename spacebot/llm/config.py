@@ -342,12 +342,19 @@ class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return raw
 
 
-def reference_status(raw: str, environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+SecretStatus = Callable[[str], tuple[bool, str]]
+"""Whether the secrets store holds secret ``NAME`` (usable as a key), and a sentence saying so."""
+
+
+def reference_status(
+    raw: str, environ: Mapping[str, str] | None = None, secret_status: SecretStatus | None = None
+) -> tuple[bool, str]:
     """Whether an ``api_key`` value resolves in this environment, and from where; never the key itself.
 
     Returns ``(True, how)`` or ``(False, what is missing)``, with the same rules as
-    :meth:`LLMConfig.resolve_key`. ``secret:NAME`` never resolves here: the resolver is supplied by
-    whoever builds the ``LLM`` object, and ``spacebot run`` supplies none.
+    :meth:`LLMConfig.resolve_key`. ``secret:NAME`` is answered by ``secret_status`` (``spacebot
+    config check`` passes one over the store, which ``spacebot run``'s supervisor serves to the
+    processes); without it the reference is reported as not checked.
     """
     env = os.environ if environ is None else environ
     scheme, sep, name = raw.partition(":")
@@ -368,5 +375,7 @@ def reference_status(raw: str, environ: Mapping[str, str] | None = None) -> tupl
     except LLMConfigError as exc:
         return False, str(exc)
     if sep and scheme == "secret":
-        return False, "no secret resolver: `spacebot run` resolves env: and cred: keys only"
+        if secret_status is None:
+            return False, f"secret {name!r} not checked (no secrets store given)"
+        return secret_status(name)
     return (True, "literal key in the config file") if raw else (True, "none needed (a local server)")

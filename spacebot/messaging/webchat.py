@@ -119,12 +119,13 @@ class _Reply:
 class WebChat:
     """Sockets, conversations, and the bus side of the web chat."""
 
-    def __init__(self, ctx: ChildContext) -> None:
+    def __init__(self, ctx: ChildContext, token: str = "") -> None:
         self.ctx = ctx
         self.settings = ctx.config.webchat
         self.agent = self.settings.agent
         self.memory = ids.memory(self.agent)
-        self.token = _resolve_token(self.settings.token)
+        self.token = token
+        """``webchat.token`` resolved (:func:`_resolve_token`); empty: no token asked."""
         self.clients: set[Client] = set()
         self.connections = Connections(self.settings.max_connections, self.settings.max_connections_per_ip)
         self.watchers: dict[str, set[Client]] = collections.defaultdict(set)
@@ -578,12 +579,22 @@ def _asset(name: str) -> bytes:
     return resources.files("spacebot.messaging").joinpath("webchat_static", name).read_bytes()
 
 
-def _resolve_token(value: str) -> str:
+async def _resolve_token(ctx: ChildContext, value: str) -> str:
+    """``webchat.token``: ``env:NAME`` from the environment, ``secret:NAME`` asked of the supervisor
+    (the secrets store), anything else as written."""
     if value.startswith("env:"):
         token = os.environ.get(value[4:], "")
         if not token:
             raise ValueError(f"webchat.token names environment variable {value[4:]!r}, which is not set")
         return token
+    if value.startswith("secret:"):
+        from spacebot.supervisor.secrets_service import fetch
+
+        name = value[len("secret:") :]
+        values, refused = await fetch(ctx, [name])
+        if name not in values:
+            raise ConfigError(f"webchat.token names secret {name!r}: {refused.get(name, 'not received')}")
+        return values[name]
     return value
 
 
@@ -610,7 +621,7 @@ def _model_info(ctx: ChildContext) -> dict[str, Any]:
 
 async def run(ctx: ChildContext) -> None:
     """Serve the web chat until stopped."""
-    chat = WebChat(ctx)
+    chat = WebChat(ctx, await _resolve_token(ctx, ctx.config.webchat.token))
     ctx.on_message(chat.on_message)
     # The sockets are closed by us below; a short timeout bounds the handlers still finishing.
     runner = web.AppRunner(chat.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)

@@ -25,7 +25,7 @@ from spacebot.tools import sandbox
 from spacebot.tools.egress import EgressProxy
 from spacebot.tools.sandbox import Network
 from spacebot.tools.schema import check, spec
-from spacebot.tools.task_tools import TASK_TOOLS, TaskTools, from_settings
+from spacebot.tools.task_tools import TASK_TOOLS, TaskTools, from_settings, worker_secrets
 
 log = logging.getLogger("spacebot.worker")
 
@@ -101,8 +101,12 @@ async def serve(
             egress = None
         network = Network(settings.network, egress.port if egress is not None else 0)
         limits, policy = from_settings(settings, network)
+        llm = await connect_llm(ctx)
+        stack.push_async_callback(llm.aclose)
+        # Tool secrets for the programs; every secret this worker holds is scrubbed from results.
+        secrets = await worker_secrets(ctx, known=llm.secrets)
         tools = TaskTools(
-            Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind), policy
+            Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind), policy, secrets
         )
 
         async def run_tool(call: ToolCall) -> tuple[str, bool]:
@@ -111,8 +115,6 @@ async def serve(
                 raise Finished(args["result"], args.get("outcome", "success"))
             return await tools.call(call)
 
-        llm = await connect_llm(ctx)
-        stack.push_async_callback(llm.aclose)
         stack.callback(sandbox.kill_all)  # first on the way out: no command outlives the worker
         return await model_loop(
             ctx,

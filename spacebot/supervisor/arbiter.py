@@ -46,6 +46,7 @@ from spacebot.ipc.messages import (
     ReloadEffect,
     ReloadReport,
     ReloadRequest,
+    SecretsGet,
     ShutdownRequest,
     Spawned,
     SpawnSpec,
@@ -65,6 +66,7 @@ from spacebot.supervisor.kill import kill_tree
 from spacebot.supervisor.policy import decide, start_retry_delay
 from spacebot.supervisor.resume import Resumer
 from spacebot.supervisor.sdnotify import Notifier
+from spacebot.supervisor.secrets_service import SecretsService, withdraw_master_key
 from spacebot.supervisor.table import LIVE, ProcessRecord, ProcessTable
 from spacebot.supervisor.wake import Waker
 from spacebot.supervisor.zygote_link import ZygoteLink
@@ -125,12 +127,19 @@ class Supervisor:
         self.shutting_down = False
         self._sigints = 0
         self.ready = False
+        self.secrets: SecretsService | None = None
+        """The opened secrets store, answering ``SecretsGet`` (secrets_service.py); set by :meth:`run`."""
 
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, *, announce: bool = True) -> int:
         """Serve until a shutdown request; returns the process exit code."""
         loop = asyncio.get_running_loop()
+        # -- secrets: opened whole before anything starts; one that does not open stops the start,
+        # and the master key variable is not inherited by the zygote or anything it forks --
+        self.secrets = await SecretsService.open(Path(self.config.home), os.environ)
+        withdraw_master_key(os.environ)
+        log.info("secrets: %s", self.secrets.describe())
         self.endpoints.prepare()
         self._claim_sockets()
         self._context = zmq.asyncio.Context()
@@ -355,6 +364,11 @@ class Supervisor:
             self._publish("sys.reload", ConfigReloaded(False, str(exc)))
             self.notifier.ready(self._summary())
             return Err(ErrorCode.CONFIG, str(exc))
+        if self.secrets is not None:
+            try:  # `spacebot secrets set` then a reload: processes started from now on see it
+                await self.secrets.reopen()
+            except SpacebotError as exc:
+                log.error("secrets store not read again (the contents read before stay in use): %s", exc)
         changes = reload.diff(self.config, new)
         self.config = new
         logs.set_level(new.runtime.log_level)
@@ -472,6 +486,11 @@ class Supervisor:
                 return asyncio.ensure_future(self.enforcer.kill_descendant(env.src, body))
             case SyncEvents():
                 return self._publish_sync(body)
+            case SecretsGet():
+                if self.secrets is None:
+                    return Err(ErrorCode.NOT_READY, "the supervisor has not opened the secrets store yet")
+                kind = rec.kind if rec is not None else None
+                return self.secrets.answer(self.config, kind, env.src, body.names)
             case Ping():
                 return Ok(body.payload)
             case _:

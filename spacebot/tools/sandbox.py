@@ -13,11 +13,15 @@ A call has one deadline, output reads included. When it ends — exit, timeout, 
 caller cancelled — its process group, every descendant and, in a process that called
 :func:`adopt_orphans` (workers do), every orphan it adopted (``setsid`` escapees) are killed and
 reaped.
+
+Given a scrubber, a call's output is scrubbed of secret values as it is read, chunk by chunk and
+before the output cap cuts it, so a value the cap falls in the middle of is redacted, not halved.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import ctypes
 import os
@@ -35,6 +39,7 @@ from spacebot.tools.errors import SandboxError
 
 if TYPE_CHECKING:
     from spacebot.config import DelegateSection
+    from spacebot.secrets import Scrubber, StreamScrubber
 
 try:
     from spacebot import _sandbox as _native  # type: ignore[attr-defined]
@@ -408,22 +413,36 @@ def kill_all() -> None:
 
 
 class _Stream:
-    """One output pipe read into a capped buffer; what was read survives a cancelled reader."""
+    """One output pipe read into a capped buffer; what was read survives a cancelled reader.
 
-    def __init__(self, fd: int, cap: int, over: asyncio.Event) -> None:
+    With a scrubber, every byte read goes through it (as UTF-8 text) before the cap is applied to
+    what comes out; ``size`` still counts the program's own bytes, which the cap is about.
+    """
+
+    def __init__(self, fd: int, cap: int, over: asyncio.Event, scrub: StreamScrubber | None = None) -> None:
         self.fd = fd
         self.cap = cap
         self.over = over
         self.chunks: list[bytes] = []
         self.size = 0
+        self.kept = 0
+        self.scrub = scrub
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace") if scrub is not None else None
         os.set_blocking(fd, False)
 
     def _take(self, data: bytes) -> None:
-        if self.size < self.cap:
-            self.chunks.append(data[: self.cap - self.size])
         self.size += len(data)
         if self.size > self.cap:
             self.over.set()
+        if self.scrub is not None and self.decoder is not None:
+            data = self.scrub.feed(self.decoder.decode(data)).encode()
+        self._keep(data)
+
+    def _keep(self, data: bytes) -> None:
+        room = self.cap - self.kept
+        if room > 0 and data:
+            self.chunks.append(data[:room])
+            self.kept += min(room, len(data))
 
     def drain(self) -> bool:
         """Read what is buffered now; True at end of file or over the cap."""
@@ -452,6 +471,10 @@ class _Stream:
         with contextlib.suppress(OSError):
             self.drain()
         os.close(self.fd)
+        if self.scrub is not None and self.decoder is not None and self.size <= self.cap:
+            # The output ended: the held-back tail is complete and is released scrubbed. Past the
+            # cap it is dropped instead: it may be the start of a value the kill cut short.
+            self._keep((self.scrub.feed(self.decoder.decode(b"", final=True)) + self.scrub.flush()).encode())
         return b"".join(self.chunks)
 
 
@@ -481,8 +504,12 @@ async def run(
     read_only: list[str] | None = None,
     network: Network | None = None,
     allow_unsandboxed: bool = False,
+    scrubber: Scrubber | None = None,
 ) -> RunResult:
-    """Run ``argv`` confined to ``workspace``; returns when every process of the call is gone."""
+    """Run ``argv`` confined to ``workspace``; returns when every process of the call is gone.
+
+    ``scrubber`` redacts secret values from stdout and stderr as they are read.
+    """
     limits = limits or Limits()
     network = network or Network()
     if not argv or not argv[0]:
@@ -519,7 +546,10 @@ async def run(
         argv, cwd, env, limits, workspace, read_only or READ_ONLY_SYSTEM, ports
     )
     over = asyncio.Event()
-    streams = [_Stream(out_fd, limits.output_bytes, over), _Stream(err_fd, limits.output_bytes, over)]
+    streams = [
+        _Stream(fd, limits.output_bytes, over, scrubber.stream() if scrubber is not None else None)
+        for fd in (out_fd, err_fd)
+    ]
     readers = [asyncio.ensure_future(s.read()) for s in streams]
     exit_task = asyncio.ensure_future(_wait(pid))
     over_task = asyncio.ensure_future(over.wait())

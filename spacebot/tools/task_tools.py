@@ -1,11 +1,16 @@
-"""The tools a worker offers its model: shell, exec, workspace files, and status lines."""
+"""The tools a worker offers its model: shell, exec, workspace files, and status lines.
+
+Tool secrets (``[delegates] secrets``) reach the environment of shell/exec programs and nothing
+else; every result a tool returns to the model is scrubbed of every secret value the worker holds
+(:class:`ToolSecrets`), program output already while it is read (``sandbox.run``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +27,8 @@ from spacebot.tools.workspace import Workspace
 
 if TYPE_CHECKING:
     from spacebot.config import DelegateSection
+    from spacebot.runtime.child import ChildContext
+    from spacebot.secrets import Scrubber
 
 log = logging.getLogger("spacebot.tools")
 
@@ -88,6 +95,42 @@ def _format(result: RunResult) -> str:
     return "\n".join(parts)
 
 
+class ToolSecrets:
+    """A worker's secrets as its tools see them.
+
+    Args:
+        env: the tool secrets (name → value) put in the environment of every shell/exec program.
+        known: every other secret value the worker holds (its model api keys): never handed to a
+            program, but scrubbed from tool output all the same.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None, known: Mapping[str, str] | None = None) -> None:
+        self.env = dict(env or {})
+        everything = {**(known or {}), **self.env}
+        self.scrubber: Scrubber | None = None
+        """Redacts every value above (and its encodings); None when there is nothing to redact."""
+        if everything:
+            from spacebot.secrets import Scrubber  # the store's crypto only where there are secrets
+
+            self.scrubber = Scrubber(everything)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``[REDACTED:NAME]``."""
+        return self.scrubber.scrub(text) if self.scrubber is not None else text
+
+
+async def worker_secrets(ctx: ChildContext, known: Mapping[str, str]) -> ToolSecrets:
+    """The tool secrets of ``[delegates] secrets``, asked of the supervisor, scrubbed with ``known``.
+
+    A name the supervisor refuses is left out (its reason is logged as a warning): the programs run
+    without it, as they would without the variable.
+    """
+    from spacebot.supervisor.secrets_service import fetch
+
+    values, _refused = await fetch(ctx, ctx.config.delegates.secrets)
+    return ToolSecrets(values, known)
+
+
 class Policy(msgspec.Struct, frozen=True):
     """What the operator allows beyond one command's limits (``[delegates]``)."""
 
@@ -131,10 +174,12 @@ class TaskTools:
         limits: Limits,
         on_status: Callable[[str, StatusKind], None],
         policy: Policy | None = None,
+        secrets: ToolSecrets | None = None,
     ) -> None:
         self.files = Workspace(workspace)
         self.limits = limits
         self.policy = policy or Policy()
+        self.secrets = secrets or ToolSecrets()
         self.on_status = on_status
         self.specs = {t.name: t for t in TASK_TOOLS}
 
@@ -157,7 +202,13 @@ class TaskTools:
 
         The arguments are checked by ``schema.check`` against the tool's spec (JSON ``null`` for
         an optional argument means its default); every :class:`ToolError` becomes an error result.
+        Whatever comes back is scrubbed of the worker's secrets: this is the one way a tool's
+        result reaches the model, and from there transcripts, logs and people.
         """
+        text, is_error = await self._call(call)
+        return self.secrets.scrub(text), is_error
+
+    async def _call(self, call: ToolCall) -> tuple[str, bool]:
         spec_ = self.specs.get(call.name)
         try:
             if spec_ is None:
@@ -224,15 +275,16 @@ class TaskTools:
             else:
                 changes["file_size_bytes"] = room if fsize <= 0 else min(fsize, room)
         limits = Limits(**{**_fields(self.limits), **changes}) if changes else self.limits
+        extra: dict[str, str] = {}
         if name == "shell":
             argv = ["/bin/sh", "-c", args["command"]]
-            env = None
         else:
             extra = args.get("env") or {}
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
                 raise ToolArgumentError("exec: env must map strings to strings")
             argv = [args["program"], *map(str, args.get("args") or [])]
-            env = {**sandbox.default_env(self.files.root), **extra}
+        # The clean environment, the tool secrets, then what the model asked for (exec's ``env``).
+        env = {**sandbox.default_env(self.files.root), **self.secrets.env, **extra}
         result = await sandbox.run(
             argv,
             cwd=cwd,
@@ -241,6 +293,7 @@ class TaskTools:
             limits=limits,
             network=self.policy.network,
             allow_unsandboxed=self.policy.allow_unsandboxed,
+            scrubber=self.secrets.scrubber,
         )
         after = await self._room()
         if after is not None and after < 0:
