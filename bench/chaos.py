@@ -472,6 +472,9 @@ class Kill:
     tree: dict[int, float]
     ready_s: float | None = None
     recovery_s: float | None = None
+    after_ready_s: float | None = None
+    """Supervisor kills: the new ``spacebot run`` saying ready → the next reply (0 when the reply came
+    first: the gateway and channels serve while the start-up finishes)."""
 
 
 async def send_question(client: ChaosClient, conv_id: str, q: Question, deadline: float) -> None:
@@ -720,7 +723,9 @@ async def drain(
     return last
 
 
-def recovery(k: Kill, kills: list[Kill], qs: list[Question], answered_at: dict[str, float]) -> float | None:
+def recovery(
+    k: Kill, kills: list[Kill], qs: list[Question], answered_at: dict[str, float]
+) -> tuple[float, float] | None:
     """Kill → the next stored reply, in an affected conversation, to a question it held up.
 
     A reply that came after a later kill which also reached that conversation measures both kills,
@@ -749,8 +754,9 @@ def recovery(k: Kill, kills: list[Kill], qs: list[Question], answered_at: dict[s
     if not times:
         return None
     # From the kill, or — when nothing affected was waiting for an answer then — from the first
-    # question asked after it: the time nobody was asking is not the system's.
-    return min(times) - max(k.at, min(asked))
+    # question asked after it: the time nobody was asking is not the system's. Returns that and
+    # when the reply came.
+    return min(times) - max(k.at, min(asked)), min(times)
 
 
 def audit(qs: list[Question], hist: list[list[Frame]]) -> dict[str, Any]:
@@ -898,7 +904,11 @@ async def run_seed(
             if got:
                 answered_at[q.token] = min(float(m["created_at"]) for m in got)
         for k in killer.kills:
-            k.recovery_s = recovery(k, killer.kills, all_qs, answered_at)
+            measured = recovery(k, killer.kills, all_qs, answered_at)
+            if measured is not None:
+                k.recovery_s, replied_at = measured
+                if k.ready_s is not None:
+                    k.after_ready_s = max(0.0, replied_at - (k.at + k.ready_s))
         result = audit(all_qs, hist)
         result["unacked"] = [
             f"{q.token} attempts={q.attempts} errors={q.errors[-4:]}"
@@ -923,6 +933,7 @@ async def run_seed(
                         "pid": k.pid,
                         "ready_s": None if k.ready_s is None else round(k.ready_s, 2),
                         "recovery_s": None if k.recovery_s is None else round(k.recovery_s, 2),
+                        "after_ready_s": None if k.after_ready_s is None else round(k.after_ready_s, 2),
                     }
                     for k in killer.kills
                 ],
@@ -958,8 +969,8 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
                 overlapped[k["class"]] = overlapped.get(k["class"], 0) + 1
             if k["ready_s"] is not None:
                 ready.append(k["ready_s"])
-                if k["recovery_s"] is not None:  # the goal's measure: from `spacebot run` ready
-                    by_class.setdefault("supervisor_after_ready", []).append(k["recovery_s"] - k["ready_s"])
+                if k["after_ready_s"] is not None:  # the goal's measure: from `spacebot run` ready
+                    by_class.setdefault("supervisor_after_ready", []).append(k["after_ready_s"])
     out["recovery_s"] = {
         c: {"p50": round(percentile(v, 50), 2), "max": round(max(v), 2), "n": len(v)}
         for c, v in sorted(by_class.items())
