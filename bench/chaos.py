@@ -75,6 +75,7 @@ from _common import emit, machine, parser, percentile  # noqa: E402
 
 from spacebot.ipc.control_client import ControlClient  # noqa: E402
 from spacebot.ipc.messages import ProcessInfo, StatusReply, StatusRequest  # noqa: E402
+from spacebot.messaging.ports import listening_port  # noqa: E402
 from spacebot.messaging.webchat_client import ChatClient, Frame  # noqa: E402
 from spacebot.paths import Endpoints  # noqa: E402
 from spacebot.testing import FakeLLMProcess, llm_table, short_tempdir  # noqa: E402
@@ -199,15 +200,6 @@ def alive(pid: int, created: float) -> bool:
         return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def listening_port(pid: int) -> int:
-    """The TCP port ``pid`` listens on (0 = none yet)."""
-    with contextlib.suppress(psutil.Error):
-        for conn in psutil.Process(pid).net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr:
-                return int(conn.laddr.port)
-    return 0
 
 
 class Spacebot:

@@ -417,3 +417,55 @@ async def eventually(
     except TimeoutError:
         detail = what() if callable(what) else what
         raise TimeoutError(f"condition still false after {timeout:g}s: {detail or predicate!r}") from None
+
+
+MODEL_KEY_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY")
+"""Variables of the developer's environment a CLI test must not inherit (they change what loads)."""
+
+
+class CliRun:
+    """A finished ``spacebot`` command: exit code and output."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def __repr__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
+
+
+def spacebot_cli(home: Path, *argv: str, stdin: str = "", **env: str) -> CliRun:
+    """``python -m spacebot.cli.main ARGV`` with ``home`` as SPACEBOT_HOME, ``stdin`` piped in, and
+    no ``SPACEBOT_*`` or model keys from the developer's environment (only those in ``env``)."""
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith("SPACEBOT_") and k not in MODEL_KEY_VARS
+    }
+    environ.update(SPACEBOT_HOME=str(home), SPACEBOT_RUNTIME_DIR=str(home / "run"), **env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spacebot.cli.main", *argv],
+        env=environ,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return CliRun(proc)
+
+
+async def ctl_in_thread(*argv: str) -> tuple[int, str, str]:
+    """``spacebotctl ARGV`` run in-process on a thread (the loop stays free): exit code, stdout, stderr."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from spacebot.cli import ctl
+
+    out, err = io.StringIO(), io.StringIO()
+
+    def run() -> int:
+        with redirect_stdout(out), redirect_stderr(err):
+            return ctl.main(list(argv))
+
+    code = await asyncio.to_thread(run)
+    return code, out.getvalue(), err.getvalue()

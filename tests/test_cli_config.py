@@ -3,27 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-KEY_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY")
-
-
-class Run:
-    """A finished ``spacebot`` command."""
-
-    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
-        self.code = proc.returncode
-        self.out = proc.stdout
-        self.err = proc.stderr
-
-    def __repr__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
+from spacebot.testing import spacebot_cli as spacebot
 
 
 @pytest.fixture
@@ -31,22 +16,6 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
-
-
-def spacebot(home: Path, *argv: str, **env: str) -> Run:
-    """Run ``python -m spacebot.cli.main ARGV`` with ``home`` as SPACEBOT_HOME and no model keys
-    from the developer's environment (only those in ``env``)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPACEBOT_") and k not in KEY_VARS}
-    environ.update(SPACEBOT_HOME=str(home), SPACEBOT_RUNTIME_DIR=str(home / "run"), **env)
-    proc = subprocess.run(
-        [sys.executable, "-m", "spacebot.cli.main", *argv],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return Run(proc)
 
 
 LLM = """\

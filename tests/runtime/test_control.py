@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import signal
 import socket
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from spacebot.cli import ctl
 from spacebot.ipc.messages import ConfigReloaded, Notice
-from spacebot.testing import FAST_CONFIG, SupervisorProcess, fast_config
+from spacebot.testing import FAST_CONFIG, SupervisorProcess, ctl_in_thread, fast_config
 
 TK = "spacebot.procs.testkit"
 WAIT = 60.0
 """Deadline of a wait for something certain to come (reached only when it does not)."""
 
 
-async def _ctl(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-
-    def run() -> int:
-        with redirect_stdout(out), redirect_stderr(err):
-            return ctl.main(list(argv))
-
-    code = await asyncio.to_thread(run)
-    return code, out.getvalue(), err.getvalue()
+_ctl = ctl_in_thread
 
 
 async def test_exit_codes_without_a_daemon(short_tmp: Path) -> None:

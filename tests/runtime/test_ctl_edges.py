@@ -8,7 +8,7 @@ import io
 import socket
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.supervisor import introspect
 from spacebot.supervisor.table import ProcessRecord
-from spacebot.testing import ChatSystem, SupervisorProcess, fast_config
+from spacebot.testing import ChatSystem, SupervisorProcess, ctl_in_thread, fast_config
 
 TK = "spacebot.procs.testkit"
 WAIT = 60.0
@@ -44,15 +44,7 @@ SPACEBOTCTL = Path(sys.executable).parent / "spacebotctl"
 """The installed console script (the real command a person types)."""
 
 
-async def _ctl(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-
-    def run() -> int:
-        with redirect_stdout(out), redirect_stderr(err):
-            return ctl.main(list(argv))
-
-    code = await asyncio.to_thread(run)
-    return code, out.getvalue(), err.getvalue()
+_ctl = ctl_in_thread
 
 
 async def _run(*argv: str) -> subprocess.CompletedProcess[str]:

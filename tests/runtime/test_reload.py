@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
 import msgspec
 
 from spacebot import config as config_mod
-from spacebot.cli import ctl
 from spacebot.config import Config
 from spacebot.ipc.messages import ConfigReloaded, ProcState, ReloadEffect, StateChanged
 from spacebot.supervisor import reload
-from spacebot.testing import SupervisorProcess, fast_config
+from spacebot.testing import SupervisorProcess, ctl_in_thread, fast_config
 
 TK = "spacebot.procs.testkit"
 WAIT = 60.0
@@ -103,15 +99,7 @@ def test_every_section_has_a_verdict_of_its_own() -> None:
 # -- against a real supervisor ---------------------------------------------------------------------
 
 
-async def _ctl(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-
-    def run() -> int:
-        with redirect_stdout(out), redirect_stderr(err):
-            return ctl.main(list(argv))
-
-    code = await asyncio.to_thread(run)
-    return code, out.getvalue(), err.getvalue()
+_ctl = ctl_in_thread
 
 
 async def test_reload_reports_log_level_applied_and_webchat_port_needing_a_restart(

@@ -13,37 +13,10 @@ import pytest
 
 from spacebot import config as config_mod
 from spacebot.secrets.store import KEY_FILE, STORE_FILE, SecretStore
+from spacebot.testing import MODEL_KEY_VARS
+from spacebot.testing import spacebot_cli as spacebot
 
 KEY_HEX = bytes(range(32)).hex()
-DROPPED = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY")
-
-
-class Run:
-    """A finished ``spacebot`` command."""
-
-    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
-        self.code = proc.returncode
-        self.out = proc.stdout
-        self.err = proc.stderr
-
-    def __repr__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
-
-
-def spacebot(home: Path, *argv: str, stdin: str = "", **env: str) -> Run:
-    """``python -m spacebot.cli.main ARGV`` with ``home`` as SPACEBOT_HOME, ``stdin`` piped in."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPACEBOT_") and k not in DROPPED}
-    environ.update(SPACEBOT_HOME=str(home), SPACEBOT_RUNTIME_DIR=str(home / "run"), **env)
-    proc = subprocess.run(
-        [sys.executable, "-m", "spacebot.cli.main", *argv],
-        env=environ,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return Run(proc)
 
 
 @pytest.fixture
@@ -213,7 +186,9 @@ def _read_until(fd: int, text: str, seen: bytearray) -> None:
 def _set_on_a_terminal(home: Path, name: str, first: str, second: str) -> tuple[int, str, bytes]:
     """``secrets set NAME`` with a terminal on stdin; the value typed twice at the hidden prompts."""
     master, slave = os.openpty()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPACEBOT_") and k not in DROPPED}
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith("SPACEBOT_") and k not in MODEL_KEY_VARS
+    }
     environ.update(SPACEBOT_HOME=str(home), SPACEBOT_MASTER_KEY=KEY_HEX)
     proc = subprocess.Popen(
         [sys.executable, "-m", "spacebot.cli.main", "secrets", "set", name],
