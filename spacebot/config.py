@@ -25,6 +25,7 @@ from spacebot.errors import ConfigError
 from spacebot.ipc.messages import Kind, RestartPolicy
 from spacebot.llm.config import FieldProblems, Key, LLMConfig, credentials_configure_llm, dotted_key
 from spacebot.llm.errors import LLMConfigError
+from spacebot.logs import LogFormat
 from spacebot.memory.config import MemoryConfig
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -81,6 +82,9 @@ class RuntimeSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     or ``/tmp/spacebot-<uid>``."""
     log_level: LogLevel = "info"
     """Log level of every process; changes on reload."""
+    log_format: LogFormat = "text"
+    """``text``, or ``json``: one JSON object per line (``ts``, ``level``, ``process``, ``logger``,
+    ``msg``, ``exc``)."""
     max_frame_bytes: int = 4 * 1024 * 1024
     """Largest accepted bus frame."""
     hwm: int = 10_000
@@ -274,6 +278,20 @@ class WebchatSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``list`` (and repeated ``hello``) frames one socket may send per minute."""
 
 
+class MetricsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The Prometheus endpoint ``GET /metrics`` (see docs/metrics.md)."""
+
+    enabled: bool = False
+    """Start ``gateway:metrics`` with ``spacebot run``."""
+    host: str = "127.0.0.1"
+    """Bind address; a non-loopback address requires ``allow_remote``."""
+    port: int = 9464
+    """TCP port (0 = any free port)."""
+    allow_remote: bool = False
+    """Allow a non-loopback ``host``: the endpoint has no authentication, so whoever reaches the
+    port reads model names, costs and process counts."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration. Children receive it as-is."""
 
@@ -295,6 +313,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Conversation processes."""
     webchat: WebchatSection = WebchatSection()
     """The web chat gateway."""
+    metrics: MetricsSection = MetricsSection()
+    """The Prometheus metrics endpoint."""
     delegates: DelegateSection = DelegateSection()
     """Branches and workers: turn caps, time limits, command limits."""
     source: str = ""
@@ -312,6 +332,7 @@ ENV_VARS: dict[str, str] = {
         "socket directory (default $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/spacebot, /tmp/spacebot-UID)"
     ),
     "SPACEBOT_LOG_LEVEL": "debug | info | warning | error",
+    "SPACEBOT_LOG_FORMAT": "text | json (one JSON object per line)",
 }
 """Environment variables that configure Spacebot without a file."""
 
@@ -409,9 +430,13 @@ def from_dict(
     runtime = data.get("runtime", {})
     if isinstance(runtime, dict):
         runtime = dict(runtime)
-        for name, var in (("runtime_dir", "SPACEBOT_RUNTIME_DIR"), ("log_level", "SPACEBOT_LOG_LEVEL")):
+        for name, var in (
+            ("runtime_dir", "SPACEBOT_RUNTIME_DIR"),
+            ("log_level", "SPACEBOT_LOG_LEVEL"),
+            ("log_format", "SPACEBOT_LOG_FORMAT"),
+        ):
             if env.get(var):
-                runtime[name] = env[var].lower() if name == "log_level" else env[var]
+                runtime[name] = env[var] if name == "runtime_dir" else env[var].lower()
                 from_env["runtime", name] = f"environment {var}"
         data["runtime"] = runtime
     found: Found = []
@@ -636,6 +661,17 @@ def _check(config: Config, found: Found) -> None:
     ):
         if getattr(wc, name) < 1:
             found.append((("webchat", name), "must be >= 1"))
+    mc = config.metrics
+    if not 0 <= mc.port <= 65535:
+        found.append((("metrics", "port"), "must be 0-65535"))
+    if mc.enabled and not _is_loopback(mc.host) and not mc.allow_remote:
+        found.append(
+            (
+                ("metrics", "host"),
+                f"binding to {mc.host!r} (not loopback) requires metrics.allow_remote = true "
+                "(the endpoint has no authentication)",
+            )
+        )
     for agent in config.agents:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent):
             found.append((("agents",), f"agent id {agent!r} must be 1-64 of A-Z a-z 0-9 _ -"))

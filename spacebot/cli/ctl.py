@@ -400,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from spacebot.cli.main import version_line  # one definition for both commands
+
+    parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument(
         "--runtime-dir", help="socket directory (default: $SPACEBOT_RUNTIME_DIR, else from the config)"
     )

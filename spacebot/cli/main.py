@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Data, transcripts and identity files are private whatever the shell's umask (the unit's
     # UMask=0077 says the same); every process and tool inherits it.
     os.umask(os.umask(0o077) | 0o077)
-    logs.setup("supervisor", cfg.runtime.log_level)
+    logs.setup("supervisor", cfg.runtime.log_level, cfg.runtime.log_format)
     if cfg.webchat.enabled and cfg.webchat.port:
         # Checked before anything starts: otherwise the banner would announce someone else's
         # server and the gateway would restart in vain (it still says the same if the port is
@@ -138,11 +138,25 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return report(cfg, strict=args.strict)
 
 
+def version_line() -> str:
+    """``spacebot <version>``: the installed distribution's version, else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("spacebot")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        import spacebot
+
+        found = getattr(spacebot, "__version__", "unknown")
+    return f"spacebot {found}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(
         prog="spacebot", description="Spacebot: a concurrent AI agent for communities."
     )
+    parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("--home", help="SPACEBOT_HOME (default ~/.spacebot)")
     parser.add_argument("--config", help="config file (default $SPACEBOT_HOME/config.toml)")
     parser.add_argument("--runtime-dir", help="socket directory")

@@ -20,6 +20,7 @@ CONFIG_TOML = """\
 # or /tmp/spacebot-<uid>.
 # runtime_dir = ""
 log_level = "info"            # debug | info | warning | error (changes on reload)
+# log_format = "text"         # or "json" (one JSON object per line)
 # max_frame_bytes = 4194304   # largest message accepted on the bus
 # hwm = 10000                 # queued messages per socket before shedding
 
@@ -103,6 +104,11 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # light = "local/qwen2.5"
 # standard = "local/qwen2.5"
 # strong = "local/qwen2.5"
+
+[metrics]                     # Prometheus /metrics (docs/metrics.md)
+# enabled = false
+# host = "127.0.0.1"          # anything but loopback also needs allow_remote = true
+# port = 9464
 
 [memory]                      # the agent's memory (docs/memory.md)
 # embed_threads = 2           # ONNX threads for embeddings

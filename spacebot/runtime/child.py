@@ -307,7 +307,7 @@ def warm_up() -> None:
 def run_child(req: ZygoteSpawn) -> int:
     """Run one child to completion; returns its exit code."""
     config = _config_decoder.decode(req.config)
-    logs.setup(req.spec.id, config.runtime.log_level)
+    logs.setup(req.spec.id, config.runtime.log_level, config.runtime.log_format)
     linux.set_name(req.spec.id[-15:])
     linux.forbid_dumps()  # it holds keys (environment, config): no same-user /proc/<pid>/environ
     watch_supervisor(req.supervisor_pid)

@@ -229,6 +229,11 @@ class Supervisor:
             else:
                 where = f"http://{wc.host}:{port}/" if port else f"{wc.host}, a free port (see the log)"
             print(f"  web chat: {where} (agent {wc.agent})", flush=True)
+        mc = self.config.metrics
+        if mc.enabled:
+            metrics = self.table.get(ids.gateway("metrics"))
+            port = mc.port or (listening_port(metrics.pid) if metrics is not None and metrics.pid else 0)
+            print(f"  metrics: http://{mc.host}:{port}/metrics", flush=True)
         if not self.config.llm.providers:
             print(f"  model: none. {NO_MODEL_HINT}", flush=True)
 
@@ -253,6 +258,16 @@ class Supervisor:
                     id=ids.gateway("web"),
                     args={"adapter": "webchat"},
                     task="web chat",
+                )
+            )
+        if self.config.metrics.enabled:
+            gateways.append(
+                SpawnSpec(
+                    kind=Kind.GATEWAY,
+                    target="spacebot.procs.gateway:serve",
+                    id=ids.gateway("metrics"),
+                    args={"adapter": "metrics"},
+                    task="prometheus metrics",
                 )
             )
         # Started together: a gateway that comes up first retries memory for a few seconds (a

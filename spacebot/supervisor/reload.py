@@ -28,6 +28,7 @@ _WEB = ids.gateway("web")
 RULES: tuple[tuple[str, ReloadEffect, str], ...] = (
     ("home", RESTART, f"every process finds its agents' files there: {_SERVICE}"),
     ("runtime.log_level", APPLIED, "in the supervisor at once; in every other process from its next start"),
+    ("runtime.log_format", RESTART, f"every process chooses its log format when it starts: {_SERVICE}"),
     ("runtime.*", RESTART, f"the sockets and the bus are set up at start-up: {_SERVICE}"),
     ("supervisor.monitor_interval", APPLIED, ""),
     ("supervisor.shutdown_timeout", APPLIED, ""),
@@ -61,6 +62,12 @@ RULES: tuple[tuple[str, ReloadEffect, str], ...] = (
         f"read by the web chat when it starts: spacebotctl kill {_WEB} --restart, or {_SERVICE}",
     ),
     ("delegates.*", NEW, "branches and workers started from now on"),
+    ("metrics.enabled", RESTART, f"the metrics endpoint is started (or not) at start-up: {_SERVICE}"),
+    (
+        "metrics.*",
+        RESTART,
+        f"read by gateway:metrics when it starts: spacebotctl kill gateway:metrics --restart, or {_SERVICE}",
+    ),
 )
 """``(key pattern, effect, note)``, the first match wins. Each verdict follows where the key is
 read: by the supervisor on every use (``processes``: ``liveness.overdue``, ``policy.decide``,

@@ -206,13 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", default="", help="modules to import before saying hello")
     parser.add_argument("--preload", default="", help="modules to import after it")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args(argv)
     linux.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != args.supervisor:
         return 1  # the supervisor died before PDEATHSIG was armed
     linux.set_name("spacebot-zygote")
     linux.forbid_dumps()  # it holds keys (environment): no same-user /proc/<pid>/environ
-    logs.setup("zygote", args.log_level)
+    logs.setup("zygote", args.log_level, args.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     sock = socket.socket(fileno=args.fd)
     first = [m for m in args.first.split(",") if m]

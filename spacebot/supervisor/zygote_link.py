@@ -210,6 +210,8 @@ class ZygoteLink:
             ",".join(preload_modules(config)),
             "--log-level",
             config.runtime.log_level,
+            "--log-format",
+            config.runtime.log_format,
         ]
         # Popen only forks and execs; it returns at once.
         proc = subprocess.Popen(cmd, pass_fds=[child_sock.fileno()], stdin=subprocess.DEVNULL)  # noqa: ASYNC220
