@@ -292,6 +292,23 @@ class MetricsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port reads model names, costs and process counts."""
 
 
+class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The operator's HTTP API under ``/api/`` (see docs/api.md)."""
+
+    enabled: bool = False
+    """Start ``gateway:api`` with ``spacebot run``."""
+    host: str = "127.0.0.1"
+    """Bind address; a non-loopback address requires ``token``."""
+    port: int = 8788
+    """TCP port (0 = any free port)."""
+    token: str = ""
+    """Bearer token every request must present (``env:NAME`` from the environment, ``secret:NAME``
+    from the secrets store); empty: none asked (loopback only)."""
+    public_hosts: list[str] = msgspec.field(default_factory=list)
+    """Host names (no port) the API may be reached by besides loopback; every other ``Host``
+    header is refused (DNS rebinding)."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole configuration. Children receive it as-is."""
 
@@ -315,6 +332,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The web chat gateway."""
     metrics: MetricsSection = MetricsSection()
     """The Prometheus metrics endpoint."""
+    api: ApiSection = ApiSection()
+    """The operator's HTTP API."""
     delegates: DelegateSection = DelegateSection()
     """Branches and workers: turn caps, time limits, command limits."""
     source: str = ""
@@ -672,6 +691,16 @@ def _check(config: Config, found: Found) -> None:
                 "(the endpoint has no authentication)",
             )
         )
+    ac = config.api
+    if not 0 <= ac.port <= 65535:
+        found.append((("api", "port"), "must be 0-65535"))
+    if ac.enabled and not _is_loopback(ac.host) and not ac.token:
+        found.append((("api", "host"), f"binding to {ac.host!r} (not loopback) requires api.token to be set"))
+    for host in ac.public_hosts:
+        if not _HOST_NAME.fullmatch(host):
+            found.append(
+                (("api", "public_hosts"), f"{host!r} is not a host name (give names like 'ops.example.com')")
+            )
     for agent in config.agents:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent):
             found.append((("agents",), f"agent id {agent!r} must be 1-64 of A-Z a-z 0-9 _ -"))

@@ -111,7 +111,20 @@ def _secret_status(path: Path, category: str | None, name: str, wanted: str) -> 
 
 
 def _print_references(config: Config, env: Mapping[str, str], warnings: list[str]) -> None:
+    rows, missing = reference_rows(config, env)
+    warnings.extend(missing)
+    if not rows:
+        print("references: none")
+        return
+    print("references (checked in this environment; values are never shown):")
+    _table([("key", "reference", "status"), *rows])
+
+
+def reference_rows(config: Config, env: Mapping[str, str]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Each key reference as ``(key, reference, "resolves: how" | "MISSING: what")``, and a warning
+    for each that does not resolve in ``env``."""
     rows: list[tuple[str, str, str]] = []
+    warnings: list[str] = []
     lookup = _secret_lookup(Path(config.home), env)
     system = lookup("system")
     for name, provider in sorted(config.llm.providers.items()):
@@ -144,11 +157,7 @@ def _print_references(config: Config, env: Mapping[str, str], warnings: list[str
         rows.append(("delegates.secrets", name, f"resolves: {how}" if resolves else f"MISSING: {how}"))
         if not resolves:
             warnings.append(f"delegates.secrets {name} does not resolve here")
-    if not rows:
-        print("references: none")
-        return
-    print("references (checked in this environment; values are never shown):")
-    _table([("key", "reference", "status"), *rows])
+    return rows, warnings
 
 
 def _table(rows: list[tuple[str, str, str]]) -> None:

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spacebot.cli.secrets_cmd import register as register_secrets_commands
 
     register_secrets_commands(sub)
+    from spacebot.cli.doctor import register as register_doctor_command
+
+    register_doctor_command(sub)
     return parser
 
 

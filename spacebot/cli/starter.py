@@ -110,6 +110,12 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # host = "127.0.0.1"          # anything but loopback also needs allow_remote = true
 # port = 9464
 
+[api]                         # the operator's HTTP API under /api/ (docs/api.md)
+# enabled = false
+# host = "127.0.0.1"          # anything but loopback also needs a token
+# port = 8788
+# token = ""                  # "env:NAME" or "secret:NAME" work too; sent as Authorization: Bearer …
+
 [memory]                      # the agent's memory (docs/memory.md)
 # embed_threads = 2           # ONNX threads for embeddings
 # duckdb_memory_mb = 512      # DuckDB's memory limit

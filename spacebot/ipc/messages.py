@@ -260,7 +260,8 @@ class Stop(msgspec.Struct, frozen=True, tag="stop"):
 
 
 ToSupervisor = Ready | Heartbeat | SpawnSpec | SyncEvents | SecretsGet | Ping
-"""Messages a child sends to the supervisor (and ``KillRequest`` for a process it started)."""
+"""Messages a child sends to the supervisor (and ``KillRequest`` for a process it started;
+``StatusRequest``, answered for ``gateway:api`` only)."""
 
 ToChild = Stop | Ping | Echo
 """Messages the supervisor or other processes send to a child."""
@@ -1278,6 +1279,7 @@ class DelegateInput(msgspec.Struct, frozen=True, tag="delegate_input"):
 Body = (
     ToSupervisor
     | KillRequest
+    | StatusRequest
     | ToChild
     | ToMemory
     | Inbound

@@ -579,13 +579,13 @@ def _asset(name: str) -> bytes:
     return resources.files("spacebot.messaging").joinpath("webchat_static", name).read_bytes()
 
 
-async def _resolve_token(ctx: ChildContext, value: str) -> str:
-    """``webchat.token``: ``env:NAME`` from the environment, ``secret:NAME`` asked of the supervisor
-    (the secrets store), anything else as written."""
+async def _resolve_token(ctx: ChildContext, value: str, key: str = "webchat.token") -> str:
+    """A token setting (``key``, named in errors): ``env:NAME`` from the environment,
+    ``secret:NAME`` asked of the supervisor (the secrets store), anything else as written."""
     if value.startswith("env:"):
         token = os.environ.get(value[4:], "")
         if not token:
-            raise ValueError(f"webchat.token names environment variable {value[4:]!r}, which is not set")
+            raise ValueError(f"{key} names environment variable {value[4:]!r}, which is not set")
         return token
     if value.startswith("secret:"):
         from spacebot.supervisor.secrets_service import fetch
@@ -593,7 +593,7 @@ async def _resolve_token(ctx: ChildContext, value: str) -> str:
         name = value[len("secret:") :]
         values, refused = await fetch(ctx, [name])
         if name not in values:
-            raise ConfigError(f"webchat.token names secret {name!r}: {refused.get(name, 'not received')}")
+            raise ConfigError(f"{key} names secret {name!r}: {refused.get(name, 'not received')}")
         return values[name]
     return value
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from spacebot.runtime.child import ChildContext
 
-ADAPTERS = {"webchat": "spacebot.messaging.webchat:run", "metrics": "spacebot.procs.metrics:serve"}
-"""Adapter name → ``module:function`` taking the child context (``metrics`` faces Prometheus, not
-a messaging platform, but has the same shape: a listener on one side, the bus on the other)."""
+ADAPTERS = {
+    "webchat": "spacebot.messaging.webchat:run",
+    "metrics": "spacebot.procs.metrics:serve",
+    "api": "spacebot.procs.api:serve",
+}
+"""Adapter name → ``module:function`` taking the child context (``metrics`` faces Prometheus and
+``api`` the operator, not a messaging platform, but both have the same shape: a listener on one
+side, the bus on the other)."""
 
 
 async def serve(ctx: ChildContext, adapter: str) -> None:

@@ -234,6 +234,11 @@ class Supervisor:
             metrics = self.table.get(ids.gateway("metrics"))
             port = mc.port or (listening_port(metrics.pid) if metrics is not None and metrics.pid else 0)
             print(f"  metrics: http://{mc.host}:{port}/metrics", flush=True)
+        ac = self.config.api
+        if ac.enabled:
+            api = self.table.get(ids.gateway("api"))
+            port = ac.port or (listening_port(api.pid) if api is not None and api.pid else 0)
+            print(f"  api: http://{ac.host}:{port}/api/ (docs/api.md)", flush=True)
         if not self.config.llm.providers:
             print(f"  model: none. {NO_MODEL_HINT}", flush=True)
 
@@ -268,6 +273,16 @@ class Supervisor:
                     id=ids.gateway("metrics"),
                     args={"adapter": "metrics"},
                     task="prometheus metrics",
+                )
+            )
+        if self.config.api.enabled:
+            gateways.append(
+                SpawnSpec(
+                    kind=Kind.GATEWAY,
+                    target="spacebot.procs.gateway:serve",
+                    id=ids.gateway("api"),
+                    args={"adapter": "api"},
+                    task="operator HTTP API",
                 )
             )
         # Started together: a gateway that comes up first retries memory for a few seconds (a
@@ -508,6 +523,8 @@ class Supervisor:
                 return self.secrets.answer(self.config, kind, env.src, body.names)
             case Ping():
                 return Ok(body.payload)
+            case StatusRequest() if env.src == ids.gateway("api"):  # the HTTP API's /health, /status
+                return asyncio.ensure_future(self._status(body))
             case _:
                 return Err(ErrorCode.UNSUPPORTED, f"the supervisor does not handle {type(body).__name__}")
 

@@ -68,6 +68,12 @@ RULES: tuple[tuple[str, ReloadEffect, str], ...] = (
         RESTART,
         f"read by gateway:metrics when it starts: spacebotctl kill gateway:metrics --restart, or {_SERVICE}",
     ),
+    ("api.enabled", RESTART, f"the HTTP API is started (or not) at start-up: {_SERVICE}"),
+    (
+        "api.*",
+        RESTART,
+        f"read by gateway:api when it starts: spacebotctl kill gateway:api --restart, or {_SERVICE}",
+    ),
 )
 """``(key pattern, effect, note)``, the first match wins. Each verdict follows where the key is
 read: by the supervisor on every use (``processes``: ``liveness.overdue``, ``policy.decide``,

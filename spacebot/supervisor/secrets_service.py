@@ -77,6 +77,9 @@ def secret_uses(config: Config) -> dict[str, list[Use]]:
     if config.webchat.token.startswith(SECRET_PREFIX):
         name = config.webchat.token[len(SECRET_PREFIX) :]
         uses.setdefault(name, []).append(Use("webchat.token", "system", frozenset({Kind.GATEWAY})))
+    if config.api.token.startswith(SECRET_PREFIX):
+        name = config.api.token[len(SECRET_PREFIX) :]
+        uses.setdefault(name, []).append(Use("api.token", "system", frozenset({Kind.GATEWAY})))
     for name in config.delegates.secrets:
         uses.setdefault(name, []).append(Use("delegates.secrets", "tool", frozenset({Kind.WORKER})))
     return uses
@@ -170,7 +173,7 @@ def _refusal(name: str, category: str, kind: Kind | None, src: str, uses: list[U
     if any(kind in use.kinds and use.category == category for use in uses):
         return ""
     if not uses:
-        where = "[delegates] secrets" if category == "tool" else 'an api_key or webchat.token = "secret:NAME"'
+        where = "[delegates] secrets" if category == "tool" else 'an api_key or a token = "secret:NAME"'
         return f"{category} secret {name!r} is not used by the configuration ({where})"
     reasons = []
     for use in uses:
