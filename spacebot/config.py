@@ -292,6 +292,43 @@ class MetricsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port reads model names, costs and process counts."""
 
 
+class WebSearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[tools.web_search]``: the ``web_search`` worker tool."""
+
+    provider: Literal["", "brave", "searxng"] = ""
+    """``brave`` (Brave Search API, needs ``api_key``), ``searxng`` (self-hosted, needs
+    ``base_url``), or empty: the tool is not offered."""
+    api_key: str = ""
+    """Brave's subscription token: literal, ``env:NAME`` or ``secret:NAME``."""
+    base_url: str = ""
+    """The provider's address (empty: Brave's public API; required for SearXNG)."""
+    timeout: float = 10.0
+    """Seconds per search request."""
+
+
+class WebFetchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[tools.web_fetch]``: the ``web_fetch`` worker tool."""
+
+    enabled: bool = True
+    """Offer ``web_fetch`` to workers."""
+    allow_private: bool = False
+    """Allow loopback and private addresses (checked after DNS and after every redirect)."""
+    max_bytes: int = 5_000_000
+    """Largest response body read."""
+    max_chars: int = 20_000
+    """Default cap of the text returned to the model (the call may ask for less)."""
+    timeout: float = 20.0
+    """Seconds for the whole fetch, redirects included."""
+    max_redirects: int = 5
+
+
+class ToolsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[tools.*]``: settings of the worker tools that reach outside (docs/tools.md)."""
+
+    web_search: WebSearchSettings = WebSearchSettings()
+    web_fetch: WebFetchSettings = WebFetchSettings()
+
+
 class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The operator's HTTP API under ``/api/`` (see docs/api.md)."""
 
@@ -333,6 +370,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics: MetricsSection = MetricsSection()
     """The Prometheus metrics endpoint."""
     api: ApiSection = ApiSection()
+    tools: ToolsSection = ToolsSection()
     """The operator's HTTP API."""
     delegates: DelegateSection = DelegateSection()
     """Branches and workers: turn caps, time limits, command limits."""

@@ -134,6 +134,12 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # address_space_mb = 4096
 # secrets = []                # tool secrets (`spacebot secrets set NAME --category tool`) that
 #                             # shell/exec programs get as environment variables
+
+# [tools.web_search]          # the workers' web_search tool (docs/tools.md); no provider: not offered
+# provider = "brave"          # "brave" (Brave Search API) or "searxng" (a self-hosted instance)
+# api_key = "secret:BRAVE_SEARCH_KEY"   # Brave's token: literal, env:NAME or secret:NAME
+# base_url = ""               # empty: Brave's public API; required for SearXNG
+# timeout = 10.0
 """
 
 KEY_FILE_WARNING = (

@@ -21,11 +21,11 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
-from spacebot.tools import sandbox
+from spacebot.tools import sandbox, web_search
 from spacebot.tools.egress import EgressProxy
 from spacebot.tools.sandbox import Network
 from spacebot.tools.schema import check, spec
-from spacebot.tools.task_tools import TASK_TOOLS, TaskTools, from_settings, worker_secrets
+from spacebot.tools.task_tools import TaskTools, from_settings, worker_secrets
 
 log = logging.getLogger("spacebot.worker")
 
@@ -83,7 +83,7 @@ async def serve(
         ctx.set_busy(True, f"worker: {task[:80]}")
         return text
 
-    specs = [*TASK_TOOLS, FINISH] if interactive else TASK_TOOLS
+    own_specs = [FINISH] if interactive else []
     messages: list[Message] = [
         SystemMessage(
             WORKER_PROMPT.format(
@@ -104,9 +104,16 @@ async def serve(
         llm = await connect_llm(ctx)
         stack.push_async_callback(llm.aclose)
         # Tool secrets for the programs; every secret this worker holds is scrubbed from results.
-        secrets = await worker_secrets(ctx, known=llm.secrets)
+        search = await web_search.connect(ctx)
+        secrets = await worker_secrets(ctx, known={**llm.secrets, **(search.known if search else {})})
         tools = TaskTools(
-            Path(workspace), limits, lambda text, kind: status(ctx, report_to, text, kind), policy, secrets
+            Path(workspace),
+            limits,
+            lambda text, kind: status(ctx, report_to, text, kind),
+            policy,
+            secrets,
+            web_search=search,
+            web_fetch=ctx.config.tools.web_fetch,
         )
 
         async def run_tool(call: ToolCall) -> tuple[str, bool]:
@@ -120,7 +127,7 @@ async def serve(
             ctx,
             llm,
             messages,
-            specs,
+            [*tools.specs.values(), *own_specs],
             run_tool,
             max_turns=settings.worker_max_turns,
             process="worker",

@@ -62,6 +62,7 @@ RULES: tuple[tuple[str, ReloadEffect, str], ...] = (
         f"read by the web chat when it starts: spacebotctl kill {_WEB} --restart, or {_SERVICE}",
     ),
     ("delegates.*", NEW, "branches and workers started from now on"),
+    ("tools.*", NEW, "workers started from now on"),
     ("metrics.enabled", RESTART, f"the metrics endpoint is started (or not) at start-up: {_SERVICE}"),
     (
         "metrics.*",

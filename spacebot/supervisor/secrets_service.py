@@ -12,6 +12,8 @@ a spawn request: a process asks with :class:`~spacebot.ipc.messages.SecretsGet` 
   processes that call models: channels, branches, workers (compaction runs as one), cortex, and
   memory (ingestion calls the model);
 * a system secret named by ``webchat.token = "secret:NAME"`` goes to gateways;
+* a system secret named by ``tools.web_search.api_key = "secret:NAME"`` goes to workers, which
+  send it to the search provider and never to a program (``spacebot/tools/web_search.py``);
 * a **tool** secret listed in ``[delegates] secrets`` goes to workers, which put it in the
   environment of their shell/exec programs (``spacebot/tools/task_tools.py``).
 
@@ -80,6 +82,10 @@ def secret_uses(config: Config) -> dict[str, list[Use]]:
     if config.api.token.startswith(SECRET_PREFIX):
         name = config.api.token[len(SECRET_PREFIX) :]
         uses.setdefault(name, []).append(Use("api.token", "system", frozenset({Kind.GATEWAY})))
+    search_key = config.tools.web_search.api_key
+    if config.tools.web_search.provider and search_key.startswith(SECRET_PREFIX):
+        name = search_key[len(SECRET_PREFIX) :]
+        uses.setdefault(name, []).append(Use("tools.web_search.api_key", "system", frozenset({Kind.WORKER})))
     for name in config.delegates.secrets:
         uses.setdefault(name, []).append(Use("delegates.secrets", "tool", frozenset({Kind.WORKER})))
     return uses

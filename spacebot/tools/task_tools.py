@@ -1,4 +1,5 @@
-"""The tools a worker offers its model: shell, exec, workspace files, and status lines.
+"""The tools a worker offers its model: shell, exec, workspace files, status lines, and (when
+configured) ``web_search`` and ``web_fetch``.
 
 Tool secrets (``[delegates] secrets``) reach the environment of shell/exec programs and nothing
 else; every result a tool returns to the model is scrubbed of every secret value the worker holds
@@ -22,13 +23,15 @@ from spacebot.tools import sandbox
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.sandbox import Limits, Network, RunResult
 from spacebot.tools.schema import check, spec
+from spacebot.tools.web_fetch import WEB_FETCH, web_fetch
 from spacebot.tools.workspace import TOOL_SPECS as WORKSPACE_SPECS
 from spacebot.tools.workspace import Workspace
 
 if TYPE_CHECKING:
-    from spacebot.config import DelegateSection
+    from spacebot.config import DelegateSection, WebFetchSettings
     from spacebot.runtime.child import ChildContext
     from spacebot.secrets import Scrubber
+    from spacebot.tools.web_search import WebSearch
 
 log = logging.getLogger("spacebot.tools")
 
@@ -175,6 +178,9 @@ class TaskTools:
         on_status: Callable[[str, StatusKind], None],
         policy: Policy | None = None,
         secrets: ToolSecrets | None = None,
+        *,
+        web_search: WebSearch | None = None,
+        web_fetch: WebFetchSettings | None = None,
     ) -> None:
         self.files = Workspace(workspace)
         self.limits = limits
@@ -182,6 +188,16 @@ class TaskTools:
         self.secrets = secrets or ToolSecrets()
         self.on_status = on_status
         self.specs = {t.name: t for t in TASK_TOOLS}
+        self.web_fetch = web_fetch
+        """``[tools.web_fetch]``: ``web_fetch`` is offered when given and enabled."""
+        if web_fetch is not None and web_fetch.enabled:
+            self.specs[WEB_FETCH.name] = WEB_FETCH
+        self.web_search = web_search
+        """``web_search`` (offered only when a provider is configured: ``web_search.connect``)."""
+        if web_search is not None:
+            from spacebot.tools.web_search import WEB_SEARCH
+
+            self.specs[WEB_SEARCH.name] = WEB_SEARCH
 
     async def _room(self) -> int | None:
         """Bytes left under the workspace cap (may be negative), or ``None`` without a cap."""
@@ -230,6 +246,10 @@ class TaskTools:
         if name == "set_status":
             self.on_status(args["text"], args.get("kind", "progress"))
             return "status set"
+        if name == "web_fetch" and self.web_fetch is not None:
+            return await web_fetch(args["url"], self.web_fetch, args.get("max_chars"))
+        if name == "web_search" and self.web_search is not None:
+            return await self.web_search.search(args)
         files = self.files
         if name in ("file_write", "file_edit"):
             room = await self._room()

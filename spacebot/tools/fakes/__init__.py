@@ -1,0 +1,1 @@
+"""Loopback fakes of the outside services worker tools talk to, for tests and local trials."""
