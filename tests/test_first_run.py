@@ -170,3 +170,31 @@ def test_ctl_status_without_a_running_service_says_so(tmp_path: Path) -> None:
     assert done.returncode == 3  # "the daemon is not running", as `spacebotctl --help` lists
     assert "memory:main" not in done.stdout
     assert "tried " + str(tmp_path / "rt" / "ctl") in done.stderr
+
+
+async def test_a_port_taken_later_is_one_clear_error_for_every_listener() -> None:
+    from aiohttp import web
+
+    from spacebot.errors import ConfigError
+    from spacebot.messaging.ports import start_site
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        try:
+            await start_site(runner, "127.0.0.1", port, what="metrics", section="metrics")
+        except ConfigError as exc:
+            text = str(exc)
+        else:
+            raise AssertionError("a taken port was listened on")
+    assert f"metrics cannot listen on 127.0.0.1:{port}: port {port} is in use (by pid {os.getpid()}" in text
+    assert "set [metrics] port (0 = any free port)" in text
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site, free = await start_site(runner, "127.0.0.1", 0, what="metrics", section="metrics")
+    assert free != 0
+    await site.stop()
+    await runner.cleanup()

@@ -5,8 +5,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+from typing import TYPE_CHECKING
 
 import psutil
+
+from spacebot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def holder(port: int) -> str:
@@ -47,3 +53,23 @@ def listening_port(pid: int) -> int:
             if conn.status == psutil.CONN_LISTEN and conn.laddr:
                 return int(conn.laddr.port)
     return 0
+
+
+async def start_site(
+    runner: web.AppRunner, host: str, port: int, *, what: str, section: str
+) -> tuple[web.TCPSite, int]:
+    """Listen with ``runner`` (set up) on ``host:port``; returns the site and the port bound (``port``
+    0: any free one). A port that cannot be listened on is a :class:`ConfigError` in one line, not a
+    traceback (the runner is cleaned up; the process's restarts retry it with back-off)."""
+    from aiohttp import web
+
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        why = f"port {port} is in use{holder(port)}" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(
+            f"{what} cannot listen on {host}:{port}: {why}; set [{section}] port (0 = any free port)"
+        ) from None
+    return site, runner.addresses[0][1] if runner.addresses else port

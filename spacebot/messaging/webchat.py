@@ -12,7 +12,6 @@ import asyncio
 import base64
 import collections
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -626,17 +625,9 @@ async def run(ctx: ChildContext) -> None:
     # The sockets are closed by us below; a short timeout bounds the handlers still finishing.
     runner = web.AppRunner(chat.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, chat.settings.host, chat.settings.port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:  # said in one line, not a traceback: restarts retry with back-off
-        await runner.cleanup()
-        host, port = chat.settings.host, chat.settings.port
-        why = f"port {port} is in use{ports.holder(port)}" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise ConfigError(
-            f"web chat cannot listen on {host}:{port}: {why}; set [webchat] port (0 = any free port)"
-        ) from None
-    port = runner.addresses[0][1] if runner.addresses else chat.settings.port
+    site, port = await ports.start_site(
+        runner, chat.settings.host, chat.settings.port, what="web chat", section="webchat"
+    )
     url = f"http://{chat.settings.host}:{port}/"
     log.info("web chat listening url=%s agent=%s", url, chat.agent)
     ctx.publish(f"gateway.{GATEWAY_ID}.listening", Notice("listening", {"url": url, "port": port}))

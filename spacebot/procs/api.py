@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -332,18 +331,13 @@ async def serve(ctx: ChildContext) -> None:
     stream = await ctx.events()  # every topic, confirmed live before the first reader can connect
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
-        await site.start()
-    except OSError as exc:  # one line, not a traceback: restarts retry with back-off
-        await runner.cleanup()
+        site, port = await ports.start_site(
+            runner, settings.host, settings.port, what="the API", section="api"
+        )
+    except ConfigError:
         stream.close()
-        host, port = settings.host, settings.port
-        why = f"port {port} is in use{ports.holder(port)}" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise ConfigError(
-            f"the API cannot listen on {host}:{port}: {why}; set [api] port (0 = any free port)"
-        ) from None
-    port = runner.addresses[0][1] if runner.addresses else settings.port
+        raise
     url = f"http://{settings.host}:{port}/api/"
     log.info("api listening url=%s token=%s", url, "yes" if api.token else "no")
     ctx.publish(f"gateway.{API_ID}.listening", Notice("listening", {"url": url, "port": port}))

@@ -13,7 +13,6 @@ Its counters start at zero whenever it starts (with the service, or after a cras
 
 from __future__ import annotations
 
-import errno
 import logging
 
 from aiohttp import web
@@ -70,18 +69,13 @@ async def serve(ctx: ChildContext) -> None:
     stream = await ctx.events()  # every topic, confirmed live before the first scrape is possible
     runner = web.AppRunner(app(aggregator), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
-        await site.start()
-    except OSError as exc:  # one line, not a traceback: restarts retry with back-off
-        await runner.cleanup()
+        site, port = await ports.start_site(
+            runner, settings.host, settings.port, what="metrics", section="metrics"
+        )
+    except ConfigError:
         stream.close()
-        host, port = settings.host, settings.port
-        why = f"port {port} is in use{ports.holder(port)}" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise ConfigError(
-            f"metrics cannot listen on {host}:{port}: {why}; set [metrics] port (0 = any free port)"
-        ) from None
-    port = runner.addresses[0][1] if runner.addresses else settings.port
+        raise
     url = f"http://{settings.host}:{port}/metrics"
     log.info("metrics listening url=%s", url)
     ctx.publish(f"gateway.{METRICS_ID}.listening", Notice("listening", {"url": url, "port": port}))

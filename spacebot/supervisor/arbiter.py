@@ -254,37 +254,22 @@ class Supervisor:
             )
             for agent in self.config.agents
         ]
-        gateways = []
-        if self.config.webchat.enabled:
-            gateways.append(
-                SpawnSpec(
-                    kind=Kind.GATEWAY,
-                    target="spacebot.procs.gateway:serve",
-                    id=ids.gateway("web"),
-                    args={"adapter": "webchat"},
-                    task="web chat",
-                )
+        front = (
+            (self.config.webchat.enabled, "web", "webchat", "web chat"),
+            (self.config.metrics.enabled, "metrics", "metrics", "prometheus metrics"),
+            (self.config.api.enabled, "api", "api", "operator HTTP API"),
+        )
+        gateways = [
+            SpawnSpec(
+                kind=Kind.GATEWAY,
+                target="spacebot.procs.gateway:serve",
+                id=ids.gateway(name),
+                args={"adapter": adapter},
+                task=task,
             )
-        if self.config.metrics.enabled:
-            gateways.append(
-                SpawnSpec(
-                    kind=Kind.GATEWAY,
-                    target="spacebot.procs.gateway:serve",
-                    id=ids.gateway("metrics"),
-                    args={"adapter": "metrics"},
-                    task="prometheus metrics",
-                )
-            )
-        if self.config.api.enabled:
-            gateways.append(
-                SpawnSpec(
-                    kind=Kind.GATEWAY,
-                    target="spacebot.procs.gateway:serve",
-                    id=ids.gateway("api"),
-                    args={"adapter": "api"},
-                    task="operator HTTP API",
-                )
-            )
+            for enabled, name, adapter, task in front
+            if enabled
+        ]
         # Started together: a gateway that comes up first retries memory for a few seconds (a
         # person's message is acknowledged once it is stored), which beats the gateway waiting
         # out memory's start-up before it even listens.
