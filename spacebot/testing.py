@@ -25,6 +25,7 @@ from spacebot.ipc import ids
 from spacebot.ipc.control_client import ControlClient
 from spacebot.ipc.credentials import Credentials, operator_bus
 from spacebot.ipc.messages import Kind, ProcessInfo, Spawned, SpawnSpec, StatusReply, StatusRequest
+from spacebot.messaging.ports import listening_port
 from spacebot.paths import Endpoints
 
 _FAST_BUDGETS: dict[str, object] = {
@@ -351,7 +352,7 @@ class ChatSystem:
         """Start (again, after a kill) and find the port the web chat listens on."""
         await self.sup.start()
         row = await self.sup.info(ids.gateway("web"))
-        port = await asyncio.to_thread(_listening_port, row.pid) if row.pid else 0
+        port = await asyncio.to_thread(listening_port, row.pid) if row.pid else 0
         if not port:  # the supervisor is ready only once its gateway is, so this is a failed start
             raise RuntimeError(f"the web chat is not listening ({row.state.value}): {self.sup.log_tail()}")
         self.use_port(port)
@@ -391,15 +392,6 @@ class ChatSystem:
             return (await self.sup.info(ids.channel(agent, conversation))).pid
         except KeyError:
             return 0
-
-
-def _listening_port(pid: int) -> int:
-    """The TCP port process ``pid`` listens on (0 when none)."""
-    with contextlib.suppress(psutil.Error):
-        for conn in psutil.Process(pid).net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr:
-                return int(conn.laddr.port)
-    return 0
 
 
 async def eventually(

@@ -33,6 +33,7 @@ from spacebot.ipc.messages import (
     Notice,
     ProcessExited,
     ProcessHung,
+    ProcessInfo,
     ProcessKilled,
     ProcState,
     StateChanged,
@@ -253,6 +254,14 @@ class Aggregator:
         self.model_seconds.labels(*labels).observe(max(report.latency_ms, 0.0) / 1000.0)
         for abandoned in report.fallbacks:
             self.model_fallbacks.labels(self._model(abandoned)).inc()
+
+    def seed(self, processes: Iterable[ProcessInfo]) -> None:
+        """Start the process gauge from the supervisor's table: state changes that happened before
+        this process subscribed (it may start after the others, or restart) are not events it saw.
+        Events already counted are newer than nothing: rows it knows are left alone."""
+        for row in processes:
+            if row.kind in KINDS and row.state in LIVE_STATES and row.id not in self.states:
+                self.states[row.id] = (row.kind, row.state.value)
 
     def _process(self, kind: str, ident: str, what: str, body: object) -> None:
         match what, body:

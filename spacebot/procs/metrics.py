@@ -21,7 +21,8 @@ from prometheus_client import generate_latest
 from spacebot.errors import ConfigError
 from spacebot.ipc import ids
 from spacebot.ipc.events import EventStream
-from spacebot.ipc.messages import Notice
+from spacebot.ipc.messages import SUPERVISOR_ID, Notice, StatusReply, StatusRequest
+from spacebot.ipc.replies import BusError
 from spacebot.messaging import ports
 from spacebot.metrics import Aggregator
 from spacebot.runtime.child import ChildContext
@@ -67,6 +68,12 @@ async def serve(ctx: ChildContext) -> None:
     settings = ctx.config.metrics
     aggregator = Aggregator(ctx.config.agents)
     stream = await ctx.events()  # every topic, confirmed live before the first scrape is possible
+    try:  # then the table as it stands: what changed before the subscription was not an event here
+        status = await ctx.request(SUPERVISOR_ID, StatusRequest(), returns=StatusReply, timeout=10.0)
+    except BusError as exc:
+        log.warning("process gauge starts empty: the supervisor's status did not come (%s)", exc)
+    else:
+        aggregator.seed(status.processes)
     runner = web.AppRunner(app(aggregator), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:

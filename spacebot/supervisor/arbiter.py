@@ -508,7 +508,8 @@ class Supervisor:
                 return self.secrets.answer(self.config, kind, env.src, body.names)
             case Ping():
                 return Ok(body.payload)
-            case StatusRequest() if env.src == ids.gateway("api"):  # the HTTP API's /health, /status
+            # The HTTP API's /health and /status; the metrics process's starting point.
+            case StatusRequest() if env.src in (ids.gateway("api"), ids.gateway("metrics")):
                 return asyncio.ensure_future(self._status(body))
             case _:
                 return Err(ErrorCode.UNSUPPORTED, f"the supervisor does not handle {type(body).__name__}")

@@ -19,6 +19,7 @@ from spacebot.ipc.messages import (
     KilledProc,
     KillReport,
     Notice,
+    ProcessInfo,
     ProcessKilled,
     ProcState,
     StateChanged,
@@ -119,6 +120,31 @@ def test_aggregator_labels_stay_bounded_and_processes_gauge_follows_states() -> 
     assert "other" in models and len(models) <= 50 + 1
     values = {v for (_, lab) in samples for _, v in lab}
     assert not [v for v in values if ":" in v], values  # no process or conversation id
+
+
+def test_the_process_gauge_starts_from_the_supervisors_table() -> None:
+    """States that changed before the metrics process subscribed come from the status table; a state
+    it already saw as an event is not overwritten by the (older) table."""
+    agg = Aggregator(["main"])
+    busy = StateChanged("gateway:web", "gateway", 1, ProcState.READY, ProcState.BUSY)
+    agg.feed(Event("proc.gateway.gateway:web.state", "supervisor", 0.0, busy))
+
+    def row(ident: str, kind: str, state: ProcState) -> ProcessInfo:
+        return ProcessInfo(ident, kind, 1, state, 1.0, 0.0, 0.0, 0.0, None, None, "", "", 0, None, 0)
+
+    agg.seed(
+        [
+            row("memory:main", "memory", ProcState.READY),
+            row("gateway:web", "gateway", ProcState.READY),
+            row("zygote", "zygote", ProcState.READY),
+            row("channel:main:web:1", "channel", ProcState.EXITED),
+        ]
+    )
+    samples = parse(generate_latest(agg.registry).decode())
+    assert total(samples, "spacebot_processes", kind="memory", state="ready") == 1
+    assert total(samples, "spacebot_processes", kind="gateway", state="busy") == 1
+    assert total(samples, "spacebot_processes", kind="gateway", state="ready") == 0
+    assert total(samples, "spacebot_processes", kind="channel") == 0
 
 
 async def test_metrics_move_with_turns_model_calls_and_kills(short_tmp: Path) -> None:
