@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import psutil
@@ -73,3 +74,25 @@ async def start_site(
             f"{what} cannot listen on {host}:{port}: {why}; set [{section}] port (0 = any free port)"
         ) from None
     return site, runner.addresses[0][1] if runner.addresses else port
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application, host: str, port: int, *, what: str, section: str
+) -> AsyncIterator[int]:
+    """Serve ``app`` on ``host:port`` for the body of the ``async with``; yields the port bound.
+
+    The listeners that only answer requests (metrics, the API) share this; the web chat keeps its
+    own sequence because it says goodbye to open sockets between closing the site and the runner.
+    """
+    from aiohttp import web
+
+    # Handlers still finishing at the end get a short bound; the process is stopping.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site, bound = await start_site(runner, host, port, what=what, section=section)
+    try:
+        yield bound
+    finally:
+        await site.stop()
+        await runner.cleanup()

@@ -24,7 +24,6 @@ import msgspec
 from aiohttp import web
 
 import spacebot
-from spacebot.errors import ConfigError
 from spacebot.ipc import ids
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import SUPERVISOR_ID, Event, Notice, ProcState, StatusReply, StatusRequest
@@ -329,22 +328,14 @@ async def serve(ctx: ChildContext) -> None:
     settings = ctx.config.api
     api = Api(ctx, await _resolve_token(ctx, settings.token, key="api.token"))
     stream = await ctx.events()  # every topic, confirmed live before the first reader can connect
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
     try:
-        site, port = await ports.start_site(
-            runner, settings.host, settings.port, what="the API", section="api"
-        )
-    except ConfigError:
-        stream.close()
-        raise
-    url = f"http://{settings.host}:{port}/api/"
-    log.info("api listening url=%s token=%s", url, "yes" if api.token else "no")
-    ctx.publish(f"gateway.{API_ID}.listening", Notice("listening", {"url": url, "port": port}))
-    ctx.ready()
-    try:
-        await api.fan_out(stream)
+        async with ports.serving(
+            api.app(), settings.host, settings.port, what="the API", section="api"
+        ) as port:
+            url = f"http://{settings.host}:{port}/api/"
+            log.info("api listening url=%s token=%s", url, "yes" if api.token else "no")
+            ctx.publish(f"gateway.{API_ID}.listening", Notice("listening", {"url": url, "port": port}))
+            ctx.ready()
+            await api.fan_out(stream)
     finally:
         stream.close()
-        await site.stop()
-        await runner.cleanup()

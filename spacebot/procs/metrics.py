@@ -18,7 +18,6 @@ import logging
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from spacebot.errors import ConfigError
 from spacebot.ipc import ids
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import SUPERVISOR_ID, Notice, StatusReply, StatusRequest
@@ -74,22 +73,14 @@ async def serve(ctx: ChildContext) -> None:
         log.warning("process gauge starts empty: the supervisor's status did not come (%s)", exc)
     else:
         aggregator.seed(status.processes)
-    runner = web.AppRunner(app(aggregator), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
     try:
-        site, port = await ports.start_site(
-            runner, settings.host, settings.port, what="metrics", section="metrics"
-        )
-    except ConfigError:
-        stream.close()
-        raise
-    url = f"http://{settings.host}:{port}/metrics"
-    log.info("metrics listening url=%s", url)
-    ctx.publish(f"gateway.{METRICS_ID}.listening", Notice("listening", {"url": url, "port": port}))
-    ctx.ready()
-    try:
-        await consume(stream, aggregator)
+        async with ports.serving(
+            app(aggregator), settings.host, settings.port, what="metrics", section="metrics"
+        ) as port:
+            url = f"http://{settings.host}:{port}/metrics"
+            log.info("metrics listening url=%s", url)
+            ctx.publish(f"gateway.{METRICS_ID}.listening", Notice("listening", {"url": url, "port": port}))
+            ctx.ready()
+            await consume(stream, aggregator)
     finally:
         stream.close()
-        await site.stop()
-        await runner.cleanup()
