@@ -1,8 +1,9 @@
 """What runs inside every forked child: bus connection, heartbeats, stop handling, supervisor watch.
 
 A child's entry point is an ``async def entry(ctx: ChildContext, **args)`` named by a dotted path.
-The runtime sends ``Ready`` before calling it (or the entry sets ``entry.manual_ready = True`` and
-calls :meth:`ChildContext.ready` itself after a slow start-up), heartbeats from the child's own
+The runtime sends ``Ready`` once the entry has started — after the code before its first ``await``
+has run, so a handler it registers there answers the first request (or the entry sets
+``entry.manual_ready = True`` and calls :meth:`ChildContext.ready` itself after a slow start-up), heartbeats from the child's own
 event loop, and turns SIGTERM or a ``Stop`` message into cancellation of the entry.
 """
 
@@ -237,10 +238,14 @@ async def _main(req: ZygoteSpawn, config: Config) -> int:
         await bus.close()
         context.term()
         return EXIT_BAD_TARGET
-    if not getattr(entry, "manual_ready", False):
-        ctx.ready()
     beats = asyncio.create_task(_heartbeats(ctx), name="heartbeats")
     work = asyncio.create_task(entry(ctx, **spec.args), name=f"entry:{spec.target}")
+    if not getattr(entry, "manual_ready", False):
+        # Scheduled after the entry's first step (the loop runs callbacks in order): a request
+        # sent the moment the supervisor reports us ready finds the entry's handler in place. Sent
+        # before it, a child paused by a busy host right after ``Ready`` could see that request
+        # before its entry ran and answer ``not_ready``.
+        asyncio.get_running_loop().call_soon(ctx.ready)
     stop = asyncio.create_task(ctx.stopping.wait(), name="stop-wait")
     try:
         await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
