@@ -110,12 +110,15 @@ class SupervisorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     preload_first: list[str] = msgspec.field(
         default_factory=lambda: [
             "spacebot.procs.memory",
+            "spacebot.procs.cortex",
             "spacebot.procs.gateway",
             "spacebot.messaging.webchat",
+            "spacebot.messaging.gateway_core",
         ]
     )
     """Modules the zygote imports before it says it can fork: what the processes a (re)started
-    service needs first run (memory, the gateways), so they do not wait for the model SDKs."""
+    service needs first run (memory, its cortex, the gateways), so they do not wait for the model
+    SDKs."""
     spawn_mode: Literal["zygote", "cold"] = "zygote"
     """``zygote``: fork children from the warm fork server; ``cold``: a fresh interpreter each."""
     monitor_interval: float = 0.5
@@ -144,6 +147,10 @@ class ChannelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idle_timeout: float = 900.0
     """Seconds without activity after which a conversation process hibernates (exits; it is started
     again, with its history, by the next message). 0 = never."""
+    save_attachments: bool = False
+    """Also save every file people attach on a platform in ``agents/<id>/workspace/saved/`` (where
+    workers can open it). Images shown to the model are kept in ``agents/<id>/attachments/`` either
+    way."""
     max_turns: int = 6
     """Most model calls for one batch of inbound messages (tool loops stop there)."""
     history_messages: int = 60
@@ -322,11 +329,33 @@ class WebFetchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_redirects: int = 5
 
 
+class McpServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[tools.mcp]]`` entry: an MCP server (over stdio) whose tools workers offer."""
+
+    name: str
+    """Server name: 1-24 of a-z 0-9 _; its tools are offered as ``mcp_<name>_<tool>``."""
+    command: list[str]
+    """The program and its arguments (no shell)."""
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    """The server's variables beyond PATH, HOME, LANG, TERM and TMPDIR: name → literal,
+    ``env:NAME`` or ``secret:NAME``."""
+    cwd: str = ""
+    """Working directory (relative: to the worker's workspace; empty: the workspace)."""
+    timeout: float = 60.0
+    """Seconds for start-up and for each tool call."""
+    enabled: bool = True
+    """Start it with each worker."""
+    tools: list[str] = msgspec.field(default_factory=list)
+    """The server's tools to offer, by the server's names (empty: all)."""
+
+
 class ToolsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[tools.*]``: settings of the worker tools that reach outside (docs/tools.md)."""
 
     web_search: WebSearchSettings = WebSearchSettings()
     web_fetch: WebFetchSettings = WebFetchSettings()
+    mcp: list[McpServerSettings] = msgspec.field(default_factory=list)
+    """``[[tools.mcp]]``: MCP servers started with each worker (docs/tools.md)."""
 
 
 class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -344,6 +373,201 @@ class ApiSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     public_hosts: list[str] = msgspec.field(default_factory=list)
     """Host names (no port) the API may be reached by besides loopback; every other ``Host``
     header is refused (DNS rebinding)."""
+
+
+class CortexSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[cortex]``: each agent's ``cortex:<agent>`` (memory upkeep, knowledge block, supervision;
+    docs/cortex.md). Nothing periodic runs while memory is unchanged."""
+
+    decay_interval: float = 3600.0
+    """Seconds between decay passes (each only if memory changed since the previous one)."""
+    prune_interval: float = 21600.0
+    """Seconds between prune passes."""
+    merge_interval: float = 21600.0
+    """Seconds between near-duplicate merge passes."""
+    association_interval: float = 600.0
+    """Seconds between association passes (new memories linked to near neighbours)."""
+    association_batch: int = 200
+    """Most new memories one association pass examines (the rest wait for the next)."""
+    association_threshold: float = 0.6
+    """Cosine from which an association pass links two memories (``related_to``)."""
+    run_budget: float = 120.0
+    """Longest one maintenance run may take, in seconds; a run over it counts as failed."""
+    circuit_threshold: int = 3
+    """Maintenance failures in a row that open the circuit (no runs until it closes)."""
+    circuit_open: float = 1800.0
+    """Seconds the circuit stays open before maintenance is tried again."""
+    knowledge_words: int = 400
+    """Word budget of the knowledge block in channel and branch system prompts (0: no block)."""
+    knowledge_per_type: int = 12
+    """Most memories of one type considered for the block."""
+    synthesis: bool = False
+    """Also write a model-made summary of the block (not built yet: the block stays model-free)."""
+    supervise_interval: float = 10.0
+    """Seconds between supervision checks of the agent's conversations, branches and workers
+    (skipped while none runs)."""
+    outcome_grace: float = 30.0
+    """Seconds a branch or worker may live on after its channel recorded its outcome."""
+    branch_grace: float = 60.0
+    """Seconds past ``[delegates] branch_timeout`` (``worker_timeout`` for workers) after which a
+    branch or worker that did not end itself is stopped."""
+    turn_stall: float = 600.0
+    """Seconds a busy conversation may go without progress before it is restarted (0: never)."""
+    max_kills_per_tick: int = 3
+    """Most processes supervision ends in one check (the rest wait for the next)."""
+    history_keep: int = 5000
+    """Process runs kept per agent in ``process_runs`` (older ones are removed; 0: keep all)."""
+
+
+PLATFORMS = ("discord", "slack", "telegram", "twitch", "webhook")
+CREDENTIAL_FIELDS = ("token", "app_token", "bot_token", "refresh_token", "client_secret", "api_hash")
+"""The ``[[messaging.<platform>]]`` settings that hold credentials (``env:NAME``/``secret:NAME``)."""
+"""Platforms a ``[[bindings]]`` entry may name."""
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Instance names: letters, digits, ``-`` and ``_`` (they appear in process names and logs)."""
+
+
+class PlatformInstance(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[messaging.<platform>]]`` entry: one bot account on one platform (docs/platforms.md)."""
+
+    name: str = "main"
+    """The instance's name, unique per platform; bindings name it in ``instance``."""
+    enabled: bool = True
+    """Start this instance's gateway with ``spacebot run``."""
+    token: str = ""
+    """Discord's bot token (and Telegram's; the webhook's bearer token): literal, ``env:NAME`` or
+    ``secret:NAME``."""
+    app_token: str = ""
+    """Slack's app-level token (``xapp-``, for Socket Mode): literal, ``env:NAME`` or ``secret:NAME``."""
+    bot_token: str = ""
+    """Slack's bot token (``xoxb-``): literal, ``env:NAME`` or ``secret:NAME``."""
+    api_base: str = ""
+    """REST base URL override (tests, proxies); empty: the platform's."""
+    gateway_url: str = ""
+    """Gateway/WebSocket URL override; empty: the platform's."""
+    dm_allowed_users: list[str] = msgspec.field(default_factory=list)
+    """Platform user ids allowed to send the bot direct messages; empty: no direct messages."""
+    require_mention: bool = True
+    """In group channels, answer only messages that mention the bot or reply to it (a binding
+    may override it)."""
+    allow_bots: bool = False
+    """Accept messages from other bots (dropped otherwise)."""
+    authority: list[str] = msgspec.field(default_factory=list)
+    """Platform user ids allowed to use ``/commands``."""
+    history_backfill: int = 50
+    """Platform messages loaded into a new conversation's history."""
+    stream_edit_interval: float = 1.0
+    """Seconds between two edits of a reply being streamed."""
+    channels: list[str] = msgspec.field(default_factory=list)
+    """Twitch: the channels (broadcaster logins, without ``#``) the bot joins."""
+    bot_name: str = ""
+    """Twitch: the bot account's login, sent as ``NICK`` and matched in ``@mentions``."""
+    trigger_prefix: str = ""
+    """Twitch: a message starting with it (``!ask``) counts as addressed to the bot, as an
+    ``@bot_name`` mention does; empty: only mentions."""
+    refresh_token: str = ""
+    """Twitch: OAuth refresh token (with ``client_id``/``client_secret``) to renew ``token``:
+    literal, ``env:NAME`` or ``secret:NAME``; empty: no renewal."""
+    client_id: str = ""
+    """Twitch: the application's client id (for token renewal)."""
+    client_secret: str = ""
+    """Twitch: the application's client secret: literal, ``env:NAME`` or ``secret:NAME``."""
+    host: str = "127.0.0.1"
+    """Webhook: the address its HTTP listener binds; beyond loopback ``token`` is required."""
+    port: int = 0
+    """Webhook: the port its HTTP listener binds (0: any free port)."""
+    callback_url: str = ""
+    """Webhook: an http(s) URL every reply is POSTed to (a ``/send`` may set its own per
+    conversation); empty: replies are only polled."""
+    api_id: int = 0
+    """Telegram: the application's api_id (my.telegram.org; MTProto needs one besides the bot token)."""
+    api_hash: str = ""
+    """Telegram: the application's api_hash: literal, ``env:NAME`` or ``secret:NAME``."""
+
+
+class MessagingSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[messaging]``: the chat platforms' bot accounts (docs/platforms.md)."""
+
+    discord: list[PlatformInstance] = msgspec.field(default_factory=list)
+    """``[[messaging.discord]]`` instances."""
+    slack: list[PlatformInstance] = msgspec.field(default_factory=list)
+    """``[[messaging.slack]]`` instances."""
+    webhook: list[PlatformInstance] = msgspec.field(default_factory=list)
+    """``[[messaging.webhook]]`` instances (docs/webhook.md)."""
+    twitch: list[PlatformInstance] = msgspec.field(default_factory=list)
+    """``[[messaging.twitch]]`` instances (chat over IRC)."""
+    telegram: list[PlatformInstance] = msgspec.field(default_factory=list)
+    """``[[messaging.telegram]]`` instances (a bot account over MTProto)."""
+    default_agent: str = ""
+    """The agent for messages no binding matches; empty: such messages are dropped (and counted)."""
+
+    def instances(self) -> list[tuple[str, PlatformInstance]]:
+        """``(platform, instance)`` for every enabled instance, in config order."""
+        return [
+            (platform, inst) for platform in PLATFORMS for inst in getattr(self, platform) if inst.enabled
+        ]
+
+
+class Binding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[bindings]]`` entry: which agent answers where (docs/platforms.md). The first entry
+    that matches a message wins."""
+
+    agent: str
+    """The agent that answers what this binding matches."""
+    platform: str
+    """``discord``, ``slack``, ``telegram``, ``twitch`` or ``webhook``."""
+    instance: str = ""
+    """The ``[[messaging.<platform>]]`` instance name; empty: any instance of the platform."""
+    guild: str = ""
+    """Discord guild id or Slack team id; empty: any."""
+    channels: list[str] = msgspec.field(default_factory=list)
+    """Channel ids; empty: every channel (of ``guild``, when set). A thread matches by its own id
+    or its parent channel's."""
+    dms: bool = False
+    """Take direct messages (still only from the instance's ``dm_allowed_users``). With neither
+    ``guild`` nor ``channels`` the binding takes direct messages only."""
+    require_mention: bool | None = None
+    """Overrides the instance's ``require_mention`` for what this binding matches."""
+
+
+class DefaultsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[defaults]``: values jobs use when they do not set their own."""
+
+    timezone: str = ""
+    """IANA zone of cron jobs without one (``Europe/Berlin``); empty: the host's (``$TZ``,
+    ``/etc/localtime``)."""
+    cron_timeout: float = 600.0
+    """Seconds a cron run may take when its job sets no ``timeout``."""
+    cron_max_concurrent: int = 8
+    """Cron runs of one agent that may run at the same time; more due at once wait their turn."""
+
+
+class CronJobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[cron]]`` entry: a job defined in config.toml (it wins over the same id defined by
+    ``spacebot cron add`` or a conversation; docs/cron.md)."""
+
+    id: str
+    """Job id: 1-64 of A-Z a-z 0-9 _ -."""
+    prompt: str
+    """What the agent is asked to do at each run."""
+    agent: str = "main"
+    """The agent that runs it (one of ``agents``)."""
+    cron: str = ""
+    """A 5-field cron expression; exactly one of ``cron`` and ``every``."""
+    every: float = 0.0
+    """An interval in seconds (at least 60)."""
+    timezone: str = ""
+    """IANA zone; empty: ``[defaults] timezone``."""
+    active_hours: str = ""
+    """``HH:MM-HH:MM`` in the job's zone; may wrap past midnight."""
+    run_once: bool = False
+    """Run at the first due time only."""
+    deliver_to: str = ""
+    """Conversation id the answer is posted to (``web:<id>``, ``discord:<guild>:<channel>`` …)."""
+    timeout: float = 0.0
+    """Seconds a run may take (0: ``[defaults] cron_timeout``)."""
+    enabled: bool = True
+    """Schedule it."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -374,6 +598,16 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The operator's HTTP API."""
     delegates: DelegateSection = DelegateSection()
     """Branches and workers: turn caps, time limits, command limits."""
+    cortex: CortexSection = CortexSection()
+    """Each agent's cortex: memory upkeep schedule, knowledge block, supervision."""
+    messaging: MessagingSection = MessagingSection()
+    """Chat platform instances (Discord, Slack) and the fallback agent."""
+    bindings: list[Binding] = msgspec.field(default_factory=list)
+    """Which agent answers on which platform, guild and channel; first match wins."""
+    defaults: DefaultsSection = DefaultsSection()
+    """Defaults of cron jobs (time zone, run time limit, concurrency)."""
+    cron: list[CronJobConfig] = msgspec.field(default_factory=list)
+    """Scheduled jobs (``[[cron]]``), each for one agent; upserted by its cortex at start (docs/cron.md)."""
     source: str = ""
     """The file this was loaded from (empty when none); set by the loader."""
 
@@ -513,7 +747,7 @@ def from_dict(
     if found:
         lines = _key_lines(text)
         found.sort(key=lambda problem: _line(problem[0], lines) or len(text))  # file order
-        problems = [Problem(dotted_key(key), _where(key, source, lines, from_env), msg) for key, msg in found]
+        problems = [Problem(_key_text(key), _where(key, source, lines, from_env), msg) for key, msg in found]
         raise ConfigProblems(problems)
     return config
 
@@ -618,6 +852,10 @@ def _clean(value: Any, tp: Any, key: Key, found: Found) -> Any:
         return entries
     if origin is list and isinstance(value, list):
         (item_type,) = typing.get_args(tp)
+        if isinstance(item_type, type) and issubclass(item_type, msgspec.Struct):
+            # An array of tables: each entry's problems at its own key (``bindings[1].agent``).
+            items = [_clean(item, item_type, (*key, f"[{n}]"), found) for n, item in enumerate(value)]
+            return _DROP if _DROP in items else items
         items = [_clean(item, item_type, key, []) for item in value]
         for number, (item, got) in enumerate(zip(value, items, strict=True), start=1):
             if got is _DROP:
@@ -742,6 +980,182 @@ def _check(config: Config, found: Found) -> None:
     for agent in config.agents:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent):
             found.append((("agents",), f"agent id {agent!r} must be 1-64 of A-Z a-z 0-9 _ -"))
+    _check_messaging(config, found)
+    _check_cortex(config.cortex, found)
+    _check_cron(config, found)
+    _check_mcp(config.tools.mcp, found)
+
+
+def _check_mcp(servers: list[McpServerSettings], found: Found) -> None:
+    """``[[tools.mcp]]``: names valid and unique, a command, sane timeouts and variable names."""
+    seen: set[str] = set()
+    for number, server in enumerate(servers, start=1):
+        where = f"entry {number} ({server.name!r})"
+        if not re.fullmatch(r"[a-z0-9_]{1,24}", server.name):
+            found.append((("tools", "mcp"), f"{where}: name must be 1-24 of a-z 0-9 _"))
+        if server.name in seen:
+            found.append((("tools", "mcp"), f"{where}: name {server.name!r} appears twice"))
+        seen.add(server.name)
+        if not server.command or not server.command[0].strip():
+            found.append(
+                (("tools", "mcp"), f"{where}: command is empty (give the program and its arguments)")
+            )
+        if server.timeout <= 0:
+            found.append((("tools", "mcp"), f"{where}: timeout must be > 0"))
+        for var in server.env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+                found.append((("tools", "mcp"), f"{where}: env name {var!r} is not a variable name"))
+
+
+def _check_cron(config: Config, found: Found) -> None:
+    """``[defaults]`` and ``[[cron]]``: every job parses, its agent exists, ids are unique per agent."""
+    import time
+
+    from spacebot.cron import schedule
+
+    d = config.defaults
+    if d.timezone:
+        try:
+            schedule.zone(d.timezone)
+        except schedule.CronSpecError as exc:
+            found.append((("defaults", "timezone"), str(exc)))
+    if d.cron_timeout <= 0:
+        found.append((("defaults", "cron_timeout"), "must be > 0"))
+    if d.cron_max_concurrent < 1:
+        found.append((("defaults", "cron_max_concurrent"), "must be >= 1"))
+    seen: set[tuple[str, str]] = set()
+    for number, job in enumerate(config.cron, start=1):
+        where = f"entry {number} ({job.id!r})"
+        if job.agent not in config.agents:
+            found.append((("cron",), f"{where}: agent {job.agent!r} is not one of agents {config.agents}"))
+        if (job.agent, job.id) in seen:
+            found.append((("cron",), f"{where}: job id {job.id!r} appears twice for agent {job.agent!r}"))
+        seen.add((job.agent, job.id))
+        try:
+            schedule.check_spec(schedule.spec_of_config(job), d.timezone, time.time())
+        except schedule.CronSpecError as exc:
+            found.append((("cron",), f"{where}: {exc}"))
+
+
+def _check_cortex(cx: CortexSection, found: Found) -> None:
+    """``[cortex]`` ranges."""
+    positive = (
+        "decay_interval",
+        "prune_interval",
+        "merge_interval",
+        "association_interval",
+        "run_budget",
+        "supervise_interval",
+    )
+    for name in positive:
+        if getattr(cx, name) <= 0:
+            found.append((("cortex", name), "must be > 0"))
+    for name in ("circuit_open", "outcome_grace", "branch_grace", "turn_stall"):
+        if getattr(cx, name) < 0:
+            found.append((("cortex", name), "must be >= 0"))
+    for name in ("association_batch", "circuit_threshold", "knowledge_per_type", "max_kills_per_tick"):
+        if getattr(cx, name) < 1:
+            found.append((("cortex", name), "must be >= 1"))
+    for name in ("knowledge_words", "history_keep"):
+        if getattr(cx, name) < 0:
+            found.append((("cortex", name), "must be >= 0"))
+    if not 0.0 < cx.association_threshold <= 1.0:
+        found.append((("cortex", "association_threshold"), "must be in (0, 1]"))
+
+
+_PLATFORM_TOKENS = {
+    "discord": ("token",),
+    "slack": ("app_token", "bot_token"),
+    "webhook": (),
+    "twitch": ("token",),
+    "telegram": ("token", "api_id", "api_hash"),
+}
+"""The credentials an enabled instance of each platform cannot start without."""
+
+
+def _check_messaging(config: Config, found: Found) -> None:
+    """``[[messaging.<platform>]]`` instances and ``[[bindings]]``; messages never show a token."""
+    ms = config.messaging
+    names: dict[str, set[str]] = {}
+    for platform, required in _PLATFORM_TOKENS.items():
+        seen = names.setdefault(platform, set())
+        for n, inst in enumerate(getattr(ms, platform)):
+            key: Key = ("messaging", platform, f"[{n}]")
+            if not _SAFE_ID.fullmatch(inst.name):
+                found.append(((*key, "name"), f"instance name {inst.name!r} must be 1-64 of A-Z a-z 0-9 _ -"))
+            elif inst.name in seen:
+                found.append(((*key, "name"), f"a second [[messaging.{platform}]] is named {inst.name!r}"))
+            seen.add(inst.name)
+            for field in required if inst.enabled else ():
+                if not getattr(inst, field):
+                    message = f"instance {inst.name!r} needs {field} (literal, env:NAME or secret:NAME)"
+                    found.append(((*key, field), message))
+            if inst.history_backfill < 0:
+                found.append(((*key, "history_backfill"), "must be >= 0"))
+            if inst.stream_edit_interval <= 0:
+                found.append(((*key, "stream_edit_interval"), "must be > 0"))
+            if platform == "webhook":
+                _check_webhook(inst, key, found)
+            if platform == "twitch":
+                _check_twitch(inst, key, found)
+            url = inst.gateway_url
+            if platform == "telegram" and url and not re.fullmatch(r"tcp://[^/:\s]+:\d+/?", url):
+                found.append(((*key, "gateway_url"), "must be tcp://host:port (a test MTProto server)"))
+    if ms.default_agent and ms.default_agent not in config.agents:
+        found.append(
+            (("messaging", "default_agent"), f"{ms.default_agent!r} is not one of agents {config.agents}")
+        )
+    for n, binding in enumerate(config.bindings):
+        key = ("bindings", f"[{n}]")
+        if binding.agent not in config.agents:
+            found.append(((*key, "agent"), f"{binding.agent!r} is not one of agents {config.agents}"))
+        if binding.platform not in PLATFORMS:
+            listed = ", ".join(repr(p) for p in PLATFORMS)
+            message = f"invalid value {binding.platform!r} (expected one of: {listed})"
+            found.append(((*key, "platform"), message))
+        elif binding.instance and binding.instance not in names.get(binding.platform, set()):
+            found.append(
+                (
+                    (*key, "instance"),
+                    f"no [[messaging.{binding.platform}]] is named {binding.instance!r}",
+                )
+            )
+
+
+def _check_webhook(inst: PlatformInstance, key: Key, found: Found) -> None:
+    """A ``[[messaging.webhook]]`` instance: its listener and callback (docs/webhook.md)."""
+    if not 0 <= inst.port <= 65535:
+        found.append(((*key, "port"), "must be 0-65535"))
+    if inst.enabled and not _is_loopback(inst.host) and not inst.token:
+        message = f"binding to {inst.host!r} (not loopback) requires token (literal, env:NAME or secret:NAME)"
+        found.append(((*key, "host"), message))
+    if inst.callback_url and not re.match(r"https?://[^/\s]+", inst.callback_url):
+        found.append(((*key, "callback_url"), "must be an http:// or https:// URL"))
+
+
+_TWITCH_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
+
+
+def _check_twitch(inst: PlatformInstance, key: Key, found: Found) -> None:
+    """A ``[[messaging.twitch]]`` instance: its login, channels, renewal and IRC address."""
+    if inst.enabled and not inst.bot_name:
+        found.append(((*key, "bot_name"), "required: the bot account's Twitch login"))
+    elif inst.bot_name and not _TWITCH_LOGIN.fullmatch(inst.bot_name):
+        found.append(((*key, "bot_name"), f"{inst.bot_name!r} is not a Twitch login (a-z 0-9 _, lowercase)"))
+    if inst.enabled and not inst.channels:
+        found.append(((*key, "channels"), "required: at least one channel to join"))
+    for channel in inst.channels:
+        if not _TWITCH_LOGIN.fullmatch(channel):
+            found.append(((*key, "channels"), f"{channel!r} is not a channel login (a-z 0-9 _, no '#')"))
+    renewal = [bool(inst.refresh_token), bool(inst.client_id), bool(inst.client_secret)]
+    if any(renewal) and not all(renewal):
+        message = "token renewal needs all of refresh_token, client_id and client_secret"
+        found.append(((*key, "refresh_token"), message))
+    url = inst.gateway_url
+    if url and not re.fullmatch(r"ircs?://[^/:\s]+(:\d+)?/?", url):
+        found.append(((*key, "gateway_url"), "must be ircs://host[:port] (or irc:// to a loopback host)"))
+    elif url.startswith("irc://") and not _is_loopback(url[6:].split(":")[0].rstrip("/")):
+        found.append(((*key, "gateway_url"), "plain irc:// sends the token unencrypted: only to loopback"))
 
 
 def _is_loopback(host: str) -> bool:
@@ -765,6 +1179,14 @@ def _where(key: Key, source: str, lines: dict[Key, int], from_env: dict[Key, str
         return "defaults and environment"
     line = _line(key, lines)
     return f"{source}:{line}" if line else source
+
+
+def _key_text(key: Key) -> str:
+    """``key`` as TOML writes it, an entry of an array of tables as ``bindings[0]``."""
+    text = ""
+    for part in key:
+        text += part if re.fullmatch(r"\[\d+\]", part) else ("." if text else "") + dotted_key((part,))
+    return text
 
 
 def _line(key: Key, lines: dict[Key, int]) -> int | None:
@@ -800,6 +1222,7 @@ def _unescape(basic: str) -> str:
 def _key_lines(text: str) -> dict[Key, int]:
     """The first line of every table header and key in TOML ``text`` (keys as full paths)."""
     lines: dict[Key, int] = {}
+    entries: dict[Key, int] = {}  # entries seen so far of each array of tables
     table: Key = ()
     open_string = ""  # the delimiter of a multi-line string being skipped
     for number, line in enumerate(text.splitlines(), start=1):
@@ -815,6 +1238,10 @@ def _key_lines(text: str) -> dict[Key, int]:
             if parsed and re.match(re.escape(close) + r"\s*(#.*)?$", line[parsed[1] :]):
                 table = parsed[0]
                 lines.setdefault(table, number)
+                if close == "]]":  # the next entry of an array of tables: its keys under `[n]`
+                    entries[table] = entries.get(table, -1) + 1
+                    table = (*table, f"[{entries[table]}]")
+                    lines[table] = number
             continue
         parsed = _parse_key(line, 0)
         if parsed and line.startswith("=", parsed[1]):

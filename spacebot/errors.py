@@ -17,3 +17,8 @@ class ProtocolError(SpacebotError):
 
 class ProcessTimeout(SpacebotError):
     """A process did not answer or finish within its deadline."""
+
+
+class CredentialsRefused(SpacebotError):
+    """A platform refused the configured credentials (a revoked bot token). Restarting the process
+    meets the same refusal: it ends ``failed`` with this message until the operator fixes the key."""

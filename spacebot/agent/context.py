@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from spacebot.agent import untrusted
 from spacebot.agent.identity import Identity
 from spacebot.ipc.messages import StoredMessage
-from spacebot.llm.types import AssistantMessage, Message, SystemMessage, UserMessage
+from spacebot.llm.types import (
+    AssistantMessage,
+    ImagePart,
+    Message,
+    SystemMessage,
+    TextPart,
+    UserMessage,
+)
 
 HOW_TO_TALK = """\
 ## How you talk here
@@ -46,21 +55,32 @@ def render(message: StoredMessage, *, new: bool) -> str:
     return out
 
 
-def transcript(history: Iterable[StoredMessage], new_ids: set[int]) -> list[Message]:
+ImageLoader = Callable[[StoredMessage], list[ImagePart]]
+"""The images a person attached to a message, as parts the model can see."""
+
+
+def transcript(
+    history: Iterable[StoredMessage], new_ids: set[int], images: ImageLoader | None = None
+) -> list[Message]:
     """Transcript rows → model messages; consecutive lines of people become one user message.
 
     The new messages always come last (one that arrived while an earlier answer was being written
-    is stored before that answer, but it is still what the model must answer now).
+    is stored before that answer, but it is still what the model must answer now). Images attached
+    to the new messages go with them (``images``); older ones are named, not shown again.
     """
     out: list[Message] = []
     lines: list[str] = []
+    pictures: list[ImagePart] = []
     rows = list(history)
     rows = [m for m in rows if m.id not in new_ids] + [m for m in rows if m.id in new_ids]
 
     def flush() -> None:
-        if lines:
+        if lines and pictures:
+            out.append(UserMessage([TextPart("\n".join(lines)), *pictures]))
+        elif lines:
             out.append(UserMessage("\n".join(lines)))
-            lines.clear()
+        lines.clear()
+        pictures.clear()
 
     for m in rows:
         if m.role == "assistant":
@@ -72,12 +92,39 @@ def transcript(history: Iterable[StoredMessage], new_ids: set[int]) -> list[Mess
             lines.append(f"[{who}]{mark} {untrusted.text(m.text)}")
         else:
             lines.append(render(m, new=m.id in new_ids))
+            if images is not None and m.id in new_ids:
+                pictures.extend(images(m))
     flush()
     if not out or not isinstance(out[0], UserMessage):
         out.insert(0, UserMessage("(conversation start)"))
     return out
 
 
-def build(system: str, history: Iterable[StoredMessage], new_ids: set[int]) -> list[Message]:
+def build(
+    system: str, history: Iterable[StoredMessage], new_ids: set[int], images: ImageLoader | None = None
+) -> list[Message]:
     """The full message list of one model call (before this turn's tool calls)."""
-    return [SystemMessage(system), *transcript(history, new_ids)]
+    return [SystemMessage(system), *transcript(history, new_ids, images)]
+
+
+IMAGE_MAX = 5 * 1024 * 1024
+
+
+def image_loader(folder: Path) -> ImageLoader:
+    """Images of a message read from ``folder`` (the agent's ``attachments/``, where the gateways
+    put them). A path outside it is never read, whoever wrote the metadata."""
+    root = folder.resolve()
+
+    def load(message: StoredMessage) -> list[ImagePart]:
+        parts = []
+        for meta in message.attachments:
+            if not isinstance(meta, dict) or meta.get("kind") != "image" or not meta.get("path"):
+                continue
+            path = Path(str(meta["path"])).resolve()
+            if not path.is_relative_to(root) or not path.is_file() or path.stat().st_size > IMAGE_MAX:
+                continue
+            mime = str(meta.get("mime") or "image/png").split(";")[0]
+            parts.append(ImagePart(media_type=mime, data=base64.b64encode(path.read_bytes()).decode()))
+        return parts
+
+    return load

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from spacebot.config import Config
+from spacebot.config import CREDENTIAL_FIELDS, PLATFORMS, Config
 from spacebot.llm.config import PROCESS_TYPES, TIERS, SecretStatus, reference_status
 from spacebot.llm.errors import LLMConfigError
 from spacebot.llm.routing import Router
@@ -39,6 +39,7 @@ def report(config: Config, *, strict: bool = False, environ: Mapping[str, str] |
     _print_models(config, warnings)
     print()
     _print_references(config, env, warnings)
+    _print_messaging(config, warnings)
     for warning in warnings:
         print(f"warning: {warning}")
     return EXIT_WARNINGS if strict and warnings else EXIT_OK
@@ -151,6 +152,19 @@ def reference_rows(config: Config, env: Mapping[str, str]) -> tuple[list[tuple[s
             warnings.append(f"webchat.token ({token}) does not resolve here")
     elif token:
         rows.append(("webchat.token", "(literal)", "set in the config file"))
+    for platform in PLATFORMS:
+        for n, inst in enumerate(getattr(config.messaging, platform)):
+            for field in CREDENTIAL_FIELDS:
+                value: str = getattr(inst, field)
+                if not value or not inst.enabled:
+                    continue
+                key = f"messaging.{platform}[{n}].{field}"
+                scheme = value.partition(":")[0]
+                shown = value if scheme in _SCHEMES else "(literal)"
+                resolves, how = reference_status(value, env, system)
+                rows.append((key, shown, f"resolves: {how}" if resolves else f"MISSING: {how}"))
+                if not resolves:
+                    warnings.append(f"{key} ({shown}) does not resolve here")
     tool = lookup("tool")
     for name in config.delegates.secrets:
         resolves, how = tool(name)
@@ -158,6 +172,29 @@ def reference_rows(config: Config, env: Mapping[str, str]) -> tuple[list[tuple[s
         if not resolves:
             warnings.append(f"delegates.secrets {name} does not resolve here")
     return rows, warnings
+
+
+def _print_messaging(config: Config, warnings: list[str]) -> None:
+    """Chat platform instances and bindings, and what they will not do (docs/platforms.md)."""
+    from spacebot.messaging.bindings import warnings as binding_warnings
+
+    ms = config.messaging
+    instances = [(platform, inst) for platform in PLATFORMS for inst in getattr(ms, platform)]
+    if not instances and not config.bindings:
+        return
+    print()
+    print("messaging:")
+    for platform, inst in instances:
+        state = "enabled" if inst.enabled else "disabled"
+        print(f"  {platform}/{inst.name}: {state}, require_mention = {str(inst.require_mention).lower()}")
+    for n, b in enumerate(config.bindings):
+        where = [b.platform + (f"/{b.instance}" if b.instance else "")]
+        where += [f"guild {b.guild}"] if b.guild else []
+        where += [f"channels {', '.join(b.channels)}"] if b.channels else []
+        where += ["direct messages"] if b.dms else []
+        print(f"  bindings[{n}] -> {b.agent}: {'; '.join(where)}")
+    print(f"  default_agent: {ms.default_agent or '(none: unmatched messages are dropped)'}")
+    warnings.extend(binding_warnings(config))
 
 
 def _table(rows: list[tuple[str, str, str]]) -> None:

@@ -30,10 +30,12 @@ from spacebot.ipc.messages import (
     ControlRequest,
     Err,
     ErrorCode,
+    HistoryRequest,
     KillReport,
     KillRequest,
     Kind,
     ProcessInfo,
+    ProcessRun,
     ReloadReport,
     ReloadRequest,
     ShutdownRequest,
@@ -376,6 +378,27 @@ def _cmd_listen(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _cmd_history(client: Client, args: argparse.Namespace) -> int:
+    request = HistoryRequest(agent=args.agent, limit=args.limit, kind=args.kind, proc_id=args.proc)
+    rows = client.call(request, returns=list[ProcessRun], timeout=max(client.timeout, 15.0))
+    if isinstance(rows, Err):
+        return _fail(rows)
+    if args.json:
+        print(_to_json(rows))
+        return EXIT_OK
+    table = [("ENDED", "ID", "KIND", "RAN", "EXIT", "DETAIL")]
+    for run in rows:
+        ended = time.strftime("%m-%d %H:%M:%S", time.localtime(run.ended_at)) if run.ended_at else "-"
+        ran = f"{run.ended_at - run.started_at:.1f}s" if run.ended_at else "-"
+        code = "-" if run.exit_code is None else str(run.exit_code)
+        detail = ", ".join(f"{k}={v}" for k, v in run.detail.items() if k != "state")
+        table.append((ended, run.proc_id, run.kind, ran, code, detail[:100]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
 def _fail(err: Err) -> int:
     print(f"spacebotctl: {err.code.value}: {err.message}", file=sys.stderr)
     return EXIT_FAILED
@@ -389,6 +412,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "stop": _cmd_stop,
     "spawn": _cmd_spawn,
     "listen": _cmd_listen,
+    "history": _cmd_history,
 }
 
 
@@ -465,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wait", action="store_true", help="return once forked, not once ready")
     json_flag(p, "the spawn reply")
+    p = command("history", "an agent's latest process runs and maintenance runs, newest first")
+    p.add_argument("--agent", default="main", help="whose processes (default main)")
+    p.add_argument("--limit", type=int, default=20, help="most rows (default 20)")
+    p.add_argument("--kind", default="", help="only this kind: worker, branch, channel, maintenance, …")
+    p.add_argument("--proc", default="", help="only this process id")
+    json_flag(p, "the rows")
     return parser
 
 

@@ -185,6 +185,24 @@ def build_parser() -> argparse.ArgumentParser:
     from spacebot.cli.doctor import register as register_doctor_command
 
     register_doctor_command(sub)
+    from spacebot.cli.cron_cmd import register as register_cron_commands
+
+    register_cron_commands(sub)
+    from spacebot.messaging.fakes.discord import register as register_fake_discord_command
+
+    register_fake_discord_command(sub)
+    from spacebot.cli.bindings_cmd import register as register_bindings_commands
+
+    register_bindings_commands(sub)
+    from spacebot.messaging.fakes.slack import register as register_fake_slack
+
+    register_fake_slack(sub)
+    from spacebot.messaging.fakes.telegram.testapi import register as register_fake_telegram
+
+    register_fake_telegram(sub)
+    from spacebot.messaging.fakes.twitch import register as register_fake_twitch
+
+    register_fake_twitch(sub)
     return parser
 
 

@@ -28,7 +28,8 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # Modules the zygote imports once so that every process forks warm.
 # preload = ["msgspec", "zmq", "zmq.asyncio", "psutil", "numpy",
 #            "spacebot.llm.providers.anthropic", "spacebot.llm.providers.openai"]
-# preload_first = ["spacebot.procs.memory", "spacebot.procs.gateway", "spacebot.messaging.webchat"]
+# preload_first = ["spacebot.procs.memory", "spacebot.procs.cortex", "spacebot.procs.gateway",
+#                  "spacebot.messaging.webchat", "spacebot.messaging.gateway_core"]
 #                             # imported before the zygote forks anything; `preload` follows
 # spawn_mode = "zygote"       # "cold" starts each process in a fresh interpreter (slow; debugging)
 # monitor_interval = 0.5      # seconds between liveness checks
@@ -54,6 +55,23 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # token = ""                  # or "env:SPACEBOT_WEBCHAT_TOKEN", or "secret:NAME" (the store)
 # agent = "main"
 # max_message_bytes = 16000
+
+# Discord and Slack bot accounts, and which agent answers where (docs/platforms.md).
+# [[messaging.discord]]
+# name = "main"
+# token = "secret:DISCORD_TOKEN"   # spacebot secrets set DISCORD_TOKEN
+# dm_allowed_users = []            # user ids that may DM the bot; empty: no DMs
+# require_mention = true           # in channels, answer only mentions of the bot and replies to it
+# [[messaging.slack]]
+# name = "main"
+# app_token = "secret:SLACK_APP_TOKEN"   # xapp-… (Socket Mode, connections:write)
+# bot_token = "secret:SLACK_BOT_TOKEN"   # xoxb-…
+# [[bindings]]                     # first match wins; unmatched messages are dropped
+# agent = "main"
+# platform = "discord"
+# guild = ""                       # a Discord guild / Slack team id; empty: any
+# channels = []                    # channel ids; empty: every channel (threads match their channel)
+# dms = false                      # true: this binding takes direct messages
 
 [channel]                     # conversation processes (docs/delegation.md)
 # idle_timeout = 900.0        # seconds idle before a conversation hibernates (0 = never)

@@ -348,8 +348,40 @@ class ShutdownRequest(msgspec.Struct, frozen=True, tag="shutdown"):
     """Stop every process in dependency order and exit (same as SIGTERM)."""
 
 
+class CronRequest(msgspec.Struct, frozen=True, tag="cron"):
+    """A cron command for one agent, forwarded by the supervisor to ``cortex:<agent>`` (``spacebot
+    cron``); the reply is the cortex's."""
+
+    agent: str
+    """The agent whose jobs are meant."""
+    command: CronCommand
+    """What to do."""
+
+
+class HistoryRequest(msgspec.Struct, frozen=True, tag="history"):
+    """An agent's latest process runs (``spacebotctl history``), forwarded by the supervisor to
+    ``cortex:<agent>``; replies ``list[ProcessRun]``, newest first."""
+
+    agent: str = "main"
+    """Whose processes."""
+    limit: int = 20
+    """Most rows."""
+    kind: str = ""
+    """Only this kind (``worker``, ``maintenance``…); empty: every kind."""
+    proc_id: str = ""
+    """Only this process; empty: every process."""
+
+
 ControlRequest = (
-    StatusRequest | TreeRequest | KillRequest | ReloadRequest | ShutdownRequest | SpawnSpec | SyncEvents
+    StatusRequest
+    | TreeRequest
+    | KillRequest
+    | ReloadRequest
+    | ShutdownRequest
+    | SpawnSpec
+    | SyncEvents
+    | CronRequest
+    | HistoryRequest
 )
 """Requests accepted on the control socket."""
 
@@ -992,6 +1024,106 @@ class MemIngest(msgspec.Struct, frozen=True, tag="mem_ingest"):
     """Ingest what is in the agent's ingest folder now; replies ``list[IngestReport]``."""
 
 
+class MemChanges(msgspec.Struct, frozen=True, tag="mem_changes"):
+    """How far the memories have changed (a counter, no database work); replies ``MemoryChanges``."""
+
+
+class MemoryChanges(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply to :class:`MemChanges`: counters the cortex compares to know whether anything changed."""
+
+    epoch: float
+    """When this memory process started: counters restart with it, so a new epoch means "changed"."""
+    generation: int
+    """Writes that changed memories or their edges (saves, forgets, maintenance, associations, ingest)."""
+    outside: int
+    """Those of ``generation`` asked by anyone but the agent's cortex (the cortex's own maintenance
+    does not make maintenance due again)."""
+
+
+class MemAssociatePass(msgspec.Struct, frozen=True, tag="mem_associate_pass"):
+    """Link memories saved after ``after_id`` with their near neighbours; replies ``AssociationReport``."""
+
+    after_id: int
+    """Only memories with a larger id (the previous pass's ``last_id``)."""
+    limit: int
+    """Most memories examined in this pass (the rest wait for the next)."""
+    threshold: float
+    """Cosine from which a neighbour gets a ``related_to`` edge."""
+    per_memory: int = 5
+    """Most new edges per memory."""
+
+
+class AssociationReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What an association pass did."""
+
+    examined: int
+    """Memories looked at."""
+    added: int
+    """Edges created (``related_to`` and ``updates``)."""
+    last_id: int
+    """Largest id examined (the next pass starts after it); unchanged when none was."""
+    remaining: bool
+    """More memories wait than the pass's limit allowed."""
+
+
+class MemKnowledge(msgspec.Struct, frozen=True, tag="mem_knowledge"):
+    """The most important memories of each type, without counting as an access; replies
+    ``KnowledgeSnapshot``."""
+
+    types: list[MemoryType]
+    """Which types, in the order they are wanted."""
+    per_type: int
+    """Most memories returned per type."""
+
+
+class KnowledgeSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply to :class:`MemKnowledge`."""
+
+    counts: dict[str, int]
+    """Active memories per type (all of them, not only those returned)."""
+    memories: list[Memory]
+    """Per type, by importance then recency (highest first)."""
+
+
+class ProcessRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of ``process_runs``: a process's life from start to exit, or one maintenance run."""
+
+    proc_id: str
+    """The process (``worker:ab12``), or the process that did the run (``cortex:main``)."""
+    kind: str
+    """Process kind (``worker``…), or ``maintenance`` for a cortex maintenance run."""
+    started_at: float
+    """Unix time it started."""
+    ended_at: float | None = None
+    """Unix time it ended (``None``: still running when recorded)."""
+    exit_code: int | None = None
+    """Exit code (negative: killed by that signal); for a maintenance run 0 = ok, 1 = failed."""
+    detail: dict[str, Any] = {}
+    """What else is known: parent, restarts, kill or hang reason; a maintenance run's counts."""
+    id: int = 0
+    """Row id (0 in a request to record it)."""
+
+
+class RunsRecord(msgspec.Struct, frozen=True, tag="runs_record"):
+    """Store finished runs in ``process_runs``; replies the number stored."""
+
+    runs: list[ProcessRun]
+    """What to store."""
+    keep: int = 0
+    """Afterwards keep only the newest ``keep`` rows of the table (0: keep all)."""
+
+
+class RunsList(msgspec.Struct, frozen=True, tag="runs_list"):
+    """The latest runs, newest first; replies ``list[ProcessRun]``."""
+
+    limit: int = 20
+    """Most rows."""
+    kind: str = ""
+    """Only this kind (``maintenance``, ``worker``…); empty: every kind."""
+    proc_id: str = ""
+    """Only this process id; empty: every process."""
+
+
 class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
     """Persist one conversation message (idempotent on the platform message id); replies ``StoredMessage``."""
 
@@ -1018,6 +1150,18 @@ class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
     same transaction, so a reply is never recorded without its question being marked, or vice versa."""
     answers_state: ReplyState = ReplyState.ANSWERED
     """State given to ``answers`` (``answered``, or ``skipped`` for an error notice)."""
+
+
+class TranscriptEdit(msgspec.Struct, frozen=True, tag="tr_edit"):
+    """A person edited or deleted a platform message; replies ``StoredMessage`` (``None`` when
+    no message with that platform id was stored)."""
+
+    channel: str
+    """Conversation id."""
+    platform_message_id: str
+    """The platform's id of the message."""
+    text: str | None
+    """The new text; ``None``: the message was deleted."""
 
 
 class TranscriptPage(msgspec.Struct, frozen=True, tag="tr_page"):
@@ -1105,8 +1249,14 @@ ToMemory = (
     | MemAssociations
     | MemMaintain
     | MemIngest
+    | MemChanges
+    | MemAssociatePass
+    | MemKnowledge
+    | RunsRecord
+    | RunsList
     | TranscriptAppend
     | TranscriptPage
+    | TranscriptEdit
     | TranscriptMarkReply
     | TranscriptUnanswered
     | TranscriptPendingChannels
@@ -1276,12 +1426,328 @@ class DelegateInput(msgspec.Struct, frozen=True, tag="delegate_input"):
     """What the person (through the channel) says to the worker."""
 
 
+# --------------------------------------------------------------------------------------------
+# Cron: scheduled jobs of an agent (docs/cron.md). Jobs and their runs live in the agent's DuckDB,
+# owned by ``memory:<agent>``; ``cortex:<agent>`` schedules them and is their only writer.
+# --------------------------------------------------------------------------------------------
+
+
+CronSource = Literal["config", "cli", "conversation"]
+"""Where a job was defined: ``[[cron]]`` in config.toml, ``spacebot cron add``, or the ``cron`` tool."""
+
+CronOutcome = Literal["running", "success", "skipped", "failed", "timed_out", "interrupted"]
+"""How a run ended (``running`` while it runs). ``failed`` and ``timed_out`` count towards
+disabling the job; ``interrupted`` (Spacebot stopped or crashed mid-run) and ``skipped`` (the
+agent chose to say nothing) do not."""
+
+
+class CronJob(msgspec.Struct, frozen=True, kw_only=True):
+    """One scheduled job: what to ask, when, and where the answer goes."""
+
+    id: str
+    """Job id: 1-64 of ``A-Z a-z 0-9 _ -``."""
+    prompt: str
+    """What the agent is asked to do at each run."""
+    cron: str = ""
+    """A 5-field cron expression (``30 8 * * mon-fri``); exactly one of ``cron`` and ``every``."""
+    every: float = 0.0
+    """An interval in seconds (at least 60)."""
+    timezone: str = ""
+    """IANA zone the expression and active hours are read in; empty: ``[defaults] timezone``, else
+    the host's."""
+    active_hours: str = ""
+    """``HH:MM-HH:MM`` in the job's zone (may wrap past midnight, ``22:00-06:00``); empty: always."""
+    run_once: bool = False
+    """Run at the first due time, then never again."""
+    deliver_to: str = ""
+    """Conversation id the answer is posted to (``web:4f2a…``); empty: kept in the run history only."""
+    timeout: float = 0.0
+    """Seconds a run may take before it is given up (0: ``[defaults] cron_timeout``)."""
+    enabled: bool = True
+    """Whether it is scheduled; a job is disabled after consecutive failures (``disabled_reason``)."""
+    source: CronSource = "cli"
+    """Where it was defined."""
+    created_by: str = ""
+    """The conversation that created it with the ``cron`` tool (empty otherwise)."""
+    next_run_at: float | None = None
+    """When it runs next (epoch seconds); ``None``: not scheduled."""
+    last_run_at: float | None = None
+    """When it last started a run."""
+    failures: int = 0
+    """Consecutive failed or timed-out runs."""
+    disabled_reason: str = ""
+    """Why it was disabled automatically."""
+    created_at: float = 0.0
+    """When it was first defined."""
+    updated_at: float = 0.0
+    """When its definition or state last changed."""
+
+
+class CronRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One execution of a job: the execution log row."""
+
+    id: int
+    """Run id, increasing."""
+    job_id: str
+    """The job."""
+    conversation: str
+    """The fresh ``cron:<job>.<run>`` conversation it ran in."""
+    due_at: float
+    """When it was due."""
+    started_at: float
+    """When it was claimed and started."""
+    ended_at: float | None = None
+    """When it ended (``None`` while running)."""
+    outcome: CronOutcome = "running"
+    """How it ended."""
+    delivered: bool = False
+    """Whether the answer reached ``deliver_to``."""
+    error: str = ""
+    """What went wrong, for the operator."""
+    message_id: int | None = None
+    """Stored id of the delivered message in the target conversation."""
+
+
+class CronPut(msgspec.Struct, frozen=True, tag="cron_put"):
+    """Insert or replace a job (definition and state); replies ``CronJob``."""
+
+    job: CronJob
+    """The whole row."""
+
+
+class CronListJobs(msgspec.Struct, frozen=True, tag="cron_list_jobs"):
+    """Every job, by id; replies ``list[CronJob]``."""
+
+
+class CronDelete(msgspec.Struct, frozen=True, tag="cron_delete"):
+    """Delete a job (its runs stay in the history); replies ``bool`` (whether it existed)."""
+
+    id: str
+    """Job id."""
+
+
+class CronClaim(msgspec.Struct, frozen=True, tag="cron_claim"):
+    """Start a run: in one transaction, move the job's cursor from ``due_at`` to ``next_run_at`` and
+    record a ``running`` run. Replies ``CronRun``, or ``None`` when the cursor is no longer at
+    ``due_at`` (claimed already) or the job is gone or disabled. A claimed run is never started
+    again, whatever happens to the process that claimed it."""
+
+    job_id: str
+    """Job id."""
+    due_at: float
+    """The cursor value the claim expects (a manual run: the time it was asked for)."""
+    next_run_at: float | None
+    """The cursor after this run (``None``: not scheduled again, e.g. ``run_once``)."""
+    manual: bool = False
+    """A ``run-now``: the cursor is neither checked nor moved."""
+
+
+class CronFinish(msgspec.Struct, frozen=True, tag="cron_finish"):
+    """Record how a run ended and update its job's failure count (disabling it at ``max_failures``
+    consecutive failures); replies ``CronJob`` (``None`` if the job was deleted meanwhile)."""
+
+    run_id: int
+    """The run."""
+    outcome: CronOutcome
+    """How it ended."""
+    delivered: bool = False
+    """Whether the answer reached the target."""
+    error: str = ""
+    """What went wrong."""
+    message_id: int | None = None
+    """Stored id of the delivered message."""
+    max_failures: int = 3
+    """Consecutive failures that disable the job."""
+
+
+class CronRuns(msgspec.Struct, frozen=True, tag="cron_runs"):
+    """Execution log, newest first; replies ``list[CronRun]``."""
+
+    job_id: str | None = None
+    """One job, or all."""
+    limit: int = 20
+    """Most rows."""
+    running: bool = False
+    """Only runs still ``running`` (what a restarted cortex resumes)."""
+
+
+class CronClaimBatch(msgspec.Struct, frozen=True, tag="cron_claim_batch"):
+    """Several :class:`CronClaim` s in one transaction (the jobs due at one moment); replies
+    ``list[CronRun | None]`` in the same order."""
+
+    claims: list[CronClaim]
+    """The claims."""
+
+
+class CronFinishBatch(msgspec.Struct, frozen=True, tag="cron_finish_batch"):
+    """Several :class:`CronFinish` es in one transaction; replies ``list[CronJob | None]`` in order."""
+
+    finishes: list[CronFinish]
+    """The run ends."""
+
+
+ToCronStore = (
+    CronPut | CronListJobs | CronDelete | CronClaim | CronFinish | CronRuns | CronClaimBatch | CronFinishBatch
+)
+"""Requests about cron jobs that ``memory:<agent>`` serves."""
+
+
+class CronJobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as a person defines it (the ``cron`` tool, ``spacebot cron add``)."""
+
+    id: str
+    """Job id."""
+    prompt: str
+    """What the agent is asked to do."""
+    cron: str = ""
+    """5-field cron expression."""
+    every: float = 0.0
+    """Interval in seconds."""
+    timezone: str = ""
+    """IANA zone."""
+    active_hours: str = ""
+    """``HH:MM-HH:MM``."""
+    run_once: bool = False
+    """Run once."""
+    deliver_to: str = ""
+    """Target conversation id."""
+    timeout: float = 0.0
+    """Run time limit in seconds (0: the default)."""
+
+
+class CronCmdList(msgspec.Struct, frozen=True, tag="cron_cmd_list"):
+    """List the agent's jobs; replies ``list[CronJob]``."""
+
+
+class CronCmdAdd(msgspec.Struct, frozen=True, tag="cron_cmd_add"):
+    """Define (or redefine and re-enable) a job; replies ``CronJob``. A job from config.toml cannot
+    be redefined this way (config wins)."""
+
+    spec: CronJobSpec
+    """The definition."""
+    source: CronSource = "cli"
+    """Who defines it."""
+    created_by: str = ""
+    """The conversation that asks (the ``cron`` tool); its default delivery target."""
+
+
+class CronCmdRemove(msgspec.Struct, frozen=True, tag="cron_cmd_remove"):
+    """Delete a job; replies ``bool``."""
+
+    id: str
+    """Job id."""
+    created_by: str = ""
+    """Set by the ``cron`` tool: only jobs made from that conversation may be deleted from it."""
+
+
+class CronCmdEnable(msgspec.Struct, frozen=True, tag="cron_cmd_enable"):
+    """Enable (clearing its failures) or disable a job; replies ``CronJob``."""
+
+    id: str
+    """Job id."""
+    enabled: bool = True
+    """The new state."""
+
+
+class CronCmdRunNow(msgspec.Struct, frozen=True, tag="cron_cmd_run_now"):
+    """Start a run now, outside the schedule (the cursor stays); replies ``CronRun``."""
+
+    id: str
+    """Job id."""
+
+
+class CronCmdHistory(msgspec.Struct, frozen=True, tag="cron_cmd_history"):
+    """The execution log, newest first; replies ``list[CronRun]``."""
+
+    id: str | None = None
+    """One job, or all."""
+    limit: int = 20
+    """Most rows."""
+
+
+CronCommand = CronCmdList | CronCmdAdd | CronCmdRemove | CronCmdEnable | CronCmdRunNow | CronCmdHistory
+"""What ``cortex:<agent>`` answers about cron (from the ``cron`` tool, or from ``spacebot cron`` through
+the control socket's :class:`CronRequest`)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Anyone → cortex:<agent>
+# --------------------------------------------------------------------------------------------
+
+
+class KnowledgeGet(msgspec.Struct, frozen=True, tag="knowledge_get"):
+    """The agent's knowledge block for a system prompt; replies ``KnowledgeBlock``."""
+
+    known: str = ""
+    """The ``version`` the caller already holds: when it is still current the reply leaves ``text``
+    empty and says ``unchanged``."""
+
+
+class KnowledgeBlock(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply to :class:`KnowledgeGet`: what the agent knows, rendered without a model."""
+
+    version: str
+    """Names the memory state it was rendered from; changes exactly when the text may."""
+    text: str
+    """The block (empty when there is nothing to show, or when ``unchanged``)."""
+    unchanged: bool = False
+    """The caller's ``known`` version is current: keep the text it has."""
+    shown: int = 0
+    """Memories in the block."""
+    total: int = 0
+    """Active memories of the types the block shows."""
+
+
+class CortexStatus(msgspec.Struct, frozen=True, tag="cortex_status"):
+    """What the cortex did and will do; replies ``CortexReport``."""
+
+
+class CortexReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply to :class:`CortexStatus`."""
+
+    task: str
+    """The status line (as ``spacebotctl status`` shows it)."""
+    circuit_open_until: float | None
+    """Unix time maintenance may run again, when failures in a row opened its circuit."""
+    failures: int
+    """Maintenance failures in a row."""
+    last_error: str
+    """Why the last maintenance run failed (empty when it did not)."""
+    runs: int
+    """Maintenance runs since the cortex started (ticks that found nothing changed are not runs)."""
+    skipped: int
+    """Ticks that found memory unchanged and did nothing."""
+    kills: int
+    """Processes ended by supervision since the cortex started."""
+    knowledge_version: str
+    """Version of the knowledge block last rendered (empty: none yet)."""
+
+
+class HistoryGet(msgspec.Struct, frozen=True, tag="history_get"):
+    """The agent's latest process runs (exits of its processes, maintenance runs), newest first;
+    replies ``list[ProcessRun]``."""
+
+    limit: int = 20
+    """Most rows."""
+    kind: str = ""
+    """Only this kind; empty: every kind."""
+    proc_id: str = ""
+    """Only this process; empty: every process."""
+
+
+ToCortex = KnowledgeGet | CortexStatus | HistoryGet
+"""Requests the cortex's own parts serve (cron's requests go to its part of the same process)."""
+
+
 Body = (
     ToSupervisor
     | KillRequest
     | StatusRequest
     | ToChild
     | ToMemory
+    | ToCronStore
+    | CronCommand
+    | ToCortex
     | Inbound
     | Outbound
     | DelegateResult

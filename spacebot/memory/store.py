@@ -64,6 +64,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ],
     ),
     (2, ["ALTER TABLE messages ADD COLUMN reactions JSON DEFAULT '[]'"]),
+    (
+        3,
+        [
+            # Cron jobs and their execution log (spacebot/cron/store.py reads and writes them).
+            "CREATE SEQUENCE cron_run_id_seq START 1",
+            """CREATE TABLE cron_jobs (
+                id VARCHAR PRIMARY KEY, job JSON NOT NULL, enabled BOOLEAN NOT NULL,
+                next_run_at DOUBLE, updated_at DOUBLE NOT NULL)""",
+            """CREATE TABLE cron_runs (
+                id BIGINT PRIMARY KEY, job_id VARCHAR NOT NULL, conversation VARCHAR NOT NULL,
+                due_at DOUBLE NOT NULL, started_at DOUBLE NOT NULL, ended_at DOUBLE,
+                outcome VARCHAR NOT NULL, delivered BOOLEAN NOT NULL DEFAULT FALSE,
+                error VARCHAR NOT NULL DEFAULT '', message_id BIGINT)""",
+            "CREATE INDEX cron_runs_job_idx ON cron_runs (job_id)",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -197,6 +197,27 @@ class Transcripts:
         self.index.add([(message.id, _indexed(author_name, text), None)])
         return message
 
+    def edit(self, channel_id: str, platform_message_id: str, text: str | None) -> StoredMessage | None:
+        """A person edited (``text``) or deleted (``None``) a message on the platform: the stored
+        copy follows (a deleted one keeps its row as ``[deleted]``, so replies that quoted it
+        still make sense). ``None`` when no such message was stored."""
+        if text is not None and len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+            raise MemoryInputError(f"message text over the {MAX_MESSAGE_BYTES}-byte cap")
+        new_text = "[deleted]" if text is None else text
+        with self.store.transaction() as cur:
+            row = cur.execute(
+                f"UPDATE messages SET text = ? WHERE channel_id = ? AND platform_message_id = ? "
+                f"RETURNING {_COLS}",
+                [new_text, channel_id, platform_message_id],
+            ).fetchone()
+        if row is None:
+            return None
+        message = _message(row)
+        self.index.delete([message.id])
+        if text is not None:
+            self.index.add([(message.id, _indexed(message.author_name, text), None)])
+        return message
+
     @staticmethod
     def _mark(cur: Any, ids: Sequence[int], state: ReplyState) -> None:
         cur.execute(

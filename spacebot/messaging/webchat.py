@@ -23,7 +23,6 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from spacebot.agent.defaults import NO_MODEL_HINT
-from spacebot.errors import ConfigError
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     Body,
@@ -48,7 +47,7 @@ from spacebot.ipc.messages import (
     TranscriptPage,
 )
 from spacebot.ipc.replies import BusError, Reply, retry_transient
-from spacebot.messaging import ports
+from spacebot.messaging import credentials, ports
 from spacebot.messaging import webchat_frames as frames
 from spacebot.messaging.webchat_frames import FrameError
 from spacebot.messaging.webchat_guard import (
@@ -124,7 +123,7 @@ class WebChat:
         self.agent = self.settings.agent
         self.memory = ids.memory(self.agent)
         self.token = token
-        """``webchat.token`` resolved (:func:`_resolve_token`); empty: no token asked."""
+        """``webchat.token`` resolved (:func:`~spacebot.messaging.credentials.resolve`); empty: none."""
         self.clients: set[Client] = set()
         self.connections = Connections(self.settings.max_connections, self.settings.max_connections_per_ip)
         self.watchers: dict[str, set[Client]] = collections.defaultdict(set)
@@ -578,25 +577,6 @@ def _asset(name: str) -> bytes:
     return resources.files("spacebot.messaging").joinpath("webchat_static", name).read_bytes()
 
 
-async def _resolve_token(ctx: ChildContext, value: str, key: str = "webchat.token") -> str:
-    """A token setting (``key``, named in errors): ``env:NAME`` from the environment,
-    ``secret:NAME`` asked of the supervisor (the secrets store), anything else as written."""
-    if value.startswith("env:"):
-        token = os.environ.get(value[4:], "")
-        if not token:
-            raise ValueError(f"{key} names environment variable {value[4:]!r}, which is not set")
-        return token
-    if value.startswith("secret:"):
-        from spacebot.supervisor.secrets_service import fetch
-
-        name = value[len("secret:") :]
-        values, refused = await fetch(ctx, [name])
-        if name not in values:
-            raise ConfigError(f"{key} names secret {name!r}: {refused.get(name, 'not received')}")
-        return values[name]
-    return value
-
-
 def _model_info(ctx: ChildContext) -> dict[str, Any]:
     llm = ctx.config.llm
     fake = os.environ.get("SPACEBOT_FAKE_LLM") == "1"
@@ -620,7 +600,7 @@ def _model_info(ctx: ChildContext) -> dict[str, Any]:
 
 async def run(ctx: ChildContext) -> None:
     """Serve the web chat until stopped."""
-    chat = WebChat(ctx, await _resolve_token(ctx, ctx.config.webchat.token))
+    chat = WebChat(ctx, await credentials.resolve(ctx, ctx.config.webchat.token, "webchat.token"))
     ctx.on_message(chat.on_message)
     # The sockets are closed by us below; a short timeout bounds the handlers still finishing.
     runner = web.AppRunner(chat.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)

@@ -54,6 +54,8 @@ UNKNOWN = "unknown"
 TOPIC_CLASSES = frozenset({"proc", "llm", "channel", "memory", "sec", "sys", "gateway", "testkit", "echo"})
 """First topic segments counted by name in ``spacebot_events_total``; any other is ``other``."""
 KINDS = frozenset(k.value for k in Kind)
+PLATFORMS = frozenset({"discord", "slack", "telegram", "twitch", "webhook"})
+DROP_REASONS = frozenset({"bot", "dm_not_allowed", "no_binding", "needs_mention"})
 LIVE_STATES = (ProcState.STARTING, ProcState.READY, ProcState.BUSY, ProcState.IDLE, ProcState.STOPPING)
 """States a process is counted in by ``spacebot_processes``; ``exited``/``failed`` leave the gauge
 (they are counted by ``spacebot_exits_total`` and ``spacebot_failed_total``)."""
@@ -151,6 +153,11 @@ class Aggregator:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self.dropped = counter(
+            "spacebot_messages_dropped",
+            "Platform messages the permission rule dropped (no binding, DM not allowed, no mention, bot).",
+            ("platform", "reason"),
+        )
         self.spawns = counter("spacebot_spawns", "Processes started (first starts).", ("kind",))
         self.restarts = counter("spacebot_restarts", "Processes restarted by the supervisor.", ("kind",))
         self.exits = counter("spacebot_exits", "Process exits by how they ended.", ("kind", "how"))
@@ -232,6 +239,12 @@ class Aggregator:
                 self._channel(subject, what, body)
             case "memory" if what == "ingest" and isinstance(body, Notice):
                 self._ingest(self._agent(subject), body)
+            case "gateway" if what == "dropped" and isinstance(body, Notice):
+                platform = str(body.fields.get("platform", ""))
+                reason = str(body.fields.get("reason", ""))
+                self.dropped.labels(
+                    platform if platform in PLATFORMS else OTHER, reason if reason in DROP_REASONS else OTHER
+                ).inc()
             case "sec" if subject == "refused" and isinstance(body, Notice):
                 self.refused.labels(self._domain(what)).inc()
                 self.refused_connections = max(self.refused_connections, _num(body.fields, "count"))

@@ -28,8 +28,7 @@ from spacebot.ipc import ids
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import SUPERVISOR_ID, Event, Notice, ProcState, StatusReply, StatusRequest
 from spacebot.ipc.replies import BusError
-from spacebot.messaging import ports
-from spacebot.messaging.webchat import _resolve_token
+from spacebot.messaging import credentials, ports
 from spacebot.messaging.webchat_guard import HostCheck, security_headers, token_ok
 from spacebot.runtime.child import ChildContext
 
@@ -326,7 +325,7 @@ OPENAPI = msgspec.json.encode(openapi_document())
 async def serve(ctx: ChildContext) -> None:
     """Entry point: subscribe, listen, relay until stopped."""
     settings = ctx.config.api
-    api = Api(ctx, await _resolve_token(ctx, settings.token, key="api.token"))
+    api = Api(ctx, await credentials.resolve(ctx, settings.token, "api.token"))
     stream = await ctx.events()  # every topic, confirmed live before the first reader can connect
     try:
         async with ports.serving(

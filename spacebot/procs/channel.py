@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 # Imported here, not on first use: the zygote imports this module before forking conversation
@@ -30,6 +31,8 @@ from spacebot.conversation.context_budget import ContextBudget
 from spacebot.conversation.delegation import Briefing, Delegation
 from spacebot.conversation.streaming import ReplyStreamer
 from spacebot.conversation.transcript import AgentVoice, Transcript
+from spacebot.cortex.knowledge import KnowledgeCache, with_block
+from spacebot.cron import tool as cron_tool
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     TRANSIENT_CODES,
@@ -60,11 +63,11 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import BusError, Reply
 from spacebot.llm.errors import model_failure
-from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage
+from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage, ToolSpec
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import LinkedLLM, connect_llm
 from spacebot.runtime.memory_link import MemoryLink
-from spacebot.tools.conversation import CONVERSATION_TOOLS, DELEGATION_TOOLS
+from spacebot.tools.conversation import CONVERSATION_TOOLS, CRON_TOOLS, DELEGATION_TOOLS
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.schema import check
 
@@ -99,10 +102,12 @@ class Channel:
         self.gateway = ids.gateway_of(conversation, agent)
         self.settings = ctx.config.channel
         self.identity = identity.load(ctx.config.home, agent)
+        self.images = context.image_loader(Path(ctx.config.home) / "agents" / agent / "attachments")
         self.title = conversation
         self.transcript = Transcript(conversation)
         self.memory = MemoryLink(ctx, ids.memory(agent))
         self.voice = AgentVoice(self.memory, agent, display_name(self.identity), conversation)
+        self.knowledge = KnowledgeCache(ctx, agent)
         self.wake = asyncio.Event()
         self.closing = False
         self.llm: LinkedLLM | None = None
@@ -410,15 +415,25 @@ class Channel:
         )
 
     def system_prompt(self) -> str:
-        """Identity, how to talk here, and the live status block of running work."""
+        """Identity, how to talk here, what the agent remembers (the cortex's knowledge block; a
+        branch gets it with this prompt), and the live status block of running work."""
         base = context.system_prompt(self.identity, platform=self.platform, title=self.title)
+        base = with_block(base, self.knowledge.text)
         block = self.work.delegates.block()
         return f"{base}\n{block}" if block else base
 
+    def tools(self) -> list[ToolSpec]:
+        """What the model may call here (a cron run's conversation schedules nothing itself)."""
+        extra = CRON_TOOLS if self.platform != "cron" else []
+        return CONVERSATION_TOOLS + DELEGATION_TOOLS + extra
+
     async def _answer(self, llm: LinkedLLM, batch: list[int]) -> None:
-        messages: list[Message] = context.build(self.system_prompt(), self.transcript.history, self.fresh)
+        await self.knowledge.refresh()  # never fails a turn: without the cortex, the copy held (or none)
+        messages: list[Message] = context.build(
+            self.system_prompt(), self.transcript.history, self.fresh, self.images
+        )
         replies = 0
-        tools = CONVERSATION_TOOLS + DELEGATION_TOOLS
+        tools = self.tools()
         for _ in range(self.settings.max_turns):
             request = Request(messages, tools=tools, max_tokens=2048)
             got = await self.streamer.call(llm, request, self.settings.turn_timeout)
@@ -443,7 +458,7 @@ class Channel:
         self, calls: list[ToolCall], batch: list[int], replies: int, reply_ids: dict[str, str]
     ) -> tuple[list[Message], bool, int]:
         """Run the conversation tools in order; returns (results, turn finished, replies sent)."""
-        tools = {t.name: t for t in CONVERSATION_TOOLS + DELEGATION_TOOLS}
+        tools = {t.name: t for t in self.tools()}
         results: list[Message] = []
         done = False
         for call in calls:
@@ -471,6 +486,8 @@ class Channel:
                         )
                         done = True
                         content = "skipped"
+                    case "cron":
+                        content = await cron_tool.call(self.ctx, self.agent, self.conversation, args)
                     case _:
                         content = await self.work.call(call.name, args)
                 results.append(ToolMessage(call.id, content, name=call.name))

@@ -10,30 +10,51 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spacebot.cortex import memory_side
+from spacebot.cron.store import CronStore
 from spacebot.errors import ConfigError
+from spacebot.ipc import ids
 from spacebot.ipc.messages import (
+    AssociationReport,
     ChannelList,
     ChannelUpsert,
+    CronClaim,
+    CronClaimBatch,
+    CronDelete,
+    CronFinish,
+    CronFinishBatch,
+    CronListJobs,
+    CronPut,
+    CronRuns,
     Envelope,
     Err,
     ErrorCode,
+    MaintenanceReport,
     MemAssociate,
+    MemAssociatePass,
     MemAssociations,
+    MemChanges,
     MemForget,
     MemGet,
     MemIngest,
+    MemKnowledge,
     MemMaintain,
+    MemoryChanges,
     MemRecall,
     MemSave,
     Notice,
     Ok,
     PendingChannel,
+    RunsList,
+    RunsRecord,
     TranscriptAppend,
+    TranscriptEdit,
     TranscriptMarkReply,
     TranscriptPage,
     TranscriptPendingChannels,
@@ -85,6 +106,24 @@ def _append(engine: MemoryEngine, req: TranscriptAppend) -> Any:
     )
 
 
+CRON_HANDLERS: dict[type, Handler] = {
+    CronPut: lambda e, r: CronStore(e.store).put(r.job),
+    CronListJobs: lambda e, r: CronStore(e.store).jobs(),
+    CronDelete: lambda e, r: CronStore(e.store).delete(r.id),
+    CronClaim: lambda e, r: CronStore(e.store).claim(r.job_id, r.due_at, r.next_run_at, r.manual),
+    CronFinish: lambda e, r: CronStore(e.store).finish(
+        r.run_id, r.outcome, r.delivered, r.error, r.message_id, r.max_failures
+    ),
+    CronRuns: lambda e, r: CronStore(e.store).runs(r.job_id, r.limit, r.running),
+    CronClaimBatch: lambda e, r: CronStore(e.store).claim_many(
+        [(c.job_id, c.due_at, c.next_run_at, c.manual) for c in r.claims]
+    ),
+    CronFinishBatch: lambda e, r: CronStore(e.store).finish_many(
+        [(f.run_id, f.outcome, f.delivered, f.error, f.message_id, f.max_failures) for f in r.finishes]
+    ),
+}
+"""Cron jobs and runs (``spacebot/cron/store.py``), written only by ``cortex:<agent>``."""
+
 HANDLERS: dict[type, Handler] = {
     MemSave: lambda e, r: e.save_many(r.drafts),
     MemGet: lambda e, r: e.get(r.id),
@@ -95,6 +134,7 @@ HANDLERS: dict[type, Handler] = {
     MemMaintain: _maintain,
     TranscriptAppend: _append,
     TranscriptPage: lambda e, r: e.transcripts.page(r.channel, r.limit, r.before_id),
+    TranscriptEdit: lambda e, r: e.transcripts.edit(r.channel, r.platform_message_id, r.text),
     TranscriptMarkReply: lambda e, r: e.transcripts.mark_reply(r.message_id, r.state),
     TranscriptUnanswered: lambda e, r: e.transcripts.unanswered(r.channel, r.limit),
     TranscriptPendingChannels: lambda e, r: [
@@ -104,11 +144,48 @@ HANDLERS: dict[type, Handler] = {
     ChannelUpsert: lambda e, r: e.transcripts.upsert_channel(r.id, r.platform, r.display_name),
     ChannelList: lambda e, r: e.transcripts.channels(r.platform),
     TranscriptReact: lambda e, r: e.transcripts.react(r.message_id, r.emoji),
+    MemAssociatePass: memory_side.associate_pass,
+    MemKnowledge: memory_side.knowledge_snapshot,
+    RunsRecord: memory_side.record_runs,
+    RunsList: memory_side.list_runs,
+    **CRON_HANDLERS,
 }
 """One handler per request type; each runs in the engine's thread pool."""
 
 COUNT_CHANGERS = (MemSave, MemForget, MemMaintain)
 """Requests that can change how many memories there are (the status line shows the count)."""
+CHANGERS = (MemSave, MemForget, MemMaintain, MemAssociate, MemAssociatePass)
+"""Requests that change memories or their edges: each success moves :class:`Changes` on."""
+
+
+class Changes:
+    """The counters behind ``MemChanges``: the cortex compares them to skip work when nothing changed."""
+
+    def __init__(self, cortex: str) -> None:
+        self.cortex = cortex
+        self.epoch = time.time()
+        self.generation = 0
+        self.outside = 0
+
+    def bump(self, src: str) -> None:
+        """One write that changed something, asked by ``src``."""
+        self.generation += 1
+        if src != self.cortex:
+            self.outside += 1
+
+    def now(self) -> MemoryChanges:
+        return MemoryChanges(epoch=self.epoch, generation=self.generation, outside=self.outside)
+
+
+def _changed(result: Any) -> bool:
+    """Whether a write's result says it changed something (a maintenance pass may change nothing)."""
+    if isinstance(result, MaintenanceReport):
+        return result.changed > 0
+    if isinstance(result, AssociationReport):
+        return result.added > 0
+    if isinstance(result, int) and not isinstance(result, bool):  # MemForget: how many
+        return result > 0
+    return bool(result) if isinstance(result, list) else True
 
 
 def _error(exc: Exception) -> Err:
@@ -167,6 +244,8 @@ class Ingestor:
         )
         self.summary = ""
         """What ingestion wants the operator to see (``ingest: 1 failed (see ingest/failed/)``)."""
+        self.changed: Callable[[], None] = lambda: None
+        """Called after a pass that created memories."""
 
     @property
     def configured(self) -> bool:
@@ -248,6 +327,8 @@ class Ingestor:
                 )
             finally:
                 await self.show_status()
+            if any(report.memories_created for report in reports):
+                self.changed()
             for report in reports:
                 log.info(
                     "ingested file=%s status=%s chunks=%d/%d memories=%d error=%s",
@@ -298,10 +379,14 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memory")
     count = await asyncio.to_thread(engine.count)
     ingestor = Ingestor(ctx, engine, data_dir.parent / "ingest", agent)
+    changes = Changes(ids.cortex(agent))
+    ingestor.changed = lambda: changes.bump("ingest")
     ctx.set_busy(False, ingestor.status_line(count))
     log.info("memory ready agent=%s memories=%d dir=%s", agent, count, data_dir)
 
     async def handle(env: Envelope) -> Ok | Err:
+        if isinstance(env.body, MemChanges):
+            return Ok(changes.now())  # a counter read: no thread, no database
         if isinstance(env.body, MemIngest):
             try:
                 return Ok(await ingestor.run())
@@ -315,6 +400,8 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest
             result = await loop.run_in_executor(pool, handler, engine, env.body)
         except Exception as exc:
             return _error(exc)
+        if isinstance(env.body, CHANGERS) and _changed(result):
+            changes.bump(env.src)
         if isinstance(env.body, COUNT_CHANGERS):
             await recount()
         return Ok(result)

@@ -101,6 +101,16 @@ async def spawner(ctx: ChildContext, target: str = "spacebot.procs.testkit:idle"
     await ctx.stopping.wait()
 
 
+async def stuck_delegate(ctx: ChildContext, target: str = "spacebot.procs.testkit:idle") -> None:
+    """A conversation whose worker reported its outcome but does not exit: start one worker, then
+    announce its outcome as a channel does (``channel.<id>.delegate`` ``finished``)."""
+    from spacebot.ipc.messages import Kind
+
+    spawned = await ctx.spawn(SpawnSpec(kind=Kind.WORKER, target=target, task=f"worker of {ctx.id}"))
+    ctx.publish(f"channel.{ctx.id}.delegate", Notice("finished", {"id": spawned.id, "outcome": "success"}))
+    await ctx.stopping.wait()
+
+
 async def slow_start(ctx: ChildContext, seconds: float = 0.5) -> None:
     """Take ``seconds`` before declaring itself ready (manual readiness)."""
     await asyncio.sleep(seconds)

@@ -3,8 +3,9 @@
 A child's entry point is an ``async def entry(ctx: ChildContext, **args)`` named by a dotted path.
 The runtime sends ``Ready`` once the entry has started — after the code before its first ``await``
 has run, so a handler it registers there answers the first request (or the entry sets
-``entry.manual_ready = True`` and calls :meth:`ChildContext.ready` itself after a slow start-up), heartbeats from the child's own
-event loop, and turns SIGTERM or a ``Stop`` message into cancellation of the entry.
+``entry.manual_ready = True`` and calls :meth:`ChildContext.ready` itself after a slow start-up),
+heartbeats from the child's own event loop, and turns SIGTERM or a ``Stop`` message into
+cancellation of the entry.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import zmq.asyncio
 
 from spacebot import logs
 from spacebot.config import Config
-from spacebot.errors import SpacebotError
+from spacebot.errors import CredentialsRefused, SpacebotError
 from spacebot.ipc.bus import BusClient
 from spacebot.ipc.credentials import Credentials
 from spacebot.ipc.events import EventStream
@@ -56,6 +57,10 @@ log = logging.getLogger("spacebot.child")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_TARGET = 78
+EXIT_CONFIG = 78
+"""``EX_CONFIG``: the entry could not be loaded, or a platform refused its credentials
+(:class:`~spacebot.errors.CredentialsRefused`). Restarting would meet the same problem: the
+supervisor marks it ``failed``."""
 
 T = TypeVar("T")
 
@@ -255,6 +260,9 @@ async def _main(req: ZygoteSpawn, config: Config) -> int:
             await work
         except asyncio.CancelledError:
             pass
+        except CredentialsRefused as exc:
+            log.error("entry stopped: credentials refused target=%s: %s", spec.target, exc)
+            code = EXIT_CONFIG
         except SpacebotError as exc:  # raised on purpose, with a message that says it all
             log.error("entry failed target=%s: %s", spec.target, exc)
             code = EXIT_ERROR

@@ -23,6 +23,8 @@ import zmq.asyncio
 from spacebot import config as config_mod
 from spacebot import logs
 from spacebot.config import Config
+from spacebot.cortex import control as cortex_control
+from spacebot.cron import control as cron_control
 from spacebot.errors import ConfigError, SpacebotError
 from spacebot.ipc import ids
 from spacebot.ipc.broker import Broker
@@ -30,10 +32,12 @@ from spacebot.ipc.events import SYNC_PREFIX
 from spacebot.ipc.messages import (
     ConfigReloaded,
     ControlRequest,
+    CronRequest,
     Envelope,
     Err,
     ErrorCode,
     Heartbeat,
+    HistoryRequest,
     KillRequest,
     Kind,
     Notice,
@@ -57,6 +61,7 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import Reply
 from spacebot.paths import Endpoints, runtime_dir
+from spacebot.runtime.child import EXIT_CONFIG
 from spacebot.supervisor import coldstart, introspect, linux, reload, targets
 from spacebot.supervisor.auth import Authenticator
 from spacebot.supervisor.control import ControlServer
@@ -254,6 +259,17 @@ class Supervisor:
             )
             for agent in self.config.agents
         ]
+        # Beside each memory: it waits for memory by itself (its requests retry while memory starts).
+        memory += [
+            SpawnSpec(
+                kind=Kind.CORTEX,
+                target="spacebot.procs.cortex:serve",
+                id=ids.cortex(agent),
+                args={"agent": agent},
+                task=f"cortex of agent {agent}",
+            )
+            for agent in self.config.agents
+        ]
         front = (
             (self.config.webchat.enabled, "web", "webchat", "web chat"),
             (self.config.metrics.enabled, "metrics", "metrics", "prometheus metrics"),
@@ -269,6 +285,16 @@ class Supervisor:
             )
             for enabled, name, adapter, task in front
             if enabled
+        ]
+        gateways += [
+            SpawnSpec(
+                kind=Kind.GATEWAY,
+                target="spacebot.messaging.gateway_core:run",
+                id=f"gateway:{platform}:{inst.name}",
+                args={"platform": platform, "instance": inst.name},
+                task=f"{platform} ({inst.name})",
+            )
+            for platform, inst in self.config.messaging.instances()
         ]
         # Started together: a gateway that comes up first retries memory for a few seconds (a
         # person's message is acknowledged once it is stored), which beats the gateway waiting
@@ -349,6 +375,10 @@ class Supervisor:
                 return await self.spawn(request, parent="supervisor")
             case SyncEvents():
                 return self._publish_sync(request)
+            case CronRequest():
+                return await cron_control.forward(self.broker, self.config, request)
+            case HistoryRequest():
+                return await cortex_control.history(self.broker, self.config, request)
             case _:
                 assert_never(request)
 
@@ -509,7 +539,9 @@ class Supervisor:
             case Ping():
                 return Ok(body.payload)
             # The HTTP API's /health and /status; the metrics process's starting point.
-            case StatusRequest() if env.src in (ids.gateway("api"), ids.gateway("metrics")):
+            case StatusRequest() if env.src in (ids.gateway("api"), ids.gateway("metrics")) or (
+                env.src.startswith("cortex:") and rec is not None and rec.kind is Kind.CORTEX
+            ):
                 return asyncio.ensure_future(self._status(body))
             case _:
                 return Err(ErrorCode.UNSUPPORTED, f"the supervisor does not handle {type(body).__name__}")
@@ -557,6 +589,15 @@ class Supervisor:
         if rec.stop_requested or self.shutting_down:
             self.table.transition(rec, ProcState.EXITED, f"stopped (exit code {code})")
             self._publish(f"proc.{rec.kind.value}.{rec.id}.exit", ProcessExited(rec.id, pid, code, None))
+            self._wake(rec)
+            return
+        if code == EXIT_CONFIG and policy.restart != "never":
+            # Credentials refused, a target that does not load: a restart meets the same wall. The
+            # process said why in its task line (its last heartbeat, sent before it exited).
+            why = rec.task if rec.task.startswith("failed: ") else "failed: configuration error (see the log)"
+            self._publish(f"proc.{rec.kind.value}.{rec.id}.exit", ProcessExited(rec.id, pid, code, None))
+            rec.task = why
+            self.table.transition(rec, ProcState.FAILED, why.removeprefix("failed: "))
             self._wake(rec)
             return
         decision, rec.backoff_step = decide(

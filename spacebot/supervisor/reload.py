@@ -62,6 +62,36 @@ RULES: tuple[tuple[str, ReloadEffect, str], ...] = (
         f"read by the web chat when it starts: spacebotctl kill {_WEB} --restart, or {_SERVICE}",
     ),
     ("delegates.*", NEW, "branches and workers started from now on"),
+    (
+        "cron*",
+        RESTART,
+        f"[[cron]] jobs are read by each agent's cortex when it starts: spacebotctl kill "
+        f"{ids.cortex('<agent>')} --restart, or {_SERVICE}",
+    ),
+    (
+        "defaults.*",
+        RESTART,
+        f"read by each agent's cortex when it starts: spacebotctl kill {ids.cortex('<agent>')} --restart, "
+        f"or {_SERVICE}",
+    ),
+    (
+        "cortex.*",
+        RESTART,
+        f"read by each agent's cortex when it starts: spacebotctl kill {ids.cortex('<agent>')} --restart, "
+        f"or {_SERVICE}",
+    ),
+    (
+        "messaging*",
+        RESTART,
+        "each platform gateway reads its [[messaging.<platform>]] entry when it starts: spacebotctl "
+        f"kill gateway:<platform>:<name> --restart (a new or removed entry: {_SERVICE})",
+    ),
+    (
+        "bindings*",
+        RESTART,
+        "read by each platform gateway when it starts: spacebotctl kill gateway:<platform>:<name> "
+        f"--restart, or {_SERVICE}",
+    ),
     ("tools.*", NEW, "workers started from now on"),
     ("metrics.enabled", RESTART, f"the metrics endpoint is started (or not) at start-up: {_SERVICE}"),
     (

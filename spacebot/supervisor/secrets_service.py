@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from spacebot import logs
+from spacebot.config import CREDENTIAL_FIELDS
 from spacebot.ipc.messages import SUPERVISOR_ID, Err, ErrorCode, Kind, Ok, SecretsGet
 from spacebot.ipc.replies import BusError, Reply
 
@@ -82,6 +83,14 @@ def secret_uses(config: Config) -> dict[str, list[Use]]:
     if config.api.token.startswith(SECRET_PREFIX):
         name = config.api.token[len(SECRET_PREFIX) :]
         uses.setdefault(name, []).append(Use("api.token", "system", frozenset({Kind.GATEWAY})))
+    for platform, inst in config.messaging.instances():
+        for field in CREDENTIAL_FIELDS:
+            value = getattr(inst, field)
+            if value.startswith(SECRET_PREFIX):
+                where = f"messaging.{platform}[{inst.name}].{field}"
+                uses.setdefault(value[len(SECRET_PREFIX) :], []).append(
+                    Use(where, "system", frozenset({Kind.GATEWAY}))
+                )
     search_key = config.tools.web_search.api_key
     if config.tools.web_search.provider and search_key.startswith(SECRET_PREFIX):
         name = search_key[len(SECRET_PREFIX) :]

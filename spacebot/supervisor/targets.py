@@ -82,10 +82,23 @@ class MemoryArgs(_Args, frozen=True):
     ingest_every: float = 30.0
 
 
+class CortexArgs(_Args, frozen=True):
+    """``spacebot.procs.cortex:serve``."""
+
+    agent: str = "main"
+
+
 class GatewayArgs(_Args, frozen=True):
     """``spacebot.procs.gateway:serve``."""
 
     adapter: str
+
+
+class PlatformArgs(_Args, frozen=True):
+    """``spacebot.messaging.gateway_core:run``: one ``[[messaging.<platform>]]`` instance."""
+
+    platform: str
+    instance: str
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,9 @@ TARGETS: dict[str, Target] = {
     "spacebot.procs.branch:serve": Target(frozenset({Kind.BRANCH}), BranchArgs),
     "spacebot.procs.channel:serve": Target(frozenset({Kind.CHANNEL}), ChannelArgs),
     "spacebot.procs.memory:serve": Target(frozenset({Kind.MEMORY}), MemoryArgs),
+    "spacebot.procs.cortex:serve": Target(frozenset({Kind.CORTEX}), CortexArgs),
     "spacebot.procs.gateway:serve": Target(frozenset({Kind.GATEWAY}), GatewayArgs),
+    "spacebot.messaging.gateway_core:run": Target(frozenset({Kind.GATEWAY}), PlatformArgs),
 }
 """Every process type Spacebot has. A new one is added here with its arguments."""
 
@@ -160,6 +175,12 @@ def _check_values(args: _Args, config: Config) -> None:
         raise SpawnRefused(
             f"gateway adapter {values['adapter']!r} is unknown (known: {', '.join(GATEWAY_ADAPTERS)})"
         )
+    if "platform" in values:
+        instances = getattr(config.messaging, values["platform"], None)
+        if not isinstance(instances, list) or not any(i.name == values["instance"] for i in instances):
+            raise SpawnRefused(
+                f"no [[messaging.{values['platform']}]] instance named {values['instance']!r} in the config"
+            )
     for name in ("workers", "ingest_every"):
         if name in values and values[name] <= 0:
             raise SpawnRefused(f"{name} must be positive, got {values[name]!r}")

@@ -102,3 +102,28 @@ SEND_FILE = spec(
 
 DELEGATION_TOOLS = [BRANCH, SPAWN_WORKER, ROUTE, CANCEL, SEND_MESSAGE, SEND_FILE]
 """Offered on every turn as well: the channel never does the work itself."""
+
+CRON = spec(
+    "cron",
+    "Schedule work for later: create a job that asks you (in a fresh conversation) to do something at "
+    "set times and posts your answer here (or in deliver_to); list this agent's jobs; delete a job "
+    "made here.",
+    {
+        "action": {"type": "string", "enum": ["create", "list", "delete"]},
+        "id": {
+            "type": "string",
+            "description": "Job id (create, delete): 1-64 of A-Z a-z 0-9 _ -.",
+            "pattern": "^[A-Za-z0-9_-]{1,64}$",
+        },
+        "prompt": {"type": "string", "description": "create: what to do at each run, self-contained."},
+        "cron": {"type": "string", "description": "create: 5-field cron expression, e.g. '0 9 * * 1-5'."},
+        "every_minutes": {"type": "number", "description": "create: an interval instead of cron (>= 1)."},
+        "timezone": {"type": "string", "description": "create: IANA zone, e.g. Europe/Berlin."},
+        "active_hours": {"type": "string", "description": "create: only run inside HH:MM-HH:MM."},
+        "run_once": {"type": "boolean", "description": "create: run at the first due time only."},
+        "deliver_to": {"type": "string", "description": "create: conversation id (default: this one)."},
+    },
+    ["action"],
+)
+CRON_TOOLS = [CRON]
+"""Offered in every conversation but a cron run's own (a run does not schedule more runs)."""

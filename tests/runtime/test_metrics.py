@@ -199,3 +199,18 @@ async def test_metrics_move_with_turns_model_calls_and_kills(short_tmp: Path) ->
             assert conv not in values and channel not in values
             # Conversation and process ids all contain ':'; no label value may look like one.
             assert not [v for v in values if ":" in v or ids.is_conversation(v)], values
+
+
+def test_dropped_platform_messages_are_counted_by_platform_and_reason() -> None:
+    agg = Aggregator(["main"])
+    gw = "gateway:discord:main"
+    for reason in ("needs_mention", "needs_mention", "no_binding", "made-up reason"):
+        agg.feed(
+            Event(
+                f"gateway.{gw}.dropped", gw, 0.0, Notice("dropped", {"reason": reason, "platform": "discord"})
+            )
+        )
+    samples = parse(generate_latest(agg.registry).decode())
+    assert total(samples, "spacebot_messages_dropped_total", platform="discord", reason="needs_mention") == 2
+    assert total(samples, "spacebot_messages_dropped_total", platform="discord", reason="no_binding") == 1
+    assert total(samples, "spacebot_messages_dropped_total", platform="discord", reason="other") == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 
+from spacebot.config import SupervisorSection
 from spacebot.ipc.messages import Kind, Notice, ProcessExited, ProcState, StateChanged
 from spacebot.testing import SupervisorProcess, fast_config
 
@@ -70,7 +71,7 @@ async def test_core_processes_start_before_the_model_sdks_are_imported(short_tmp
     config = fast_config(
         ("main",),
         preload=["msgspec", "zmq", "spacebot.procs.testkit_import_gate"],
-        preload_first=["spacebot.procs.memory", "spacebot.procs.gateway", "spacebot.messaging.webchat"],
+        preload_first=SupervisorSection().preload_first,
         memory={"ready_timeout": 60.0},
         sections={"webchat": {"port": 0}},
     )
