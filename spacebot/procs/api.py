@@ -4,9 +4,13 @@ Started by the supervisor with the other core processes when ``[api] enabled = t
 ``spacebot.procs.gateway``, adapter ``api``). It asks the supervisor for the process table with
 the same :class:`~spacebot.ipc.messages.StatusRequest` that ``spacebotctl status`` sends (the
 supervisor answers it on the bus for this process alone), and relays the bus's events as
-Server-Sent Events. Routes, authentication and examples: docs/api.md.
+Server-Sent Events. The routes over an agent's data and over processes are in
+:mod:`spacebot.procs.api_routes`, the usage tally in :mod:`spacebot.procs.api_usage`; the admin page
+(``/admin``, files in ``admin_static/``) is a client of those routes. Routes, authentication and
+examples: docs/api.md.
 
-Every request passes three checks before a handler runs: the ``Host`` header names loopback or one
+Every request passes three checks before a handler runs (the admin page's own files skip the
+token, as they hold no data): the ``Host`` header names loopback or one
 of ``[api] public_hosts`` (DNS rebinding), a browser's ``Origin`` is the API's own (there is no
 CORS: no page of another site may read it), and ``Authorization: Bearer <token>`` matches
 ``[api] token`` when one is set.
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import msgspec
@@ -30,6 +36,9 @@ from spacebot.ipc.messages import SUPERVISOR_ID, Event, Notice, ProcState, Statu
 from spacebot.ipc.replies import BusError
 from spacebot.messaging import credentials, ports
 from spacebot.messaging.webchat_guard import HostCheck, security_headers, token_ok
+from spacebot.procs.api_openapi import OPENAPI_TYPES, openapi_paths
+from spacebot.procs.api_routes import ApiError, Routes, error_response, json_response
+from spacebot.procs.api_usage import UsageBook
 from spacebot.runtime.child import ChildContext
 
 log = logging.getLogger("spacebot.api")
@@ -47,6 +56,17 @@ KEEPALIVE_S = 15.0
 STATUS_TIMEOUT = 5.0
 """Seconds the supervisor has to answer a status request."""
 
+ADMIN_ASSETS = {"admin.js": "application/javascript", "admin.css": "text/css"}
+"""Files under ``/admin/static/`` and their types."""
+PUBLIC_PATHS = frozenset({"/admin", *(f"/admin/static/{name}" for name in ADMIN_ASSETS)})
+"""Served without the token: the page and its code hold no data (the page asks for the token and
+sends it with each API request); the Host and Origin checks still apply."""
+ADMIN_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The admin page's Content-Security-Policy: only its own script and style, and the API."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -60,13 +80,6 @@ class Health(msgspec.Struct, frozen=True):
     processes: dict[str, str]
     """Each core process (memory per agent, gateways) → its lifecycle state (``missing``: not in
     the supervisor's table)."""
-
-
-class ApiError(msgspec.Struct, frozen=True):
-    """The body of every error response."""
-
-    error: str
-    """What was wrong, in a sentence."""
 
 
 class BusEvent(msgspec.Struct, frozen=True):
@@ -138,14 +151,18 @@ class Api:
         self.token = token
         self.hosts = HostCheck(ctx.config.api.public_hosts)
         self.readers: set[Reader] = set()
+        self.usage = UsageBook(ctx.config.agents)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.guard])
-        app.on_response_prepare.append(security_headers)
+        app.on_response_prepare.append(admin_headers)
         app.router.add_get("/api/health", self.health)
         app.router.add_get("/api/status", self.status)
         app.router.add_get("/api/events", self.events)
         app.router.add_get("/api/openapi.json", self.openapi)
+        Routes(self.ctx, self._status, self.usage).add_to(app)
+        app.router.add_get("/admin", self.admin)
+        app.router.add_get("/admin/static/{name}", self.admin_static)
         return app
 
     @web.middleware
@@ -160,7 +177,7 @@ class Api:
         origin = request.headers.get("Origin")
         if origin is not None and origin.split("://", 1)[-1].rstrip("/") != request.host:
             return _error(403, f"cross-origin request from {origin!r} refused (the API allows no CORS)")
-        if self.token:
+        if self.token and request.path not in PUBLIC_PATHS:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token_ok(given.strip(), self.token):
                 response = _error(401, "wrong or missing token: send Authorization: Bearer <[api] token>")
@@ -222,27 +239,51 @@ class Api:
     async def openapi(self, _request: web.Request) -> web.StreamResponse:
         return web.Response(body=OPENAPI, content_type="application/json")
 
+    async def admin(self, _request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=_asset("index.html"), content_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def admin_static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in ADMIN_ASSETS:
+            return _error(404, f"no static file {name[:60]!r}")
+        return web.Response(
+            body=_asset(name), content_type=ADMIN_ASSETS[name], headers={"Cache-Control": "no-cache"}
+        )
+
     async def fan_out(self, stream: EventStream) -> None:
-        """Give every event to every reader until cancelled (readers never slow this loop)."""
+        """Give every event to every reader, and to the usage tally, until cancelled (readers
+        never slow this loop)."""
         async for event in stream:
+            self.usage.feed(event)
             for reader in self.readers:
                 reader.offer(event)
 
 
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json")
+_json = json_response
+_error = error_response
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json(ApiError(message), status)
+def _asset(name: str) -> bytes:
+    return resources.files("spacebot.procs").joinpath("admin_static", name).read_bytes()
+
+
+async def admin_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The web chat's protective headers on every response; the admin page may run its own script
+    and read the API (its own origin), nothing else."""
+    await security_headers(request, response)
+    if request.path == "/admin" and response.content_type == "text/html":
+        response.headers["Content-Security-Policy"] = ADMIN_POLICY
 
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of the routes, its schemas generated from the wire types."""
     ref = "#/components/schemas/{name}"
-    (health, status, error, event, dropped), schemas = msgspec.json.schema_components(
-        [Health, StatusReply, ApiError, BusEvent, Dropped], ref_template=ref
-    )
+    core = (Health, StatusReply, ApiError, BusEvent, Dropped)
+    found, schemas = msgspec.json.schema_components([*core, *OPENAPI_TYPES], ref_template=ref)
+    health, status, error, event, dropped = found[: len(core)]
+    by_type = dict(zip(OPENAPI_TYPES, found[len(core) :], strict=True))
 
     def content(schema: dict[str, Any], mime: str = "application/json") -> dict[str, Any]:
         return {"content": {mime: {"schema": schema}}}
@@ -306,6 +347,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(openapi_paths(by_type.__getitem__, content, refused))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Spacebot operator API", "version": spacebot.__version__},
@@ -327,6 +369,8 @@ async def serve(ctx: ChildContext) -> None:
     settings = ctx.config.api
     api = Api(ctx, await credentials.resolve(ctx, settings.token, "api.token"))
     stream = await ctx.events()  # every topic, confirmed live before the first reader can connect
+    with contextlib.suppress(BusError, TimeoutError):  # parents of processes already running
+        api.usage.seed((await api._status()).processes)
     try:
         async with ports.serving(
             api.app(), settings.host, settings.port, what="the API", section="api"

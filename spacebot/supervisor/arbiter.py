@@ -527,6 +527,11 @@ class Supervisor:
                 return None
             case SpawnSpec():
                 return asyncio.ensure_future(self.spawn(body, parent=env.src))
+            # The HTTP API kills for the operator (token-checked there), as spacebotctl kill does.
+            case KillRequest() if (
+                env.src == ids.gateway("api") and rec is not None and rec.kind is Kind.GATEWAY
+            ):
+                return asyncio.ensure_future(self.enforcer.kill_request(body))
             case KillRequest():
                 return asyncio.ensure_future(self.enforcer.kill_descendant(env.src, body))
             case SyncEvents():

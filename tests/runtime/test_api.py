@@ -132,7 +132,7 @@ async def test_health_status_auth_and_openapi(system: ChatSystem) -> None:
 
     code, doc = await get(f"{url}/openapi.json")
     assert code == 200 and doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {"/api/health", "/api/status", "/api/events", "/api/openapi.json"}
+    assert {"/api/health", "/api/status", "/api/events", "/api/openapi.json"} <= set(doc["paths"])
     assert {"Health", "StatusReply", "ProcessInfo"} <= set(doc["components"]["schemas"])
     assert "supervisor_pid" in doc["components"]["schemas"]["StatusReply"]["properties"]
 
