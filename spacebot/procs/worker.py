@@ -21,7 +21,7 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
-from spacebot.tools import sandbox, web_search
+from spacebot.tools import mcp_tools, sandbox, web_search
 from spacebot.tools.egress import EgressProxy
 from spacebot.tools.sandbox import Network
 from spacebot.tools.schema import check, spec
@@ -105,7 +105,12 @@ async def serve(
         stack.push_async_callback(llm.aclose)
         # Tool secrets for the programs; every secret this worker holds is scrubbed from results.
         search = await web_search.connect(ctx)
-        secrets = await worker_secrets(ctx, known={**llm.secrets, **(search.known if search else {})})
+        mcp = await mcp_tools.connect(ctx, Path(workspace))
+        if mcp is not None:
+            stack.push_async_callback(mcp.aclose)
+        secrets = await worker_secrets(
+            ctx, known={**llm.secrets, **(search.known if search else {}), **(mcp.known if mcp else {})}
+        )
         tools = TaskTools(
             Path(workspace),
             limits,
@@ -114,6 +119,7 @@ async def serve(
             secrets,
             web_search=search,
             web_fetch=ctx.config.tools.web_fetch,
+            mcp=mcp,
         )
 
         async def run_tool(call: ToolCall) -> tuple[str, bool]:

@@ -91,6 +91,12 @@ def secret_uses(config: Config) -> dict[str, list[Use]]:
                 uses.setdefault(value[len(SECRET_PREFIX) :], []).append(
                     Use(where, "system", frozenset({Kind.GATEWAY}))
                 )
+    for server in config.tools.mcp:
+        for var, raw in sorted(server.env.items()):
+            if server.enabled and raw.startswith(SECRET_PREFIX):
+                uses.setdefault(raw[len(SECRET_PREFIX) :], []).append(
+                    Use(f"tools.mcp[{server.name}].env.{var}", "tool", frozenset({Kind.WORKER}))
+                )
     search_key = config.tools.web_search.api_key
     if config.tools.web_search.provider and search_key.startswith(SECRET_PREFIX):
         name = search_key[len(SECRET_PREFIX) :]

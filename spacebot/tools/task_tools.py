@@ -1,5 +1,5 @@
 """The tools a worker offers its model: shell, exec, workspace files, status lines, and (when
-configured) ``web_search`` and ``web_fetch``.
+configured) ``web_search``, ``web_fetch`` and the tools of MCP servers (``mcp_tools``).
 
 Tool secrets (``[delegates] secrets``) reach the environment of shell/exec programs and nothing
 else; every result a tool returns to the model is scrubbed of every secret value the worker holds
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from spacebot.config import DelegateSection, WebFetchSettings
     from spacebot.runtime.child import ChildContext
     from spacebot.secrets import Scrubber
+    from spacebot.tools.mcp_tools import McpTools
     from spacebot.tools.web_search import WebSearch
 
 log = logging.getLogger("spacebot.tools")
@@ -181,6 +182,7 @@ class TaskTools:
         *,
         web_search: WebSearch | None = None,
         web_fetch: WebFetchSettings | None = None,
+        mcp: McpTools | None = None,
     ) -> None:
         self.files = Workspace(workspace)
         self.limits = limits
@@ -198,6 +200,10 @@ class TaskTools:
             from spacebot.tools.web_search import WEB_SEARCH
 
             self.specs[WEB_SEARCH.name] = WEB_SEARCH
+        self.mcp = mcp
+        """``[[tools.mcp]]``: the started servers' tools (``mcp_<server>_<tool>``)."""
+        if mcp is not None:
+            self.specs.update(mcp.specs)
 
     async def _room(self) -> int | None:
         """Bytes left under the workspace cap (may be negative), or ``None`` without a cap."""
@@ -241,6 +247,8 @@ class TaskTools:
             return f"{call.name}: {exc}", True
 
     async def _run(self, name: str, args: dict[str, Any]) -> str:
+        if self.mcp is not None and name in self.mcp.routes:
+            return await self.mcp.call(name, args)
         if name in ("shell", "exec"):
             return await self._command(name, args)
         if name == "set_status":
