@@ -152,9 +152,24 @@ def gateway(platform: str, agent: str = "") -> str:
     return f"{owner}:{agent}" if owner == "cortex" else owner
 
 
+PLATFORM_DEFAULT_INSTANCE = "main"
+
+
 def gateway_of(conversation_id: str, agent: str = "") -> str:
-    """Bus id of the process that owns ``conversation_id``."""
-    return gateway(conversation_id.partition(":")[0], agent)
+    """Bus id of the process that owns ``conversation_id``.
+
+    A chat platform's conversations belong to ``gateway:<platform>:<instance>``. A webhook id names
+    its instance (``webhook:<instance>:<conversation>``); the other platforms' ids do not, so a
+    conversation started without a message in hand (a resume after a restart, a cron delivery, a
+    message sent to another conversation) goes through the instance named ``main`` — a live
+    conversation answers through the gateway its last message came from (``Inbound.gateway``).
+    """
+    platform, _, rest = conversation_id.partition(":")
+    if platform == "webhook":
+        return f"gateway:webhook:{rest.partition(':')[0] or PLATFORM_DEFAULT_INSTANCE}"
+    if platform in ("discord", "slack", "telegram", "twitch"):
+        return f"gateway:{platform}:{PLATFORM_DEFAULT_INSTANCE}"
+    return gateway(platform, agent)
 
 
 def process(kind: str) -> str:

@@ -84,7 +84,11 @@ def test_process_ids() -> None:
     assert ids.cortex("main") == "cortex:main"
     assert ids.gateway("web") == "gateway:webchat"
     assert ids.gateway("discord") == "gateway:discord"
-    assert ids.gateway_of("slack:T1:C2") == "gateway:slack"
+    # Platform conversations belong to an instance's gateway: named by a webhook id, else "main".
+    assert ids.gateway_of("slack:T1:C2") == "gateway:slack:main"
+    assert ids.gateway_of("discord:dm:42") == "gateway:discord:main"
+    assert ids.gateway_of("webhook:alerts:build-7") == "gateway:webhook:alerts"
+    assert ids.gateway_of("web:4f2a") == "gateway:webchat"
     assert ids.gateway_of("cron:daily", "main") == "cortex:main"
     assert ids.process("worker").startswith("worker:")
     assert ids.process("worker") != ids.process("worker")
