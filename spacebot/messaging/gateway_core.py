@@ -181,17 +181,24 @@ class PlatformGateway:
             ConversationInfo,
         )
         self.known.add(msg.conversation)
-        fresh = time.time() - info.created_at < 60.0 and self.instance.history_backfill > 0
-        if not fresh:
+        if self.instance.history_backfill <= 0 or time.time() - info.created_at > 60.0:
+            return
+        # New to memory: nothing stored yet (a restarted gateway meets conversations that are a
+        # few seconds old and already hold their messages: those are not backfilled again).
+        stored = await self._mem(agent, TranscriptPage(msg.conversation, limit=1), list[StoredMessage])
+        if stored:
             return
         try:
             earlier = await self.adapter.history(msg.conversation, self.instance.history_backfill)
         except Exception as exc:  # the platform's own errors; backfill is a courtesy
             log.warning("history backfill failed conversation=%s error=%s", msg.conversation, exc)
             return
+        own = getattr(self.adapter, "own_id", "")
         for old in earlier:
             if old.message_id == msg.message_id or old.timestamp >= msg.timestamp:
                 continue
+            if own and old.scope.author_id == own:
+                continue  # the bot's own words from before memory knew the conversation
             await self._mem(
                 agent,
                 TranscriptAppend(

@@ -145,6 +145,9 @@ async def test_messages_written_while_the_gateway_was_down_are_answered_once(sho
             # Each question was asked of the model once (the catch-up also read the first one back).
             assert len(llm.requests) == 2
             assert "(new) ana: @spacebot second question" in llm.requests[-1].conversation.last_user
+            # The restarted gateway did not backfill the channel again (the bot's own answer would
+            # come back as a person's line).
+            assert "spacebot: First answer" not in llm.requests[-1].conversation.last_user
 
 
 PNG = bytes.fromhex(
