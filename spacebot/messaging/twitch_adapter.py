@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ from spacebot.config import PlatformInstance
 from spacebot.errors import ConfigError, SpacebotError
 from spacebot.messaging import credentials
 from spacebot.messaging.bindings import Scope
+from spacebot.messaging.lanes import Lanes
 from spacebot.messaging.platform import AuthRejected, OutFile, PlatformEdit, PlatformMessage, Sink
 from spacebot.runtime.child import ChildContext
 
@@ -330,6 +332,9 @@ class TwitchAdapter:
         self.port = url.port or (6697 if self.tls else 6667)
         self.ratelimit_wait = 5.0
         """Seconds to wait after a rate-limit notice before sending again."""
+        self.lanes = Lanes()
+        """Storing a message waits on memory: one lane per channel keeps each channel's order
+        without holding up the others (or the reading of the connection)."""
         self.keepalive = 360.0
         """Seconds of silence before the connection is probed with a ``PING`` (Twitch pings every
         ~5 minutes)."""
@@ -480,16 +485,17 @@ class TwitchAdapter:
                 case "PRIVMSG" if line.channel:
                     msg = self._message(ChatLine.of(line))
                     if msg is not None:
-                        try:
-                            await sink.message(msg)
-                        except Exception as exc:  # Twitch never delivers it again: log, read on
-                            log.error("message %s in #%s not stored: %s", msg.message_id, line.channel, exc)
+                        # Twitch never delivers a message again: a failure is logged, reading goes on.
+                        self.lanes.add(
+                            line.channel, functools.partial(sink.message, msg), f"storing {msg.message_id}"
+                        )
                 case "USERSTATE" if line.channel:
                     self._userstate(line)
                 case "NOTICE":
                     self._notice(line)
                 case "CLEARMSG" if line.channel and line.tags.get("target-msg-id"):
-                    await sink.edit(PlatformEdit(f"twitch:{line.channel}", line.tags["target-msg-id"], None))
+                    edit = PlatformEdit(f"twitch:{line.channel}", line.tags["target-msg-id"], None)
+                    self.lanes.add(line.channel, functools.partial(sink.edit, edit), "a deletion")
                 case _:
                     pass
 
@@ -723,6 +729,7 @@ class TwitchAdapter:
         return []  # Twitch keeps no chat history a bot can read
 
     async def close(self) -> None:
+        self.lanes.cancel()
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
