@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from spacebot.ipc.messages import ProcState, StateChanged
+from spacebot.ipc.messages import Notice, ProcState, StateChanged
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.messaging.fakes.discord import FakeDiscord
@@ -62,9 +62,17 @@ async def test_a_mention_gets_one_reply_and_other_messages_are_dropped(short_tmp
         guild = discord.add_guild("community")
         general = guild.channel_ids[0]
         ana = discord.add_user("ana", guild=guild.id)
-        async with _system(short_tmp, llm, discord):
+        async with _system(short_tmp, llm, discord) as system:
             await discord.wait_for(lambda: discord.connected_sessions() or None, timeout=WAIT)
-            discord.post(general, ana.id, "deploy without a mention: not for the bot")
+            assert system.sup.ctl is not None
+            dropped = await system.sup.ctl.events(f"gateway.{GW}.dropped")
+            try:
+                discord.post(general, ana.id, "deploy without a mention: not for the bot")
+                # Dropped before the mention is written, so it is older than the mention (a backfill
+                # takes only what came strictly before the message that started the conversation).
+                await dropped.wait_for(lambda e: isinstance(e.body, Notice), timeout=WAIT)
+            finally:
+                dropped.close()
             discord.post(general, ana.id, f"<@{discord.bot.id}> please deploy", mentions=[discord.bot.id])
             await discord.wait_for(
                 lambda: _shown(discord, general) == ["Deploying now."] or None, timeout=WAIT
