@@ -110,6 +110,9 @@ class PlatformGateway:
         """Conversation → the agent that answers it."""
         self.known: set[str] = set()
         """Conversations registered with their agent's memory by this process."""
+        self.arriving: set[str] = set()
+        """Platform ids of the messages being taken right now (stored by their own call, never
+        by another's history backfill, which would store them as already answered)."""
         self.dropped: collections.Counter[str] = collections.Counter()
         self.counters: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -132,6 +135,7 @@ class PlatformGateway:
             return
         agent = decision.agent
         self.agent_of[msg.conversation] = agent
+        self.arriving.add(msg.message_id)
         if msg.conversation not in self.known:
             await self._register(agent, msg)
         text = msg.text
@@ -158,6 +162,7 @@ class PlatformGateway:
             ),
             StoredMessage,
         )
+        self.arriving.discard(msg.message_id)
         self.deliveries.served(msg.conversation, agent, msg.scope.is_dm)
         if stored.reply_state is ReplyState.PENDING:
             self._spawn(self._deliver(agent, stored, msg.conversation, msg.scope.is_dm))
@@ -195,8 +200,8 @@ class PlatformGateway:
             return
         own = getattr(self.adapter, "own_id", "")
         for old in earlier:
-            if old.message_id == msg.message_id or old.timestamp >= msg.timestamp:
-                continue
+            if old.message_id in self.arriving or old.timestamp >= msg.timestamp:
+                continue  # this message, or one taken at the same time (its own call stores it)
             if own and old.scope.author_id == own:
                 continue  # the bot's own words from before memory knew the conversation
             await self._mem(

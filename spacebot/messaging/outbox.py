@@ -111,6 +111,13 @@ class ChatOutbox:
             self.typing_until = 0.0
             self.ops.append(self._drop_abandoned)
         else:
+            if state == "thinking":
+                # A turn begins. A live conversation process finishes or aborts every reply of its
+                # previous turn first, so a stream still unfinished was left by a process that died
+                # mid-reply: the next reply takes its message over (or the turn's end removes it).
+                for stream in self.streams.values():
+                    if stream.final is None:
+                        stream.abandoned = True
             self.typing_until = time.monotonic() + 120.0
         self._kick()
 
@@ -131,13 +138,18 @@ class ChatOutbox:
     # -- the queue -----------------------------------------------------------------------------
 
     def _new_stream(self, reply_id: str) -> _Stream:
-        # A reply after a restart or a fallback takes over the message the abandoned one showed.
+        return _Stream(reply_id)
+
+    def _take_over(self, stream: _Stream) -> None:
+        """A reply after a restart or a fallback takes over the message the abandoned one showed.
+        Done in the queue's task, when the reply is first shown: never while a call of the
+        abandoned one is under way (a post whose message id is not known yet)."""
         for old_id, old in list(self.streams.items()):
-            if old.abandoned and old.final is None:
+            if old is not stream and old.abandoned and old.final is None:
                 del self.streams[old_id]
                 self.deliveries.stream_done(self.conversation, old_id)
-                return _Stream(reply_id, platform_ids=old.platform_ids, shown=old.shown)
-        return _Stream(reply_id)
+                stream.platform_ids, stream.shown = old.platform_ids, old.shown
+                return
 
     def _kick(self) -> None:
         self._changed.set()
@@ -198,14 +210,19 @@ class ChatOutbox:
 
     async def _show(self, stream: _Stream, text: str, *, final: bool = False) -> list[str]:
         """Make the platform show ``text`` for ``stream``: edit what it shows, post what is new."""
+        if not stream.platform_ids:
+            self._take_over(stream)
         parts = split_message(text, self.adapter.limit) or ["…"]
         nonce_base = f"sb{stream.final[0]}" if final and stream.final else ""
         kept: list[str] = []
+        shown: list[str] = []
+        replaced: list[str] = []
         for i, part in enumerate(parts):
             if i < len(stream.platform_ids):
                 pid = stream.platform_ids[i]
                 if i < len(stream.shown) and stream.shown[i] == part:
                     kept.append(pid)
+                    shown.append(part)
                     continue
                 if await self._guard(
                     "edit",
@@ -214,8 +231,17 @@ class ChatOutbox:
                     ),
                 ):
                     kept.append(pid)
+                    shown.append(part)
                     continue
-                # The edit failed (message deleted, permissions): post the part as a new message.
+                if not final:
+                    # While streaming (a rate limit that outlasted the library's retries): the
+                    # message keeps its older text and a later edit catches up.
+                    kept.append(pid)
+                    shown.append(stream.shown[i] if i < len(stream.shown) else "")
+                    continue
+                # The final edit failed (message deleted, permissions): post the part as a new
+                # message, and remove the old one, which would go on showing an unfinished text.
+                replaced.append(pid)
             nonce = f"{nonce_base}p{i}" if nonce_base else ""
             posted: list[str] = []
 
@@ -224,12 +250,13 @@ class ChatOutbox:
 
             if await self._guard("post", post, retries=3 if final else 0):
                 kept.append(posted[0])
+                shown.append(part)
         # A final text shorter than what was streamed leaves messages over.
-        for pid in stream.platform_ids[len(parts) :]:
+        for pid in [*replaced, *stream.platform_ids[len(parts) :]]:
             if pid not in kept:
                 await self._guard("delete", lambda pid=pid: self.adapter.delete(self.conversation, pid))  # type: ignore[misc]
         stream.platform_ids = kept
-        stream.shown = parts[: len(kept)]
+        stream.shown = shown
         return kept
 
     async def _drop_abandoned(self) -> None:
