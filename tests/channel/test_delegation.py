@@ -290,8 +290,10 @@ async def test_cancel_kills_a_worker_and_its_commands(short_tmp: Path) -> None:
                     while len(sleepers) != 2:
                         await asyncio.sleep(0.05)
                         workers = await _worker_ids(system)
-                        if workers:
-                            proc = psutil.Process((await system.sup.info(workers[0])).pid)
+                        # Listed before its fork is reported, a worker has no pid yet (0).
+                        pid = (await system.sup.info(workers[0])).pid if workers else 0
+                        if pid:
+                            proc = psutil.Process(pid)
                             sleepers = [p for p in proc.children(recursive=True) if p.name() == "sleep"]
             except TimeoutError:
                 raise AssertionError(f"workers {workers}, sleepers {sleepers}{_seen(ana, fake)}") from None

@@ -20,53 +20,14 @@ from spacebot.ipc import ids
 from spacebot.ipc.events import EventStream
 from spacebot.ipc.messages import Event, Notice, ProcState, StateChanged
 from spacebot.llm.fake import FakeLLM
-from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.messaging.fakes.discord import FakeDiscord
 from spacebot.testing import ChatSystem
+from tests.messaging.test_discord_gateway import GW, WAIT, _reply, _shown, _system
 
-WAIT = 90.0
-"""Deadline of a wait for something certain to come (reached only when it does not)."""
-GW = "gateway:discord:main"
 EDIT_ROUTE = "PATCH /channels/{channel_id}/messages/{message_id}"
 POST_ROUTE = "POST /channels/{channel_id}/messages"
 EDIT_INTERVAL = 0.2
-"""``stream_edit_interval`` of the instance under test."""
-
-
-def _reply(content: str) -> list[FakeToolCall]:
-    return [FakeToolCall("reply", {"content": content})]
-
-
-def _sections(fake: FakeDiscord, **instance: Any) -> dict[str, Any]:
-    inst = {
-        "name": "main",
-        "token": "env:TEST_DISCORD_TOKEN",
-        "api_base": fake.api_url,
-        "gateway_url": fake.gateway_url,
-        "stream_edit_interval": EDIT_INTERVAL,
-        **instance,
-    }
-    return {
-        "messaging": {"discord": [inst]},
-        "bindings": [
-            {"agent": "main", "platform": "discord", "dms": True},
-            {"agent": "main", "platform": "discord"},
-        ],
-    }
-
-
-def _system(root: Path, llm: FakeLLM, discord: FakeDiscord, **instance: Any) -> ChatSystem:
-    # Connecting to a platform is slower than the other test processes' start-up.
-    system = ChatSystem(
-        root, llm, sections_extra=_sections(discord, **instance), gateway={"ready_timeout": 60.0}
-    )
-    system.sup.env["TEST_DISCORD_TOKEN"] = discord.token
-    return system
-
-
-def _shown(discord: FakeDiscord, channel: int) -> list[str]:
-    """What the bot shows in ``channel`` now (its messages that were not deleted)."""
-    return [m.content for m in discord.bot_messages(channel) if not m.deleted]
+"""``stream_edit_interval`` of the instance under test (``_sections``)."""
 
 
 @contextlib.asynccontextmanager
