@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
+
+from aiohttp import web
 
 T = TypeVar("T")
 
@@ -76,3 +78,33 @@ def serve_until_stopped(
         print(f"spacebot fake-{name}: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+Action = Callable[[str, dict[str, Any]], Awaitable[Any]]
+"""A fake's test API: ``(action, JSON body) → JSON-able result``."""
+
+
+async def json_action(
+    request: web.Request,
+    run: Action,
+    counts: Callable[[], Any],
+    refused: tuple[type[BaseException], ...] = (),
+) -> web.Response:
+    """``POST|GET /_fake/<action>`` of a fake started in another process: the body as JSON to
+    ``run``; a bad body or argument is a 400 naming the action, a wait that ran out a 408 with the
+    fake's counters."""
+    action = request.match_info["action"]
+    body: dict[str, Any] = {}
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+    bad: tuple[type[BaseException], ...] = (KeyError, TypeError, ValueError, *refused)
+    try:
+        result = await run(action, body)
+    except bad as exc:
+        return web.json_response({"error": f"{action}: {exc!r}"}, status=400)
+    except TimeoutError:
+        return web.json_response({"error": f"{action}: timed out", "counts": counts()}, status=408)
+    return web.json_response(result)

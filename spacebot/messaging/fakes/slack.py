@@ -36,7 +36,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import WSMsgType, web
 
-from spacebot.messaging.fakes.base import FakeServer, serve_until_stopped
+from spacebot.messaging.fakes.base import FakeServer, json_action, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -767,20 +767,7 @@ class FakeSlack(FakeServer):
 
     # ---- test API over HTTP --------------------------------------------------------------------
     async def _test_api(self, request: web.Request) -> web.Response:
-        action = request.match_info["action"]
-        body: dict[str, Any] = {}
-        if request.can_read_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                return web.json_response({"error": "the body is not JSON"}, status=400)
-        try:
-            result = await self._test_action(action, body)
-        except (KeyError, TypeError, ValueError, SlackApiFailure) as exc:
-            return web.json_response({"error": f"{action}: {exc!r}"}, status=400)
-        except TimeoutError:
-            return web.json_response({"error": f"{action}: timed out", "counts": self.counts()}, status=408)
-        return web.json_response(result)
+        return await json_action(request, self._test_action, self.counts, (SlackApiFailure,))
 
     async def _test_action(self, action: str, body: dict[str, Any]) -> Any:
         match action:

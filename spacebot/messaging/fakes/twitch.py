@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from spacebot.messaging.fakes.base import FakeServer, serve_until_stopped
+from spacebot.messaging.fakes.base import FakeServer, json_action, serve_until_stopped
 
 SERVER = "tmi.twitch.tv"
 CAPS = ("twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership")
@@ -558,20 +558,7 @@ class FakeTwitch(FakeServer):
         )
 
     async def _test_api(self, request: web.Request) -> web.Response:
-        action = request.match_info["action"]
-        body: dict[str, Any] = {}
-        if request.can_read_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                return web.json_response({"error": "the body is not JSON"}, status=400)
-        try:
-            result = await self._test_action(action, body)
-        except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"{action}: {exc!r}"}, status=400)
-        except TimeoutError:
-            return web.json_response({"error": f"{action}: timed out", "counts": self.counts()}, status=408)
-        return web.json_response(result)
+        return await json_action(request, self._test_action, self.counts)
 
     async def _test_action(self, action: str, body: dict[str, Any]) -> Any:
         match action:

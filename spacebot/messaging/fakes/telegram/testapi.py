@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from spacebot.messaging.fakes.base import json_action
 from spacebot.messaging.fakes.telegram.server import FakeTelegram
 
 
@@ -52,22 +53,7 @@ class TestApi:
             self._runner = None
 
     async def _handle(self, request: web.Request) -> web.Response:
-        action = request.match_info["action"]
-        body: dict[str, Any] = {}
-        if request.can_read_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                return web.json_response({"error": "the body is not JSON"}, status=400)
-        try:
-            result = await self.action(action, body)
-        except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"{action}: {exc!r}"}, status=400)
-        except TimeoutError:
-            return web.json_response(
-                {"error": f"{action}: timed out", "counts": self.fake.counts()}, status=408
-            )
-        return web.json_response(result)
+        return await json_action(request, self.action, self.fake.counts)
 
     async def action(self, action: str, body: dict[str, Any]) -> Any:
         fake = self.fake
