@@ -24,7 +24,16 @@ from spacebot.config import SupervisorSection
 from spacebot.ipc import ids
 from spacebot.ipc.control_client import ControlClient
 from spacebot.ipc.credentials import Credentials, operator_bus
-from spacebot.ipc.messages import Kind, ProcessInfo, Spawned, SpawnSpec, StatusReply, StatusRequest
+from spacebot.ipc.messages import (
+    Kind,
+    ProcessInfo,
+    ProcState,
+    Spawned,
+    SpawnSpec,
+    StateChanged,
+    StatusReply,
+    StatusRequest,
+)
 from spacebot.messaging.ports import listening_port
 from spacebot.paths import Endpoints
 
@@ -199,6 +208,19 @@ class SupervisorProcess:
             if row.id == ident:
                 return row
         raise KeyError(ident)
+
+    async def wait_state(self, ident: str, state: ProcState, timeout: float) -> ProcessInfo:
+        """The status row of ``ident`` once it is in ``state`` (already, or by a state event)."""
+        assert self.ctl is not None
+        events = await self.ctl.events(f"proc.{ident.partition(':')[0]}.{ident}.")
+        try:
+            if (await self.info(ident)).state is not state:
+                await events.wait_for(
+                    lambda e: isinstance(e.body, StateChanged) and e.body.new is state, timeout=timeout
+                )
+        finally:
+            events.close()
+        return await self.info(ident)
 
     async def spawn(
         self, target: str, *, kind: Kind = Kind.WORKER, timeout: float = 30.0, **kw: Any

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from spacebot.ipc.messages import Notice, ProcState, StateChanged
+from spacebot.ipc.messages import Notice, ProcState
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.messaging.fakes.discord import FakeDiscord
@@ -91,17 +91,7 @@ async def test_a_rejected_token_fails_with_the_reason_and_is_not_restarted(short
         system = _system(short_tmp, llm, discord)
         system.sup.env["TEST_DISCORD_TOKEN"] = "not-the-token"
         async with system:
-            assert system.sup.ctl is not None
-            events = await system.sup.ctl.events(f"proc.gateway.{GW}.")
-            try:
-                if (await system.sup.info(GW)).state is not ProcState.FAILED:
-                    await events.wait_for(
-                        lambda e: isinstance(e.body, StateChanged) and e.body.new is ProcState.FAILED,
-                        timeout=WAIT,
-                    )
-            finally:
-                events.close()
-            row = await system.sup.info(GW)
+            row = await system.sup.wait_state(GW, ProcState.FAILED, timeout=WAIT)
             assert row.task.startswith("failed: discord token rejected"), row.task
             assert row.restarts == 0
 

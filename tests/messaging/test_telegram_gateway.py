@@ -8,7 +8,7 @@ import signal
 import stat
 from pathlib import Path
 
-from spacebot.ipc.messages import ProcState, StateChanged
+from spacebot.ipc.messages import ProcState
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.messaging.fakes.telegram import FakeTelegram
@@ -93,16 +93,6 @@ async def test_a_rejected_token_fails_with_the_reason_and_is_not_restarted(short
     async with FakeLLM() as llm, FakeTelegram() as tg:
         system = _system(short_tmp, llm, tg, token=f"{tg.bot.id}:not-the-token")
         async with system:
-            assert system.sup.ctl is not None
-            events = await system.sup.ctl.events(f"proc.gateway.{GW}.")
-            try:
-                if (await system.sup.info(GW)).state is not ProcState.FAILED:
-                    await events.wait_for(
-                        lambda e: isinstance(e.body, StateChanged) and e.body.new is ProcState.FAILED,
-                        timeout=WAIT,
-                    )
-            finally:
-                events.close()
-            row = await system.sup.info(GW)
+            row = await system.sup.wait_state(GW, ProcState.FAILED, timeout=WAIT)
             assert row.task.startswith("failed: telegram token rejected"), row.task
             assert row.restarts == 0

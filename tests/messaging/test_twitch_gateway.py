@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spacebot.ipc.messages import ProcState, StateChanged
+from spacebot.ipc.messages import ProcState
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.messaging.fakes.twitch import FakeTwitch
@@ -67,17 +67,7 @@ async def test_a_refused_token_without_renewal_fails_the_gateway_with_the_reason
         FakeTwitch() as twitch,
         _system(short_tmp, llm, twitch, "not-the-token") as system,
     ):
-        assert system.sup.ctl is not None
-        events = await system.sup.ctl.events(f"proc.gateway.{GW}.")
-        try:
-            if (await system.sup.info(GW)).state is not ProcState.FAILED:
-                await events.wait_for(
-                    lambda e: isinstance(e.body, StateChanged) and e.body.new is ProcState.FAILED,
-                    timeout=WAIT,
-                )
-        finally:
-            events.close()
-        row = await system.sup.info(GW)
+        row = await system.sup.wait_state(GW, ProcState.FAILED, timeout=WAIT)
         assert row.task.startswith("failed: twitch token rejected"), row.task
         assert "Login authentication failed" in row.task
         assert row.restarts == 0 and twitch.login_failures == 1
