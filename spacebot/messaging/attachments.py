@@ -14,6 +14,7 @@ A file's name is chosen by a stranger: it is reduced to a safe file name before 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 import re
@@ -132,7 +133,7 @@ async def take(files: tuple[Attachment, ...], *, agent_home: Path, message_key: 
                 log.warning("attachment download failed name=%s error=%s", name, exc)
                 meta["error"] = f"could not be downloaded ({type(exc).__name__})"
         if data and kind == "image" and len(data) <= IMAGE_MAX:
-            meta["path"] = str(_write(agent_home / "attachments" / key, name, data))
+            meta["path"] = str(await asyncio.to_thread(_write, agent_home / "attachments" / key, name, data))
         if data and kind == "text":
             body = data.decode("utf-8", errors="replace")
             cut = len(body) > INLINE_CHARS
@@ -141,7 +142,9 @@ async def take(files: tuple[Attachment, ...], *, agent_home: Path, message_key: 
             out.text += f"\n[file {name}{note}]\n{shown}"
             meta["inlined"] = True
         if data and save and len(data) <= SAVE_MAX:
-            meta["saved"] = str(_write(agent_home / "workspace" / "saved" / key, name, data))
+            meta["saved"] = str(
+                await asyncio.to_thread(_write, agent_home / "workspace" / "saved" / key, name, data)
+            )
         out.meta.append(meta)
     if len(files) > MAX_FILES:
         out.text += f"\n[{len(files) - MAX_FILES} more files not taken]"
@@ -149,6 +152,7 @@ async def take(files: tuple[Attachment, ...], *, agent_home: Path, message_key: 
 
 
 def _write(folder: Path, name: str, data: bytes) -> Path:
+    """Write one file (up to 25 MB: called off the event loop)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_bytes(data)
