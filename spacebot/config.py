@@ -330,12 +330,20 @@ class WebFetchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class McpServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One ``[[tools.mcp]]`` entry: an MCP server (over stdio) whose tools workers offer."""
+    """One ``[[tools.mcp]]`` entry: an MCP server whose tools workers offer, either a program each
+    worker starts and speaks to over stdio (``command``) or a running server reached over
+    streamable HTTP (``url``)."""
 
     name: str
     """Server name: 1-24 of a-z 0-9 _; its tools are offered as ``mcp_<name>_<tool>``."""
-    command: list[str]
-    """The program and its arguments (no shell)."""
+    command: list[str] = msgspec.field(default_factory=list)
+    """The program and its arguments (no shell); give this or ``url``."""
+    url: str = ""
+    """The endpoint of a server speaking streamable HTTP (``http(s)://host:port/mcp``), shared by
+    every worker; give this or ``command``."""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    """HTTP headers sent to a ``url`` server (e.g. ``Authorization``): name → literal,
+    ``env:NAME`` or ``secret:NAME``."""
     env: dict[str, str] = msgspec.field(default_factory=dict)
     """The server's variables beyond PATH, HOME, LANG, TERM and TMPDIR: name → literal,
     ``env:NAME`` or ``secret:NAME``."""
@@ -996,10 +1004,25 @@ def _check_mcp(servers: list[McpServerSettings], found: Found) -> None:
         if server.name in seen:
             found.append((("tools", "mcp"), f"{where}: name {server.name!r} appears twice"))
         seen.add(server.name)
-        if not server.command or not server.command[0].strip():
+        if server.url and server.command:
+            found.append((("tools", "mcp"), f"{where}: give either command (stdio) or url (HTTP), not both"))
+        elif server.url:
+            scheme, _, rest = server.url.partition("://")
+            if scheme not in ("http", "https") or not rest.split("/")[0]:
+                found.append(
+                    (("tools", "mcp"), f"{where}: url {server.url!r} is not an http:// or https:// address")
+                )
+        elif not server.command or not server.command[0].strip():
             found.append(
-                (("tools", "mcp"), f"{where}: command is empty (give the program and its arguments)")
+                (
+                    ("tools", "mcp"),
+                    f"{where}: command is empty (give the program and its arguments, or the url of "
+                    "an HTTP server)",
+                )
             )
+        for header in server.headers:
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", header):
+                found.append((("tools", "mcp"), f"{where}: header name {header!r} is not valid"))
         if server.timeout <= 0:
             found.append((("tools", "mcp"), f"{where}: timeout must be > 0"))
         for var in server.env:

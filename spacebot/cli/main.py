@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spacebot.cli.cron_cmd import register as register_cron_commands
 
     register_cron_commands(sub)
+    from spacebot.cli.mcp_cmd import register as register_mcp_commands
+
+    register_mcp_commands(sub)
     from spacebot.messaging.fakes.discord import register as register_fake_discord_command
 
     register_fake_discord_command(sub)

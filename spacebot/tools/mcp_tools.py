@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from spacebot.llm.types import ToolSpec
 from spacebot.tools.errors import ToolError
+from spacebot.tools.mcp_http import McpHttpServer
 from spacebot.tools.mcp_session import McpServer, _cut
 
 if TYPE_CHECKING:
@@ -157,12 +158,42 @@ def resolve_env(
     ``env:NAME`` reads the variable (else the systemd credential), ``secret:NAME`` the granted
     store secrets; a value that cannot be had is left out and named in the problems.
     """
+    return _resolve(settings.name, "env", settings.env, granted, environ)
+
+
+def resolve_headers(
+    settings: McpServerSettings, granted: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The entry's HTTP ``headers``, resolved like :func:`resolve_env`.
+
+    A header value may carry its secret after a prefix (``"Bearer secret:TOKEN"``): the part after
+    the last space is resolved, the rest kept.
+    """
+    prefixes: dict[str, str] = {}
+    raw: dict[str, str] = {}
+    for name, value in settings.headers.items():
+        head, _, tail = value.rpartition(" ")
+        if head and tail.startswith(("env:", "secret:")):
+            prefixes[name], raw[name] = head + " ", tail
+        else:
+            raw[name] = value
+    values, known, problems = _resolve(settings.name, "headers", raw, granted, environ)
+    return {name: prefixes.get(name, "") + value for name, value in values.items()}, known, problems
+
+
+def _resolve(
+    server: str,
+    kind: str,
+    values: Mapping[str, str],
+    granted: Mapping[str, str],
+    environ: Mapping[str, str] | None,
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
     from spacebot.llm.config import key_from_env
 
-    env: dict[str, str] = {}
+    out: dict[str, str] = {}
     known: dict[str, str] = {}
     problems: list[str] = []
-    for var, raw in settings.env.items():
+    for var, raw in values.items():
         value: str | None = raw
         if raw.startswith("env:"):
             value = key_from_env(raw[4:], environ)
@@ -175,15 +206,22 @@ def resolve_env(
                 problems.append(f"{var}: {why}")
                 continue
             value = ""
-        env[var] = value
+        out[var] = value
         if raw.startswith(("env:", "secret:")):
-            known[f"tools.mcp.{settings.name}.env.{var}"] = value
-    return env, known, problems
+            known[f"tools.mcp.{server}.{kind}.{var}"] = value
+    return out, known, problems
+
+
+def _references(entry: McpServerSettings) -> list[str]:
+    """The ``env:``/``secret:`` references of an entry's variables and headers."""
+    refs = list(entry.env.values())
+    refs += [value.rpartition(" ")[2] for value in entry.headers.values()]
+    return [ref for ref in refs if ref.startswith(("env:", "secret:"))]
 
 
 def secret_names(servers: list[McpServerSettings]) -> list[str]:
     """The store secrets the enabled entries' ``env`` name (``secret:NAME``)."""
-    return [raw[7:] for s in servers if s.enabled for raw in s.env.values() if raw.startswith("secret:")]
+    return [raw[7:] for s in servers if s.enabled for raw in _references(s) if raw.startswith("secret:")]
 
 
 class McpTools:
@@ -262,11 +300,16 @@ async def start_servers(
     for entry in settings:
         if not entry.enabled:
             continue
-        env, secret_values, problems = resolve_env(entry, granted or {}, environ)
+        if entry.url:
+            headers, secret_values, problems = resolve_headers(entry, granted or {}, environ)
+            server: McpServer = McpHttpServer(entry, workspace, headers)
+        else:
+            env, secret_values, problems = resolve_env(entry, granted or {}, environ)
+            server = McpServer(entry, workspace, env)
         for problem in problems:
             log.warning("mcp server %r starts without %s", entry.name, problem)
         known.update(secret_values)
-        servers.append(McpServer(entry, workspace, env))
+        servers.append(server)
     results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
     started = []
     for server, outcome in zip(servers, results, strict=True):
@@ -289,7 +332,7 @@ async def connect(ctx: ChildContext, workspace: Path) -> McpTools | None:
 
         granted, _refused = await fetch(ctx, names)
     for entry in entries:
-        for raw in entry.env.values():
+        for raw in _references(entry):
             if raw.startswith("env:"):
                 from spacebot import logs
                 from spacebot.llm.config import key_from_env

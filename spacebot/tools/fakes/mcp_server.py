@@ -20,6 +20,9 @@ Options:
 * ``--exit-at-start CODE`` — exit with ``CODE`` before speaking MCP (a server that cannot start).
 * ``--noise`` — write a line that is not JSON-RPC to stdout before serving.
 * ``--name NAME`` — the server's name in ``initialize`` (default ``fake``).
+* ``--http PORT`` — serve streamable HTTP on ``127.0.0.1:PORT/mcp`` instead of stdio (0: any free
+  port); the first line on stdout is ``listening http://127.0.0.1:<port>/mcp``.
+* ``--token TOKEN`` — with ``--http``, answer 401 unless ``Authorization: Bearer TOKEN`` is sent.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import socket
 import sys
 from collections.abc import Callable
 
@@ -126,14 +130,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-at-start", type=int, default=None)
     parser.add_argument("--name", default="fake")
     parser.add_argument("--noise", action="store_true")
+    parser.add_argument("--http", type=int, default=None, metavar="PORT")
+    parser.add_argument("--token", default="")
     args = parser.parse_args(argv)
     if args.exit_at_start is not None:
         print("fake mcp server refusing to start", file=sys.stderr, flush=True)
         return int(args.exit_at_start)
     if args.noise:
         print("starting up, not JSON", flush=True)
+    if args.http is not None:
+        anyio.run(serve_http, build(args.name, args.flood), args.http, args.token)
+        return 0
     build(args.name, args.flood).run("stdio")
     return 0
+
+
+async def serve_http(server: MCPServer, port: int, token: str = "") -> None:
+    """Serve ``server`` over streamable HTTP on loopback until killed."""
+    import uvicorn
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    inner = server.streamable_http_app(host="127.0.0.1")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if token and scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if given != f"Bearer {token}".encode():
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b"bad token"})
+                return
+        await inner(scope, receive, send)
+
+    asgi: ASGIApp = app
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may take the same port
+    sock.bind(("127.0.0.1", port))
+    print(f"listening http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
+    # lifespan "on": the Starlette app's lifespan runs the SDK's session manager.
+    config = uvicorn.Config(asgi, log_level="warning", lifespan="on")
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 if __name__ == "__main__":
