@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import spacebot.llm.client  # noqa: F401 - shared from the zygote (see channel.py)
+from spacebot.agent.capabilities import worker_capabilities
 from spacebot.agent.delegated import Finished, model_loop, run_and_report, status
 from spacebot.agent.identity import agent_dir
 from spacebot.ipc.messages import DelegateInput, Envelope, Err, ErrorCode, Ok
@@ -21,7 +22,7 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
-from spacebot.tools import mcp_tools, sandbox, web_search
+from spacebot.tools import browser, mcp_tools, sandbox, web_search
 from spacebot.tools.egress import EgressProxy
 from spacebot.tools.sandbox import Network
 from spacebot.tools.schema import check, spec
@@ -31,10 +32,10 @@ log = logging.getLogger("spacebot.worker")
 
 WORKER_PROMPT = """\
 You are a worker: you carry out one task and report the result. You work in a private workspace
-directory (your tools' paths are relative to it) and run commands with the shell and exec tools.
-Use set_status to say what you are doing during long steps. When the task is done, answer with the
-result: what you did and what came out, briefly and precisely (people will read it).
-{interactive}
+directory (your tools' paths are relative to it). Use set_status to say what you are doing during
+long steps. When the task is done, answer with the result: what you did and what came out, briefly
+and precisely (people will read it).
+{capabilities}{interactive}
 Task type: {task_type}
 """
 
@@ -84,14 +85,7 @@ async def serve(
         return text
 
     own_specs = [FINISH] if interactive else []
-    messages: list[Message] = [
-        SystemMessage(
-            WORKER_PROMPT.format(
-                interactive=INTERACTIVE if interactive else "", task_type=task_type or "general"
-            )
-        ),
-        UserMessage(task),
-    ]
+    messages: list[Message] = [UserMessage(task)]  # the system prompt first, once the tools are known
 
     async def work(stack: contextlib.AsyncExitStack[bool | None]) -> str:
         if settings.network == "loopback-deny":
@@ -108,6 +102,9 @@ async def serve(
         mcp = await mcp_tools.connect(ctx, Path(workspace))
         if mcp is not None:
             stack.push_async_callback(mcp.aclose)
+        web_browser = browser.connect(ctx.config.tools.browser, Path(workspace))  # started on first use
+        if web_browser is not None:
+            stack.push_async_callback(web_browser.aclose)
         secrets = await worker_secrets(
             ctx, known={**llm.secrets, **(search.known if search else {}), **(mcp.known if mcp else {})}
         )
@@ -120,7 +117,17 @@ async def serve(
             web_search=search,
             web_fetch=ctx.config.tools.web_fetch,
             mcp=mcp,
+            browser=web_browser,
         )
+
+        # The prompt names what this worker's tools can do: only what is configured and started.
+        capabilities = worker_capabilities(tools.specs, [s.name for s in mcp.servers] if mcp else [])
+        prompt = WORKER_PROMPT.format(
+            capabilities=capabilities,
+            interactive=INTERACTIVE if interactive else "",
+            task_type=task_type or "general",
+        )
+        messages.insert(0, SystemMessage(prompt))
 
         async def run_tool(call: ToolCall) -> tuple[str, bool]:
             if call.name == "finish":

@@ -75,5 +75,10 @@ async def test_a_worker_calls_an_mcp_tool_and_its_model_reads_the_result(short_t
     assert {"mcp_calc_add", "mcp_calc_echo", "shell"} <= set(tools)
     assert not any(name.startswith("mcp_calc_") for name in set(tools) - {"mcp_calc_add", "mcp_calc_echo"})
     assert tools["mcp_calc_add"]["parameters"]["required"] == ["a", "b"]
+    # Its prompt says what its tools can do: commands, files, this MCP server; no search (not configured).
+    system = worker_requests[0].conversation.system
+    assert "tools of MCP servers: calc (mcp_calc_*)" in system
+    assert "run programs in the workspace (shell, exec)" in system
+    assert "web_search" not in system and "web_search" not in tools
     # What the worker's model read back: the server's answer.
     assert worker_requests[-1].conversation.tool_results[-1] == ("mcp_calc_add", "42")
