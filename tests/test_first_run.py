@@ -198,3 +198,27 @@ async def test_a_port_taken_later_is_one_clear_error_for_every_listener() -> Non
     assert free != 0
     await site.stop()
     await runner.cleanup()
+
+
+def test_spacebot_run_lifts_its_soft_open_files_limit_to_the_hard_one() -> None:
+    """Under a soft limit of 1,024 (a login shell's), the supervisor would run out of descriptors
+    at a few hundred live conversations: ``spacebot run`` lifts it before it starts anything."""
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1024, hard)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    code = (
+        "import resource; from spacebot.cli.main import _raise_open_files; "
+        "before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]; _raise_open_files(); "
+        "print(before, resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, check=True
+    )
+    before, after = map(int, out.stdout.split())
+    assert before == low
+    assert after == (hard if hard != resource.RLIM_INFINITY else max(low, 1 << 20))

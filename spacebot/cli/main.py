@@ -48,6 +48,26 @@ def _load(args: argparse.Namespace) -> tuple[Path, Config | None]:
         return path, None
 
 
+def _raise_open_files() -> None:
+    """Lift the soft open-files limit to the hard one: the broker holds a socket per live process
+    and the web chat one per person, so the usual soft 1,024 of a login shell (or of a unit
+    without ``LimitNOFILE=``) would cap a busy service at a few hundred conversations."""
+    import logging
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    target = max(soft, 1 << 20) if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("spacebot.supervisor").warning(
+                "could not raise the open-files limit from %d to %d: %s", soft, target, exc
+            )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the supervisor in the foreground (systemd's ExecStart)."""
     from spacebot.agent.identity import ensure_files
@@ -60,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # UMask=0077 says the same); every process and tool inherits it.
     os.umask(os.umask(0o077) | 0o077)
     logs.setup("supervisor", cfg.runtime.log_level, cfg.runtime.log_format)
+    _raise_open_files()
     if cfg.webchat.enabled and cfg.webchat.port:
         # Checked before anything starts: otherwise the banner would announce someone else's
         # server and the gateway would restart in vain (it still says the same if the port is
