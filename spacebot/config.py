@@ -357,11 +357,33 @@ class McpServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """The server's tools to offer, by the server's names (empty: all)."""
 
 
+class BrowserSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[tools.browser]``: the ``browser_*`` worker tools (headless Chromium through Playwright)."""
+
+    enabled: bool = True
+    """Offer the browser tools to workers (only when ``executable`` exists and Playwright is
+    installed)."""
+    executable: str = "/usr/bin/chromium"
+    """The Chromium (or Chrome) program; a browser is never downloaded."""
+    allow_private: bool = False
+    """Let the browser reach loopback and private addresses (else every request goes through an
+    egress proxy that refuses them)."""
+    evaluate: bool = False
+    """Offer ``browser_evaluate`` (the model runs JavaScript in the page)."""
+    navigation_timeout: float = 30.0
+    """Seconds a navigation may take before the call fails."""
+    action_timeout: float = 10.0
+    """Seconds a click, typing or a snapshot may take."""
+    max_chars: int = 20_000
+    """Most characters of a snapshot (or of any other result) returned to the model."""
+
+
 class ToolsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[tools.*]``: settings of the worker tools that reach outside (docs/tools.md)."""
 
     web_search: WebSearchSettings = WebSearchSettings()
     web_fetch: WebFetchSettings = WebFetchSettings()
+    browser: BrowserSettings = BrowserSettings()
     mcp: list[McpServerSettings] = msgspec.field(default_factory=list)
     """``[[tools.mcp]]``: MCP servers started with each worker (docs/tools.md)."""
 
@@ -992,6 +1014,10 @@ def _check(config: Config, found: Found) -> None:
     _check_cortex(config.cortex, found)
     _check_cron(config, found)
     _check_mcp(config.tools.mcp, found)
+    browser = config.tools.browser
+    for limit in ("navigation_timeout", "action_timeout", "max_chars"):
+        if getattr(browser, limit) <= 0:
+            found.append((("tools", "browser", limit), "must be > 0"))
 
 
 def _check_mcp(servers: list[McpServerSettings], found: Found) -> None:

@@ -1,9 +1,11 @@
 """The tools a worker offers its model: shell, exec, workspace files, status lines, and (when
-configured) ``web_search``, ``web_fetch`` and the tools of MCP servers (``mcp_tools``).
+configured) ``web_search``, ``web_fetch``, the ``browser_*`` tools (``browser``) and the tools of
+MCP servers (``mcp_tools``).
 
-Tool secrets (``[delegates] secrets``) reach the environment of shell/exec programs and nothing
-else; every result a tool returns to the model is scrubbed of every secret value the worker holds
-(:class:`ToolSecrets`), program output already while it is read (``sandbox.run``).
+Tool secrets (``[delegates] secrets``) reach the environment of shell/exec programs, and the page
+``browser_type`` types one into by name, and nothing else; every result a tool returns to the model
+is scrubbed of every secret value the worker holds (:class:`ToolSecrets`), program output already
+while it is read (``sandbox.run``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from spacebot.config import DelegateSection, WebFetchSettings
     from spacebot.runtime.child import ChildContext
     from spacebot.secrets import Scrubber
+    from spacebot.tools.browser import Browser
     from spacebot.tools.mcp_tools import McpTools
     from spacebot.tools.web_search import WebSearch
 
@@ -183,6 +186,7 @@ class TaskTools:
         web_search: WebSearch | None = None,
         web_fetch: WebFetchSettings | None = None,
         mcp: McpTools | None = None,
+        browser: Browser | None = None,
     ) -> None:
         self.files = Workspace(workspace)
         self.limits = limits
@@ -204,6 +208,10 @@ class TaskTools:
         """``[[tools.mcp]]``: the started servers' tools (``mcp_<server>_<tool>``)."""
         if mcp is not None:
             self.specs.update(mcp.specs)
+        self.browser = browser
+        """``[tools.browser]``: the ``browser_*`` tools (offered only when ``browser.connect`` gave one)."""
+        if browser is not None:
+            self.specs.update(browser.specs)
 
     async def _room(self) -> int | None:
         """Bytes left under the workspace cap (may be negative), or ``None`` without a cap."""
@@ -249,6 +257,8 @@ class TaskTools:
     async def _run(self, name: str, args: dict[str, Any]) -> str:
         if self.mcp is not None and name in self.mcp.routes:
             return await self.mcp.call(name, args)
+        if self.browser is not None and name in self.browser.specs:
+            return await self.browser.call(name, args, self.secrets.env)
         if name in ("shell", "exec"):
             return await self._command(name, args)
         if name == "set_status":
