@@ -12,7 +12,17 @@ from typing import Any
 from spacebot.ipc.messages import OUTCOMES, DelegateResult, DelegateStatus, Outcome, StatusKind
 from spacebot.ipc.replies import BusError, retry_transient
 from spacebot.llm.errors import model_failure
-from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage, ToolSpec
+from spacebot.llm.types import (
+    AssistantMessage,
+    ImagePart,
+    Message,
+    Request,
+    TextPart,
+    ToolCall,
+    ToolMessage,
+    ToolSpec,
+    UserMessage,
+)
 from spacebot.runtime.child import ChildContext
 
 log = logging.getLogger("spacebot.delegate")
@@ -101,11 +111,15 @@ async def model_loop(
     process: str,
     task: str | None = None,
     on_text: Callable[[str], Awaitable[str | None]] | None = None,
+    take_images: Callable[[], list[ImagePart]] | None = None,
 ) -> str:
     """Call the model, run its tool calls, repeat until it answers without tools; returns that answer.
 
     ``on_text`` (interactive workers) may turn a tool-less answer into more input: it returns the
-    next user message, or ``None`` to finish with the answer. ``messages`` is extended in place.
+    next user message, or ``None`` to finish with the answer. ``take_images`` gives the images the
+    tool calls just made (screenshots): tool results are text, so they follow the results in a
+    user message, and only the newest such message keeps its images (earlier ones become a note,
+    so the history does not resend every screenshot). ``messages`` is extended in place.
     """
     last = ""
     for _ in range(max_turns):
@@ -127,12 +141,32 @@ async def model_loop(
             text, is_error = await run_tool(call)
             outputs.append(ToolMessage(call.id, text, is_error=is_error, name=call.name))
         messages += [AssistantMessage(result.text, list(result.tool_calls)), *outputs]
+        images = take_images() if take_images is not None else []
+        if images:
+            _retire_images(messages)
+            messages.append(UserMessage([TextPart(IMAGES_NOTE), *images]))
     raise TurnCapReached(last)
 
 
-def _user(text: str) -> Message:
-    from spacebot.llm.types import UserMessage
+IMAGES_NOTE = "The images from the tool calls above:"
+"""Opens the user message that carries tool images (how :func:`_retire_images` knows it)."""
 
+
+def _retire_images(messages: list[Message]) -> None:
+    """Replace the images of earlier tool-image messages with a one-line note."""
+    for i, message in enumerate(messages):
+        if (
+            isinstance(message, UserMessage)
+            and isinstance(message.content, list)
+            and message.content
+            and isinstance(message.content[0], TextPart)
+            and message.content[0].text == IMAGES_NOTE
+        ):
+            shown = sum(1 for part in message.content if isinstance(part, ImagePart))
+            messages[i] = UserMessage(f"({shown} image(s) from earlier tool calls, no longer shown)")
+
+
+def _user(text: str) -> Message:
     return UserMessage(text)
 
 

@@ -146,6 +146,7 @@ async def serve(
             process="worker",
             task=task_type or None,
             on_text=wait_for_input,
+            take_images=tools.take_images,
         )
 
     await run_and_report(

@@ -20,6 +20,7 @@ Calls are one at a time (a lock); a Playwright error becomes a :class:`ToolError
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib
 import importlib.util
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from spacebot.llm.types import ToolSpec
+from spacebot.llm.types import ImagePart, ToolSpec
 from spacebot.tools import egress
 from spacebot.tools.browser_session import BrowserSession, first_lines
 from spacebot.tools.browser_snapshot import compact
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spacebot.tools.browser")
 
+IMAGE_BYTES = 3 * 2**20
+"""Largest screenshot shown to the model (providers refuse images over about 5 MB of base64)."""
 SCREENSHOTS = "screenshots"
 """Where screenshots are saved, relative to the workspace."""
 LOAD_GRACE = 5.0
@@ -167,6 +170,9 @@ class Browser:
         """The running browser (started by the first call that needs it)."""
         self._page: Page | None = None
         self._lock = asyncio.Lock()
+        self.images: list[ImagePart] = []
+        """Screenshots taken since the worker last collected them (:meth:`take_images`), for the
+        model to see (tool results are text)."""
 
     # -- the tool calls --------------------------------------------------------------------------
 
@@ -355,9 +361,19 @@ class Browser:
             n += 1
             path = folder / f"browser-{stamp}-{n}.png"
         data = await page.screenshot(path=str(path), full_page=full_page, timeout=self._action_ms)
-        return (
+        saved = (
             f"saved a screenshot of {page.url} to {path.relative_to(self.workspace)} ({len(data)} bytes, PNG)"
         )
+        if len(data) > IMAGE_BYTES:
+            too_big = f"over {IMAGE_BYTES // 2**20} MiB"
+            return f"{saved}; it is too large to show you ({too_big}): take one without full_page"
+        self.images.append(ImagePart("image/png", base64.b64encode(data).decode()))
+        return f"{saved}; it is shown to you after the tool results"
+
+    def take_images(self) -> list[ImagePart]:
+        """The screenshots taken since the last call (each shown to the model once)."""
+        images, self.images = self.images, []
+        return images
 
     async def _tabs(self, args: dict[str, Any]) -> str:
         action = args["action"]

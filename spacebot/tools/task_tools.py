@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from spacebot.ipc.messages import StatusKind
-from spacebot.llm.types import ToolCall, ToolSpec
+from spacebot.llm.types import ImagePart, ToolCall, ToolSpec
 from spacebot.tools import sandbox
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.sandbox import Limits, Network, RunResult
@@ -212,6 +212,10 @@ class TaskTools:
         """``[tools.browser]``: the ``browser_*`` tools (offered only when ``browser.connect`` gave one)."""
         if browser is not None:
             self.specs.update(browser.specs)
+
+    def take_images(self) -> list[ImagePart]:
+        """Images the tools produced since the last call (browser screenshots), for the model."""
+        return self.browser.take_images() if self.browser is not None else []
 
     async def _room(self) -> int | None:
         """Bytes left under the workspace cap (may be negative), or ``None`` without a cap."""

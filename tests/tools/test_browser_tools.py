@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -167,9 +168,15 @@ async def test_log_in_click_and_screenshot_on_a_local_site(short_tmp: Path, site
         assert ref_of(changed, 'button "Sign in"') == sign_in  # the element stayed: so did its ref
         assert 'textbox "User": ana' in changed
 
+        assert tools.take_images() == []
         shot = await calls.ok("browser_screenshot")
         path = short_tmp / shot.split(" to ", 1)[1].split(" (", 1)[0]
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # The model sees it too: once, as an image part with the saved file's bytes.
+        assert "shown to you after the tool results" in shot
+        (image,) = tools.take_images()
+        assert image.media_type == "image/png" and base64.b64decode(image.data) == path.read_bytes()
+        assert tools.take_images() == []
 
         await calls.ok("browser_click", ref=sign_in)
         await eventually(lambda: bool(site.logins), what="the form was not posted")
@@ -375,7 +382,14 @@ async def test_the_browser_ends_with_its_worker_killed_or_finished(short_tmp: Pa
             tool_result="browser_navigate",
             tool_calls=[FakeToolCall("shell", {"command": "sleep 600"})],
         )
-        fake.add(system=worker_prompt, user="read the site", tool_result="browser_snapshot", text="page read")
+        # The screenshot comes back as an image in a user message after the tool results.
+        fake.add(system=worker_prompt, user="images from the tool calls above", text="page read")
+        fake.add(
+            system=worker_prompt,
+            user="read the site",
+            tool_result="browser_snapshot",
+            tool_calls=[FakeToolCall("browser_screenshot", {})],
+        )
         fake.add(
             system=worker_prompt,
             user="read the site",
@@ -429,3 +443,19 @@ async def test_the_browser_ends_with_its_worker_killed_or_finished(short_tmp: Pa
     assert _navigated(fake) == 2
     # The shell call between them (and the sweep for escapees that ends it) left the browser be.
     assert _navigated(fake, "browser_snapshot") == 1
+    # The screenshot reached the model as an image, after the tool results.
+    after = [r for r in fake.requests if worker_prompt in r.conversation.system and _has_image(r.body)]
+    assert len(after) == 1
+
+
+def _has_image(body: dict[str, Any]) -> bool:
+    """Whether an OpenAI chat request carries an image part in a user message."""
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if (
+            message.get("role") == "user"
+            and isinstance(content, list)
+            and any(part.get("type") == "image_url" for part in content)
+        ):
+            return True
+    return False
