@@ -20,7 +20,7 @@ from typing import Literal
 LogFormat = Literal["text", "json"]
 """The values of ``[runtime] log_format``."""
 
-QUIET_LIBRARIES = ("httpx", "httpcore", "openai", "anthropic")
+QUIET_LIBRARIES = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "anthropic")
 """Libraries that log every request at INFO: shown from WARNING unless the level is ``debug``."""
 
 _secrets: set[str] = set()

@@ -102,6 +102,16 @@ def test_http_request_lines_are_hidden_at_info_and_shown_at_debug() -> None:
     assert logging.getLogger("httpcore").isEnabledFor(logging.DEBUG)
 
 
+def test_the_provider_sdks_http_client_logs_are_quiet() -> None:
+    """The SDKs log each request through their HTTP client's package (whatever it is named)."""
+    import anthropic
+    import openai
+
+    for sdk in (openai, anthropic):
+        packages = {c.__module__.split(".")[0] for c in sdk.DefaultAsyncHttpxClient.__mro__} - {"builtins"}
+        assert packages <= set(logs.QUIET_LIBRARIES), (sdk.__name__, packages)
+
+
 # -- configuration ---------------------------------------------------------------------------------
 
 

