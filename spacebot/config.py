@@ -378,12 +378,26 @@ class BrowserSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Most characters of a snapshot (or of any other result) returned to the model."""
 
 
+class OpenCodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[tools.opencode]``: the ``opencode`` worker type (``spawn_worker(worker_type="opencode")``)."""
+
+    enabled: bool = True
+    """Offer the worker type (only when ``command`` is installed: ``npm install -g opencode-ai``)."""
+    command: str = "opencode"
+    """The OpenCode program (a name looked up in PATH, or a path)."""
+    task_type: str = "coding"
+    """The task type whose routed model OpenCode uses (``[llm] task_tiers``)."""
+    start_timeout: float = 60.0
+    """Seconds ``opencode serve`` may take to start and answer its health check."""
+
+
 class ToolsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[tools.*]``: settings of the worker tools that reach outside (docs/tools.md)."""
 
     web_search: WebSearchSettings = WebSearchSettings()
     web_fetch: WebFetchSettings = WebFetchSettings()
     browser: BrowserSettings = BrowserSettings()
+    opencode: OpenCodeSettings = OpenCodeSettings()
     mcp: list[McpServerSettings] = msgspec.field(default_factory=list)
     """``[[tools.mcp]]``: MCP servers started with each worker (docs/tools.md)."""
 
@@ -1018,6 +1032,8 @@ def _check(config: Config, found: Found) -> None:
     for limit in ("navigation_timeout", "action_timeout", "max_chars"):
         if getattr(browser, limit) <= 0:
             found.append((("tools", "browser", limit), "must be > 0"))
+    if config.tools.opencode.start_timeout <= 0:
+        found.append((("tools", "opencode", "start_timeout"), "must be > 0"))
 
 
 def _check_mcp(servers: list[McpServerSettings], found: Found) -> None:

@@ -52,6 +52,7 @@ from spacebot.ipc.messages import (
 from spacebot.ipc.replies import BusError, Reply
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.memory_link import PATIENT
+from spacebot.tools import opencode
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.workspace import Workspace
 
@@ -109,6 +110,13 @@ class Delegation:
         """Run one delegation tool; raises ToolArgumentError with a message for the model."""
         if name == "branch":
             return await self._start("branch", args["description"])
+        if name == "spawn_worker" and args.get("worker_type", "builtin") != "builtin":
+            if not args["task"].strip():
+                raise ToolArgumentError("worker: the task/description is empty")
+            given = await asyncio.to_thread(
+                opencode.spawn_spec, self.ctx.config, self.agent, self.ctx.id, args
+            )
+            return await self._start("worker", args["task"], args.get("task_type", ""), given=given)
         if name == "spawn_worker":
             return await self._start(
                 "worker", args["task"], args.get("task_type", ""), bool(args.get("interactive", False))
@@ -121,7 +129,14 @@ class Delegation:
             return await self._send_message(args["target_channel"], args["text"])
         return await self._send_file(args["path"], args.get("caption", ""))
 
-    async def _start(self, kind: str, task: str, task_type: str = "", interactive: bool = False) -> str:
+    async def _start(
+        self,
+        kind: str,
+        task: str,
+        task_type: str = "",
+        interactive: bool = False,
+        given: SpawnSpec | None = None,
+    ) -> str:
         task = task.strip()
         if not task:
             raise ToolArgumentError(f"{kind}: the task/description is empty")
@@ -141,6 +156,8 @@ class Delegation:
             spec = SpawnSpec(
                 Kind.BRANCH, "spacebot.procs.branch:serve", args=args, task=task[:120], wait_ready=False
             )
+        elif given is not None:  # a worker of another type (spacebot.tools.opencode.spawn_spec)
+            spec = given
         else:
             args = {
                 "agent": self.agent,

@@ -67,7 +67,7 @@ from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, Too
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import LinkedLLM, connect_llm
 from spacebot.runtime.memory_link import MemoryLink
-from spacebot.tools.conversation import CONVERSATION_TOOLS, CRON_TOOLS, DELEGATION_TOOLS
+from spacebot.tools.conversation import CONVERSATION_TOOLS, CRON_TOOLS, delegation_tools
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.schema import check
 
@@ -425,7 +425,7 @@ class Channel:
     def tools(self) -> list[ToolSpec]:
         """What the model may call here (a cron run's conversation schedules nothing itself)."""
         extra = CRON_TOOLS if self.platform != "cron" else []
-        return CONVERSATION_TOOLS + DELEGATION_TOOLS + extra
+        return CONVERSATION_TOOLS + list(delegation_tools(self.ctx.config.tools.opencode)) + extra
 
     async def _answer(self, llm: LinkedLLM, batch: list[int]) -> None:
         await self.knowledge.refresh()  # never fails a turn: without the cortex, the copy held (or none)

@@ -47,6 +47,16 @@ class WorkerArgs(_Args, frozen=True):
     interactive: bool = False
 
 
+class OpenCodeWorkerArgs(_Args, frozen=True):
+    """``spacebot.procs.opencode_worker:serve``."""
+
+    agent: str
+    report_to: str
+    task: str
+    task_type: str = ""
+    directory: str = ""
+
+
 class BranchArgs(_Args, frozen=True):
     """``spacebot.procs.branch:serve``."""
 
@@ -111,6 +121,7 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "spacebot.procs.worker:serve": Target(frozenset({Kind.WORKER}), WorkerArgs),
+    "spacebot.procs.opencode_worker:serve": Target(frozenset({Kind.WORKER}), OpenCodeWorkerArgs),
     "spacebot.procs.compaction:serve": Target(frozenset({Kind.WORKER}), CompactionArgs),
     "spacebot.procs.branch:serve": Target(frozenset({Kind.BRANCH}), BranchArgs),
     "spacebot.procs.channel:serve": Target(frozenset({Kind.CHANNEL}), ChannelArgs),

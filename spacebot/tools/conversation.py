@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
+from spacebot.config import OpenCodeSettings
+from spacebot.llm.types import ToolSpec
+from spacebot.tools import opencode
 from spacebot.tools.schema import spec
 
 REPLY = spec(
@@ -100,8 +105,39 @@ SEND_FILE = spec(
     ["path"],
 )
 
+
+def spawn_worker_spec(worker_types: list[str]) -> ToolSpec:
+    """``spawn_worker`` with ``worker_type`` offering ``worker_types`` (``builtin`` first) and the
+    ``directory`` an ``opencode`` worker works in."""
+    props = dict(SPAWN_WORKER.parameters["properties"])
+    if "opencode" in worker_types:
+        kinds = "builtin (default): Spacebot's own worker; opencode: the OpenCode coding agent, for changes "
+        kinds += "in a code repository (not interactive)."
+    else:
+        kinds = f"builtin only (opencode is not installed here: {opencode.INSTALL})."
+    props["worker_type"] = {"type": "string", "enum": worker_types, "description": kinds}
+    props["directory"] = {
+        "type": "string",
+        "description": "opencode: the directory to work in, relative to the workspace (default: "
+        "the workspace).",
+    }
+    return ToolSpec(
+        SPAWN_WORKER.name, SPAWN_WORKER.description, {**SPAWN_WORKER.parameters, "properties": props}
+    )
+
+
 DELEGATION_TOOLS = [BRANCH, SPAWN_WORKER, ROUTE, CANCEL, SEND_MESSAGE, SEND_FILE]
-"""Offered on every turn as well: the channel never does the work itself."""
+"""Offered on every turn as well: the channel never does the work itself (``spawn_worker`` as
+:func:`delegation_tools` completes it with the worker types of the configuration)."""
+
+
+@functools.cache
+def delegation_tools(settings: OpenCodeSettings) -> tuple[ToolSpec, ...]:
+    """:data:`DELEGATION_TOOLS` with ``spawn_worker`` offering the worker types ``[tools.opencode]``
+    enables and this machine has installed (looked up once per settings and process)."""
+    worker = spawn_worker_spec(opencode.worker_types(settings))
+    return tuple(worker if t.name == SPAWN_WORKER.name else t for t in DELEGATION_TOOLS)
+
 
 CRON = spec(
     "cron",

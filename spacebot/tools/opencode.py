@@ -1,0 +1,385 @@
+"""OpenCode as a worker type: ``opencode serve`` per workspace directory, driven over its HTTP API.
+
+A :class:`ServerPool` keeps one ``opencode serve`` per directory on 127.0.0.1 (its port chosen by
+OpenCode and read from its first line of output), started on demand, health-checked
+(``GET /global/health``) before each use and restarted when it died, and killed with every process
+it started when the pool closes. Each server has its own random password (HTTP basic auth), so no
+other local process can drive it.
+
+OpenCode's model is Spacebot's: :func:`model_config` routes the task type (``coding`` unless
+configured otherwise) through ``[llm]`` and writes the chosen model's provider (base URL and key)
+into the ``OPENCODE_CONFIG_CONTENT`` the server starts with. Everything OpenCode would fetch at run
+time (models.dev, updates, language servers, its plugin package) is switched off, so it works
+without network access beyond the model's endpoint.
+
+:mod:`spacebot.tools.opencode_session` drives a session on a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from spacebot.agent.identity import agent_dir
+from spacebot.config import Config, OpenCodeSettings
+from spacebot.ipc.messages import Kind, SpawnSpec
+from spacebot.llm.config import SecretResolver
+from spacebot.llm.routing import Router
+from spacebot.llm.types import Request, UserMessage
+from spacebot.tools.errors import ToolArgumentError, ToolError
+from spacebot.tools.workspace import Workspace
+
+log = logging.getLogger("spacebot.opencode")
+
+NPM_PACKAGE = "opencode-ai"
+INSTALL = f"npm install -g {NPM_PACKAGE}"
+"""How to install OpenCode (Node.js and npm first: ``apt-get install nodejs npm``)."""
+PROVIDER_ID = "spacebot"
+"""The name Spacebot's model goes by in OpenCode's config."""
+USERNAME = "opencode"
+"""OpenCode's basic-auth user name."""
+
+OFFLINE_ENV = {
+    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    "OPENCODE_DISABLE_MODELS_FETCH": "1",  # models.dev: the one model it needs is in the config
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+    "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+    "OPENCODE_DISABLE_SHARE": "1",
+    "OPENCODE_DISABLE_PROJECT_CONFIG": "1",  # a config file in the repo must not change the model
+    "OPENCODE_DISABLE_CLAUDE_CODE": "1",
+    "OPENCODE_DISABLE_EXTERNAL_SKILLS": "1",
+    "OPENCODE_PURE": "1",
+}
+"""Switches of everything OpenCode would download or read from outside its task at run time."""
+
+_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))")
+
+
+class OpenCodeError(ToolError):
+    """OpenCode is missing, would not start, or its session failed; the message says which."""
+
+
+def find_command(settings: OpenCodeSettings) -> str | None:
+    """The OpenCode program's path, or None when it is not installed."""
+    return shutil.which(settings.command)
+
+
+def require(settings: OpenCodeSettings) -> str:
+    """The OpenCode program's path; :class:`OpenCodeError` naming the install command when missing."""
+    if not settings.enabled:
+        raise OpenCodeError("the opencode worker type is switched off ([tools.opencode] enabled = false)")
+    found = find_command(settings)
+    if found is not None:
+        return found
+    node = "" if shutil.which("node") else "Node.js is not installed either (apt-get install nodejs npm); "
+    raise OpenCodeError(
+        f"OpenCode ({settings.command!r}) is not installed: {node}install it with `{INSTALL}` "
+        "(or set [tools.opencode] command to its path)"
+    )
+
+
+def worker_types(settings: OpenCodeSettings) -> list[str]:
+    """The worker types ``spawn_worker`` can start here: ``builtin``, and ``opencode`` when it is
+    enabled and installed."""
+    return ["builtin", "opencode"] if settings.enabled and find_command(settings) else ["builtin"]
+
+
+def spawn_spec(config: Config, agent: str, report_to: str, args: dict[str, Any]) -> SpawnSpec:
+    """The spawn request of an ``opencode`` worker for ``spawn_worker``'s ``args``, checked here so
+    that the model hears at once what is wrong (a blocking call: run it in a thread).
+
+    Raises :class:`ToolArgumentError` for another worker type, an interactive task, OpenCode not
+    installed, or a ``directory`` that is not a directory inside the agent's workspace."""
+    kind = args.get("worker_type")
+    if kind != "opencode":
+        raise ToolArgumentError(f"spawn_worker: worker_type {kind!r} is not one of 'builtin', 'opencode'")
+    if args.get("interactive"):
+        raise ToolArgumentError(
+            "spawn_worker: an opencode worker is not interactive (give it the whole task at once)"
+        )
+    try:
+        require(config.tools.opencode)
+        workspace = Workspace(agent_dir(config.home, agent) / "workspace")
+        where = workspace.resolve(args.get("directory") or ".")
+    except ToolError as exc:
+        raise ToolArgumentError(f"spawn_worker: {exc}") from None
+    if not where.is_dir():
+        raise ToolArgumentError(
+            f"spawn_worker: directory {args.get('directory')!r} is not a directory in the workspace"
+        )
+    task = args["task"].strip()
+    worker = {
+        "agent": agent,
+        "report_to": report_to,
+        "task": task,
+        "task_type": args.get("task_type", ""),
+        "directory": workspace.relative(where),
+    }
+    return SpawnSpec(
+        Kind.WORKER, "spacebot.procs.opencode_worker:serve", args=worker, task=task[:120], wait_ready=False
+    )
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+
+def model_config(
+    config: Config,
+    task: str,
+    task_type: str,
+    resolver: SecretResolver,
+    *,
+    max_steps: int = 40,
+    allow_web: bool = True,
+) -> dict[str, Any]:
+    """OpenCode's config: Spacebot's routed model for ``task_type`` as its only provider and model,
+    at most ``max_steps`` model calls per task (past them OpenCode asks the model for its answer),
+    and its web tools allowed or not.
+
+    Raises ``LLMConfigError`` when no model is configured or its key cannot be resolved."""
+    llm = config.llm
+    decision = Router(llm).decide(Request([UserMessage(task)]), process="worker", task=task_type)
+    provider, _, model = decision.chain[0].partition("/")
+    endpoint = llm.providers[provider]
+    key = llm.resolve_key(provider, resolver)
+    facts = llm.models.get(decision.chain[0])
+    limit = {"context": facts.context_window if facts else 128_000, "output": 8192}
+    web = "allow" if allow_web else "deny"
+    if endpoint.kind == "anthropic":
+        # Spacebot's Anthropic base URL is the SDK's (no /v1); the AI SDK's includes it.
+        base = (endpoint.base_url or "https://api.anthropic.com").rstrip("/") + "/v1"
+        npm = "@ai-sdk/anthropic"
+    else:
+        base = (endpoint.base_url or "https://api.openai.com/v1").rstrip("/")
+        npm = "@ai-sdk/openai-compatible"
+    return {
+        "$schema": "https://opencode.ai/config.json",
+        "autoupdate": False,
+        "share": "disabled",
+        "provider": {
+            PROVIDER_ID: {
+                "npm": npm,
+                "name": "Spacebot",
+                "options": {"baseURL": base, "apiKey": key or "none"},
+                "models": {model: {"name": model, "limit": limit, "tool_call": True}},
+            }
+        },
+        "enabled_providers": [PROVIDER_ID],
+        "model": f"{PROVIDER_ID}/{model}",
+        "small_model": f"{PROVIDER_ID}/{model}",
+        "agent": {"build": {"steps": max_steps}},
+        # Nobody can answer a permission prompt: what is not allowed is refused.
+        "permission": {
+            "edit": "allow",
+            "bash": "allow",
+            "webfetch": web,
+            "websearch": web,
+            "external_directory": "deny",
+        },
+    }
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Runs in the server's child between fork and exec: SIGKILL it when the worker dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _prepare_state(state: Path) -> dict[str, str]:
+    """OpenCode's own directories under ``state`` (never the operator's ``~/.config``), as XDG
+    variables.
+
+    OpenCode installs its plugin package into its config directory in the background unless the
+    directory's lock file already lists it; an empty install is recorded so that it never reaches
+    for the npm registry (Spacebot gives it no plugins)."""
+    config = state / "config" / "opencode"
+    (config / "node_modules").mkdir(parents=True, exist_ok=True)
+    lock = config / "package-lock.json"
+    if not lock.exists():
+        deps = {"@opencode-ai/plugin": "*"}
+        (config / "package.json").write_text(json.dumps({"dependencies": deps}))
+        lock.write_text(json.dumps({"lockfileVersion": 3, "packages": {"": {"dependencies": deps}}}))
+    dirs = {"XDG_CONFIG_HOME": "config", "XDG_DATA_HOME": "data", "XDG_CACHE_HOME": "cache"}
+    dirs["XDG_STATE_HOME"] = "state"
+    for sub in dirs.values():
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    return {name: str(state / sub) for name, sub in dirs.items()}
+
+
+class Server:
+    """One running ``opencode serve``: its process, address and credentials."""
+
+    def __init__(self, directory: Path, proc: asyncio.subprocess.Process, url: str, password: str) -> None:
+        self.directory = directory
+        self.proc = proc
+        self.url = url
+        token = base64.b64encode(f"{USERNAME}:{password}".encode()).decode()
+        self.auth = {"Authorization": f"Basic {token}"}
+        """The headers that authenticate a request to this server."""
+        self.drain: asyncio.Task[None] | None = None
+        """Reads the server's output into the log."""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def healthy(self, http: aiohttp.ClientSession, timeout: float = 5.0) -> bool:
+        """The process runs and answers ``/global/health`` with ``healthy: true``."""
+        if self.proc.returncode is not None:
+            return False
+        try:
+            async with http.get(
+                f"{self.url}/global/health", headers=self.auth, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                return resp.status == 200 and bool((await resp.json()).get("healthy"))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+
+    async def kill(self) -> None:
+        """SIGKILL the server, its process group and every process it started, and reap it.
+
+        Only this server's tree: what left it (``setsid`` and a parent that exited) is caught by the
+        worker's sweep at its end (:func:`spacebot.tools.sandbox.kill_all`)."""
+        await asyncio.to_thread(_kill_tree, self.proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            await self.proc.wait()
+        if self.drain is not None:
+            self.drain.cancel()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its process group and its descendants (a blocking /proc walk)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # its own session and group (start_new_session)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+class ServerPool:
+    """One ``opencode serve`` per directory, for as long as the pool is open.
+
+    ``command`` is the program, ``opencode_config`` the JSON config every server starts with,
+    ``state`` where OpenCode keeps its database and caches."""
+
+    def __init__(
+        self, command: str, opencode_config: dict[str, Any], state: Path, *, start_timeout: float = 60.0
+    ) -> None:
+        self.command = command
+        self.opencode_config = opencode_config
+        self.state = state
+        self.start_timeout = start_timeout
+        self.servers: dict[Path, Server] = {}
+        self.http = aiohttp.ClientSession()
+        self._lock = asyncio.Lock()
+
+    async def get(self, directory: Path) -> Server:
+        """The healthy server of ``directory``, started (or restarted) when there is none."""
+        directory = await asyncio.to_thread(directory.resolve)
+        async with self._lock:
+            server = self.servers.get(directory)
+            if server is not None and await server.healthy(self.http):
+                return server
+            if server is not None:
+                log.warning("opencode server pid=%d of %s is not healthy: restarting", server.pid, directory)
+                await server.kill()
+            server = await self._start(directory)
+            self.servers[directory] = server
+            return server
+
+    async def _start(self, directory: Path) -> Server:
+        password = secrets.token_urlsafe(24)
+        digest = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self.state / "home"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TERM": "dumb",
+            **await asyncio.to_thread(_prepare_state, self.state),
+            **OFFLINE_ENV,
+            "OPENCODE_CONFIG_CONTENT": json.dumps(self.opencode_config),
+            "OPENCODE_SERVER_PASSWORD": password,
+            "OPENCODE_DB": f"opencode-{digest}.db",  # one database per directory: no shared lock
+        }
+        await asyncio.to_thread((self.state / "home").mkdir, parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            self.command,
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "0",
+            cwd=directory,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                url = await _read_address(proc, lines)
+                server = Server(directory, proc, url, password)
+                if not await server.healthy(self.http, timeout=self.start_timeout):
+                    raise OpenCodeError("does not answer its health check")
+        except (TimeoutError, OpenCodeError) as exc:
+            await Server(directory, proc, "", password).kill()
+            said = " | ".join(lines[-5:]) or "nothing"
+            why = f"did not start within {self.start_timeout:.0f} s" if isinstance(exc, TimeoutError) else exc
+            raise OpenCodeError(f"opencode serve in {directory} {why} (it said: {said})") from None
+        server.drain = asyncio.get_running_loop().create_task(_drain(proc), name=f"opencode-{proc.pid}")
+        log.info("opencode serve pid=%d dir=%s url=%s", proc.pid, directory, url)
+        return server
+
+    async def aclose(self) -> None:
+        """Kill every server (and all they started) and close the HTTP client."""
+        servers, self.servers = list(self.servers.values()), {}
+        for server in servers:
+            await server.kill()
+        await self.http.close()
+
+
+async def _read_address(proc: asyncio.subprocess.Process, lines: list[str]) -> str:
+    """The URL the server prints once it listens (its earlier lines kept in ``lines``)."""
+    assert proc.stdout is not None
+    while True:
+        raw = await proc.stdout.readline()
+        if not raw:
+            raise OpenCodeError(f"exited with code {await proc.wait()}")
+        line = raw.decode(errors="replace").strip()
+        lines.append(line)
+        found = _LISTENING.search(line)
+        if found:
+            return found.group(1)
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    """Read the server's output to the log, so its pipe never fills."""
+    assert proc.stdout is not None
+    with contextlib.suppress(Exception):
+        async for raw in proc.stdout:
+            log.debug("opencode[%d]: %s", proc.pid, raw.decode(errors="replace").rstrip())

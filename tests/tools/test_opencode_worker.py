@@ -1,0 +1,310 @@
+"""The ``opencode`` worker type: OpenCode (``opencode serve``) edits a file in a scratch git repository of
+the workspace, its model being the fake LLM Spacebot's routing chose; its progress arrives as status
+lines and its final answer as the worker's result; nothing of it outlives the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from spacebot import config as config_mod
+from spacebot.ipc.bus import BusClient
+from spacebot.ipc.messages import (
+    DelegateResult,
+    DelegateStatus,
+    Envelope,
+    KillReport,
+    KillRequest,
+    Ok,
+    Ping,
+)
+from spacebot.ipc.replies import Reply
+from spacebot.llm.fake import FakeLLM
+from spacebot.llm.fake.rules import FakeToolCall
+from spacebot.testing import ChatSystem, eventually
+from spacebot.tools import opencode, opencode_session
+from spacebot.tools.errors import ToolArgumentError
+
+pytestmark = pytest.mark.timeout(240)
+
+TESTED = "1.18.33"
+OPENCODE = r"You are opencode"
+"""OpenCode's system prompt (the fake answers its requests by it)."""
+
+
+def _require_opencode() -> None:
+    """Skip when OpenCode is not installed; under ``CI=1`` that is a failure (CI installs it)."""
+    if shutil.which("opencode") is not None:
+        return
+    why = f"OpenCode is not installed (npm install -g opencode-ai@{TESTED})"
+    if os.environ.get("CI") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def _scratch_repo(root: Path) -> Path:
+    """A git repository with one committed file, ``greet.py``."""
+    root.mkdir(parents=True)
+    (root / "greet.py").write_text("print('hello')\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    for argv in (["init", "-q"], ["add", "greet.py"], ["commit", "-q", "-m", "start"]):
+        subprocess.run(["git", *argv], cwd=root, env=env, check=True)
+    return root
+
+
+def _script_opencode(fake: FakeLLM, target: Path) -> None:
+    """OpenCode's model reads ``target``, edits it, then answers."""
+    fake.add(name="oc-done", system=OPENCODE, tool_result="edit", text="Changed the greeting to goodbye.")
+    edit = {"filePath": str(target), "oldString": "hello", "newString": "goodbye"}
+    fake.add(name="oc-edit", system=OPENCODE, tool_result="read", tool_calls=[FakeToolCall("edit", edit)])
+    fake.add(name="oc-read", system=OPENCODE, tool_calls=[FakeToolCall("read", {"filePath": str(target)})])
+
+
+def _servers_in(directory: Path) -> list[int]:
+    """Live ``opencode serve`` processes working in ``directory``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        alive = proc.info["status"] != psutil.STATUS_ZOMBIE
+        if alive and "serve" in cmdline and proc.info["cwd"] == str(directory):
+            found.append(proc.pid)
+    return found
+
+
+class Parent:
+    """The test in a conversation's place: it starts an opencode worker and hears its status lines
+    and its result."""
+
+    def __init__(self, system: ChatSystem) -> None:
+        self.system = system
+        self.statuses: list[str] = []
+        self.results: asyncio.Queue[DelegateResult] = asyncio.Queue()
+        self.bus = BusClient("tester:opencode", system.sup.endpoints.bus)
+        self.bus.on_message(self._on_message)
+
+    def _on_message(self, env: Envelope) -> Reply | None:
+        if isinstance(env.body, DelegateStatus):
+            self.statuses.append(env.body.text)
+            return None
+        if isinstance(env.body, DelegateResult):
+            self.results.put_nowait(env.body)
+        return Ok()
+
+    async def __aenter__(self) -> Parent:
+        self.bus.start()
+        await self.bus.request("supervisor", Ping())  # the broker routes to this client from now on
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.bus.close()
+
+    async def spawn(self, task: str, directory: str) -> str:
+        args = {"agent": "main", "report_to": self.bus.ident, "task": task, "directory": directory}
+        spawned = await self.system.sup.spawn(
+            "spacebot.procs.opencode_worker:serve", args=args, task=task, wait_ready=False
+        )
+        return spawned.id
+
+
+async def test_an_opencode_worker_edits_a_file_and_reports_its_progress_and_answer(short_tmp: Path) -> None:
+    _require_opencode()
+    async with FakeLLM() as fake, ChatSystem(short_tmp, fake) as system:
+        workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
+        repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
+        _script_opencode(fake, repo / "greet.py")
+        async with Parent(system) as parent:
+            worker = await parent.spawn("say goodbye", "repo")
+            result = await asyncio.wait_for(parent.results.get(), timeout=180)
+        statuses = parent.statuses
+        # The server and all it started went with the worker.
+        await eventually(lambda: not _servers_in(repo), what=lambda: f"servers {_servers_in(repo)}")
+    assert (result.id, result.outcome) == (worker, "success"), result.text
+    assert result.text == "Changed the greeting to goodbye."
+    assert (repo / "greet.py").read_text() == "print('goodbye')\n"
+    assert "starting OpenCode in repo" in statuses
+    assert any(s.startswith("opencode edit done") and "greet.py" in s for s in statuses), statuses
+    # OpenCode's model was the one Spacebot routes the coding task type to, with its key.
+    used = [r for r in fake.requests if r.rule.startswith("oc-")]
+    assert [r.rule for r in used] == ["oc-read", "oc-edit", "oc-done"]
+    assert {r.model for r in used} == {"main"}
+    assert used[0].headers["authorization"] == "Bearer k"
+
+
+async def test_the_channel_starts_an_opencode_worker_from_a_web_chat(short_tmp: Path) -> None:
+    _require_opencode()
+    async with FakeLLM() as fake:
+        task = "Change the greeting in greet.py to goodbye"
+        fake.add(
+            user=r"\(new\) Ana: fix the greeting",
+            tool_calls=[
+                FakeToolCall("spawn_worker", {"task": task, "worker_type": "opencode", "directory": "repo"}),
+                FakeToolCall("reply", {"content": "OpenCode is on it."}),
+            ],
+        )
+        fake.add(user=r"finished \(success\)", tool_calls=[FakeToolCall("reply", {"content": "{last_user}"})])
+        async with ChatSystem(short_tmp, fake) as system:
+            workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
+            repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
+            _script_opencode(fake, repo / "greet.py")
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "fix the greeting please")
+
+            def reported(f: dict[str, Any]) -> bool:
+                return f["type"] == "message" and "Changed the greeting" in f["message"].get("text", "")
+
+            frame = await ana.wait_for(reported, timeout=180.0)
+        offered = next(
+            r for r in fake.requests if r.rule != "default" and "spawn_worker" in r.conversation.tools
+        )
+    assert "finished (success): Changed the greeting to goodbye." in frame["message"]["text"]
+    assert (repo / "greet.py").read_text() == "print('goodbye')\n"
+    spawn = next(t["function"] for t in offered.body["tools"] if t["function"]["name"] == "spawn_worker")
+    assert spawn["parameters"]["properties"]["worker_type"]["enum"] == ["builtin", "opencode"]
+
+
+def _config(
+    home: Path, fake_url: str = "http://127.0.0.1:8/v1", **opencode_settings: Any
+) -> config_mod.Config:
+    raw = {
+        "home": str(home),
+        "agents": ["main"],
+        "tools": {"opencode": opencode_settings},
+        "llm": {
+            "providers": {
+                "claude": {"kind": "anthropic", "base_url": "http://127.0.0.1:9/", "api_key": "secret:KEY"},
+                "fake": {"kind": "openai_compatible", "base_url": fake_url, "api_key": "k"},
+            },
+            "profiles": {
+                "balanced": {"light": "fake/small", "standard": "fake/main", "strong": "claude/big"}
+            },
+            "scorer": {"enabled": False},
+        },
+    }
+    return config_mod.from_dict(raw, environ={})
+
+
+def test_spawn_spec_refuses_a_directory_outside_the_workspace(tmp_path: Path) -> None:
+    _require_opencode()
+    config = _config(tmp_path)
+    (tmp_path / "agents" / "main" / "workspace" / "repo").mkdir(parents=True)
+    (tmp_path / "agents" / "main" / "secret").mkdir()
+    base = {"task": "fix it", "worker_type": "opencode"}
+    for directory in ("../secret", str(tmp_path / "agents" / "main" / "secret"), "missing"):
+        with pytest.raises(ToolArgumentError) as err:
+            opencode.spawn_spec(config, "main", "channel:x", {**base, "directory": directory})
+        assert "outside the workspace" in str(err.value) or "not a directory" in str(err.value), directory
+    spec = opencode.spawn_spec(config, "main", "channel:x", {**base, "directory": "repo/"})
+    assert spec.target == "spacebot.procs.opencode_worker:serve"
+    assert spec.args["directory"] == "repo"
+    with pytest.raises(ToolArgumentError, match="not interactive"):
+        opencode.spawn_spec(config, "main", "channel:x", {**base, "interactive": True})
+
+
+def test_a_missing_opencode_is_a_tool_error_naming_the_npm_command(tmp_path: Path) -> None:
+    config = _config(tmp_path, command="opencode-is-not-installed")
+    (tmp_path / "agents" / "main" / "workspace").mkdir(parents=True)
+    with pytest.raises(ToolArgumentError, match=r"npm install -g opencode-ai"):
+        opencode.spawn_spec(config, "main", "channel:x", {"task": "fix it", "worker_type": "opencode"})
+    assert opencode.worker_types(config.tools.opencode) == ["builtin"]
+    off = _config(tmp_path, enabled=False)
+    assert opencode.worker_types(off.tools.opencode) == ["builtin"]
+    with pytest.raises(ToolArgumentError, match="switched off"):
+        opencode.spawn_spec(off, "main", "channel:x", {"task": "fix it", "worker_type": "opencode"})
+
+
+def test_opencode_gets_the_model_routed_for_coding_with_its_key(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    # coding → the strong tier → an Anthropic model: the AI SDK's base URL has /v1, the key is resolved.
+    anthropic = opencode.model_config(config, "fix the bug", "coding", {"KEY": "sk-ant"}.get)
+    provider = anthropic["provider"][opencode.PROVIDER_ID]
+    assert anthropic["model"] == "spacebot/big"
+    assert provider["npm"] == "@ai-sdk/anthropic"
+    assert provider["options"] == {"baseURL": "http://127.0.0.1:9/v1", "apiKey": "sk-ant"}
+    # Another task type routes elsewhere: the standard tier's OpenAI-compatible server.
+    plain = opencode.model_config(config, "fix the bug", "ops", {}.get)
+    provider = plain["provider"][opencode.PROVIDER_ID]
+    assert plain["model"] == "spacebot/main"
+    assert provider["npm"] == "@ai-sdk/openai-compatible"
+    assert provider["options"] == {"baseURL": "http://127.0.0.1:8/v1", "apiKey": "k"}
+    # [delegates] network = "none": OpenCode's own web tools are refused too.
+    assert plain["permission"]["webfetch"] == "allow"
+    offline = opencode.model_config(config, "fix the bug", "ops", {}.get, allow_web=False)
+    assert offline["permission"]["webfetch"] == offline["permission"]["websearch"] == "deny"
+
+
+async def test_the_pool_restarts_a_dead_server_and_kills_its_servers_when_closed(short_tmp: Path) -> None:
+    _require_opencode()
+    fake = FakeLLM()
+    fake.fail(401, error="auth", times=None)
+    await fake.start()
+    config = _config(short_tmp / "home", fake.openai_url)
+    pool = opencode.ServerPool(
+        "opencode", opencode.model_config(config, "t", "ops", {}.get), short_tmp / "state"
+    )
+    repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
+    try:
+        first = await pool.get(repo)
+        assert await pool.get(repo) is first  # healthy: the same server
+        async with pool.http.get(f"{first.url}/global/health") as resp:
+            assert resp.status == 401  # only with this server's password
+        first.proc.kill()
+        await first.proc.wait()
+        second = await pool.get(repo)
+        assert second.pid != first.pid
+        assert await second.healthy(pool.http)
+        assert _servers_in(repo.resolve()) == [second.pid]
+        # A session that fails (the provider refuses the key) is an error with the provider's words.
+        with pytest.raises(opencode.OpenCodeError, match="Incorrect API key"):
+            await opencode_session.run_task(pool, repo, "say goodbye", lambda _text: None)
+        assert fake.requests and fake.requests[0].model == "main"
+    finally:
+        await pool.aclose()
+        await fake.stop()
+    assert not _servers_in(repo.resolve())
+
+
+async def test_a_cancelled_opencode_worker_takes_its_server_along(short_tmp: Path) -> None:
+    _require_opencode()
+    async with FakeLLM() as fake, ChatSystem(short_tmp, fake) as system:
+        workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
+        repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
+        fake.fail(kind="hang", times=None, model="main")
+        async with Parent(system) as parent:
+            worker = await parent.spawn("say goodbye", "repo")
+            await eventually(lambda: fake.requests, timeout=120, what="OpenCode's first model call")
+            assert _servers_in(repo)
+            assert system.sup.ctl is not None
+            await system.sup.ctl.call(KillRequest(worker), returns=KillReport, timeout=60)  # `cancel`
+            result = await asyncio.wait_for(parent.results.get(), timeout=60)
+            await eventually(lambda: not _servers_in(repo), what=lambda: f"servers {_servers_in(repo)}")
+    assert (result.id, result.outcome) == (worker, "cancelled"), result.text
+
+
+async def test_a_permission_opencode_would_wait_on_is_refused(short_tmp: Path) -> None:
+    _require_opencode()
+    async with FakeLLM() as fake:
+        bash = {"command": "touch ran.txt", "description": "make a file"}
+        fake.add(name="oc-bash", system=OPENCODE, tool_calls=[FakeToolCall("bash", bash)])
+        settings = opencode.model_config(_config(short_tmp / "home", fake.openai_url), "t", "ops", {}.get)
+        settings["permission"]["bash"] = "ask"  # as a user's setting might say
+        pool = opencode.ServerPool("opencode", settings, short_tmp / "state")
+        repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
+        statuses: list[str] = []
+        try:
+            with pytest.raises(opencode.OpenCodeError, match="asked for bash, which nobody can grant"):
+                await opencode_session.run_task(pool, repo, "make a file", statuses.append)
+        finally:
+            await pool.aclose()
+    assert "opencode asked for bash: refused (nobody can grant it)" in statuses
+    assert not (repo / "ran.txt").exists()
+    assert [r.rule for r in fake.requests] == ["oc-bash"]
