@@ -1305,6 +1305,32 @@ class Inbound(msgspec.Struct, frozen=True, tag="inbound"):
     """A one-to-one conversation (DM) rather than a group."""
 
 
+class InboundEdit(msgspec.Struct, frozen=True, tag="inbound_edit"):
+    """A person edited or deleted a message the gateway already stored (``TranscriptEdit`` done),
+    for a running ``channel:<agent>:<conversation>``: its history shows ``message`` from then on.
+    Replies ``Ok()`` (also when the message is not in its history)."""
+
+    conversation: str
+    """Conversation id."""
+    message: StoredMessage
+    """The message as stored now (``[deleted]`` for a deletion)."""
+
+
+class WorkItem(msgspec.Struct, frozen=True):
+    """One branch or worker running for a conversation, as its people see it."""
+
+    id: str
+    """Bus id of the branch or worker (what :class:`CancelWork` names)."""
+    kind: str
+    """``branch`` or ``worker``."""
+    task: str
+    """Its task (shortened)."""
+    status: str = ""
+    """Its last ``set_status`` line."""
+    elapsed: float = 0.0
+    """Seconds since it started, when this was sent."""
+
+
 class OutTyping(msgspec.Struct, frozen=True, tag="out_typing"):
     """The agent started or stopped working on a conversation."""
 
@@ -1338,6 +1364,31 @@ class OutAbort(msgspec.Struct, frozen=True, tag="out_abort"):
     """Why."""
 
 
+class CardField(msgspec.Struct, frozen=True):
+    """One ``name: value`` line of a :class:`Card`."""
+
+    name: str
+    """The label."""
+    value: str
+    """The value."""
+
+
+class Card(msgspec.Struct, frozen=True, kw_only=True):
+    """A structured part of a reply (``reply(card=…)``): a Discord embed, Slack blocks, plain text
+    elsewhere (see ``spacebot/messaging/cards.py`` for its limits)."""
+
+    title: str = ""
+    """Heading."""
+    text: str = ""
+    """Body, in Markdown."""
+    fields: list[CardField] = []
+    """Labelled values, in order."""
+    url: str = ""
+    """Where the title links to (http or https)."""
+    color: int | None = None
+    """Accent colour as 0xRRGGBB."""
+
+
 class OutMessage(msgspec.Struct, frozen=True, tag="out_message"):
     """A stored agent message (a finished reply or a notice) to show in the conversation."""
 
@@ -1347,6 +1398,14 @@ class OutMessage(msgspec.Struct, frozen=True, tag="out_message"):
     """The persisted message."""
     reply_id: str = ""
     """The stream it completes, if it was streamed."""
+    thread_name: str = ""
+    """Show it in a new thread of this name opened on the message ``thread_on`` (where the platform
+    has threads; elsewhere it is shown in the conversation)."""
+    thread_on: int | None = None
+    """Stored id of the message the thread is opened on (the message being answered)."""
+    card: Card | None = None
+    """A structured part rendered by the platform; ``message.text`` ends with its plain-text form
+    (:func:`spacebot.messaging.cards.plain`), which a platform that renders the card leaves out."""
 
 
 class OutReaction(msgspec.Struct, frozen=True, tag="out_reaction"):
@@ -1749,6 +1808,7 @@ Body = (
     | CronCommand
     | ToCortex
     | Inbound
+    | InboundEdit
     | Outbound
     | DelegateResult
     | DelegateStatus

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from spacebot.config import PlatformInstance
 from spacebot.errors import ConfigError
-from spacebot.messaging import credentials
+from spacebot.ipc.messages import Card
+from spacebot.messaging import cards, credentials
 from spacebot.messaging.bindings import Scope
 from spacebot.messaging.platform import (
     Attachment,
@@ -48,6 +50,20 @@ logging.getLogger("discord.client").addFilter(_NoVoiceNotes())
 
 LIMIT = 2000
 """Discord's message length limit, in characters."""
+THREAD_EXISTS = 160004
+"""JSON error code: "A thread has already been created for this message"."""
+ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=True, roles=False, replied_user=False)
+"""Sent with every message and edit: a reply notifies the people it mentions, never everyone, a
+role, or (by replying) the author of a message."""
+_MASS = re.compile(r"@(everyone|here)\b")
+
+
+def _quiet(text: str) -> str:
+    """``@everyone`` and ``@here`` shown as text (a zero-width space after the ``@``), whatever
+    ``allowed_mentions`` would let through."""
+    return _MASS.sub("@\u200b\\1", text)
+
+
 CLOSE_REASONS = {
     4004: "4004: authentication failed",
     4013: "4013: invalid intents",
@@ -74,15 +90,19 @@ class DiscordAdapter:
     platform: ClassVar[str] = "discord"
     limit = LIMIT
     supports_edit = True
+    renders_cards = True
+    """``post`` and ``edit`` take ``card=`` (see :mod:`spacebot.messaging.cards`)."""
 
     def __init__(self, instance: PlatformInstance, token: str) -> None:
         self.instance = instance
         self.token = token
         intents = discord.Intents.default()
         intents.message_content = True
-        self.client = discord.Client(intents=intents, max_messages=1000)
+        self.client = discord.Client(intents=intents, max_messages=1000, allowed_mentions=ALLOWED_MENTIONS)
         self.dm_channels: dict[str, int] = {}
         """User id → their DM channel id (a ``discord:dm:<user>`` conversation's channel)."""
+        self.threads: set[int] = set()
+        """Ids of the threads seen or opened (no thread is opened inside one)."""
 
     @property
     def own_id(self) -> str:
@@ -165,9 +185,13 @@ class DiscordAdapter:
             conversation = f"discord:{guild.id}:{channel.id}"
             name = f"#{getattr(channel, 'name', channel.id)}"
         parent = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else None
+        if parent is not None:
+            self.threads.add(channel.id)
         replied = message.reference.resolved if message.reference else None
         reply_to_bot = isinstance(replied, discord.Message) and me is not None and replied.author.id == me.id
         mentioned = me is not None and any(u.id == me.id for u in message.mentions)
+        # A thread the bot opened (``reply(thread_name=…)``) is a conversation with it.
+        own_thread = me is not None and isinstance(channel, discord.Thread) and channel.owner_id == me.id
         scope = Scope(
             platform="discord",
             instance=self.instance.name,
@@ -177,7 +201,7 @@ class DiscordAdapter:
             is_dm=guild is None,
             author_id=str(message.author.id),
             author_is_bot=message.author.bot,
-            mentions_bot=mentioned or reply_to_bot,
+            mentions_bot=mentioned or reply_to_bot or own_thread,
         )
         quoted = ""
         if isinstance(replied, discord.Message):
@@ -212,18 +236,53 @@ class DiscordAdapter:
             return self.client.get_partial_messageable(channel_id, type=discord.ChannelType.private)
         return self.client.get_partial_messageable(int(parts[2]), guild_id=int(parts[1]))
 
-    async def post(self, conversation: str, text: str, *, nonce: str = "") -> str:
+    def mention(self, user_id: str) -> str:
+        """A user mention (``@Name`` in a reply, for someone who wrote in the conversation)."""
+        return f"<@{user_id}>"
+
+    async def post(self, conversation: str, text: str, *, nonce: str = "", card: Card | None = None) -> str:
         channel = await self._channel(conversation)
-        # discord.py sends ``enforce_nonce`` with a nonce: a retried post returns the first message.
+        kw: dict[str, Any] = {"allowed_mentions": ALLOWED_MENTIONS}
         if nonce:
-            sent = await channel.send(text, nonce=nonce[:25])
-        else:
-            sent = await channel.send(text)
+            # discord.py sends ``enforce_nonce`` with it: a retried post returns the first message.
+            kw["nonce"] = nonce[:25]
+        if card is not None:
+            kw["embed"] = discord.Embed.from_dict(cards.discord_embed(card))
+        sent = await channel.send(_quiet(text) or (None if card is not None else "…"), **kw)
         return str(sent.id)
 
-    async def edit(self, conversation: str, message_id: str, text: str) -> None:
+    async def open_thread(self, conversation: str, message_id: str, name: str) -> str | None:
+        """A public thread on the message (``Message.create_thread``; one that exists already is
+        found: Discord gives a message's thread the message's id). ``None`` in a DM, a thread or
+        a channel that has no threads."""
+        parts = conversation.split(":")
+        if len(parts) != 3 or parts[0] != "discord" or parts[1] == "dm":
+            return None
+        guild_id, channel_id = int(parts[1]), int(parts[2])
+        channel: Any = self.client.get_channel(channel_id)
+        if channel_id in self.threads or isinstance(channel, discord.Thread):
+            return None
+        if not isinstance(channel, discord.TextChannel):
+            channel = await self.client.fetch_channel(channel_id)
+            if not isinstance(channel, discord.TextChannel):
+                return None
+        try:
+            thread = await channel.get_partial_message(int(message_id)).create_thread(name=name[:100])
+            thread_id = thread.id
+        except discord.HTTPException as exc:
+            if exc.code != THREAD_EXISTS:
+                raise
+            thread_id = int(message_id)
+        self.threads.add(thread_id)
+        return f"discord:{guild_id}:{thread_id}"
+
+    async def edit(self, conversation: str, message_id: str, text: str, *, card: Card | None = None) -> None:
         channel = await self._channel(conversation)
-        await channel.get_partial_message(int(message_id)).edit(content=text)
+        kw: dict[str, Any] = {"allowed_mentions": ALLOWED_MENTIONS}
+        if card is not None:
+            kw["embed"] = discord.Embed.from_dict(cards.discord_embed(card))
+        content = _quiet(text) or (None if card is not None else "…")
+        await channel.get_partial_message(int(message_id)).edit(content=content, **kw)
 
     async def delete(self, conversation: str, message_id: str) -> None:
         channel = await self._channel(conversation)
@@ -241,7 +300,9 @@ class DiscordAdapter:
     async def send_files(self, conversation: str, files: list[OutFile], text: str = "") -> str:
         channel = await self._channel(conversation)
         sent = await channel.send(
-            text or None, files=[discord.File(str(f.path), filename=f.name) for f in files[:10]]
+            _quiet(text) or None,
+            files=[discord.File(str(f.path), filename=f.name) for f in files[:10]],
+            allowed_mentions=ALLOWED_MENTIONS,
         )
         return str(sent.id)
 

@@ -8,6 +8,12 @@ What is the same on every platform lives here, once:
   adapter acknowledges it to the platform; the platform's message id is the dedupe key, so a replay
   (Discord RESUME, Slack redelivery, a restart) is stored once and answered once;
 * **delivery** to ``channel:<agent>:<conversation>`` as ``Inbound``, retried while it (re)starts;
+  a person's edit or deletion is stored, and shown to a running conversation process as
+  ``InboundEdit``;
+* **what a reply carries** besides its text: a thread it opens (``OutMessage.thread_name``, where
+  the adapter has :class:`~spacebot.messaging.platform.Threads`), ``@Name`` turned into mentions of
+  the people seen in the chat (:mod:`spacebot.messaging.mentions`), a card
+  (:mod:`spacebot.messaging.cards`);
 * **the agent's side**: ``Out*`` from the conversation process go through the chat's
   :class:`~spacebot.messaging.outbox.ChatOutbox` (one rate budget, streaming as edits, splitting),
   and what was shown is recorded in :class:`~spacebot.messaging.deliveries.Deliveries`, so a
@@ -25,7 +31,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, TypeVar, assert_never
+from typing import Any, TypeVar, assert_never, cast
 
 from spacebot.config import Config, PlatformInstance
 from spacebot.errors import ConfigError, CredentialsRefused
@@ -39,6 +45,7 @@ from spacebot.ipc.messages import (
     Err,
     ErrorCode,
     Inbound,
+    InboundEdit,
     Notice,
     OutAbort,
     Outbound,
@@ -56,10 +63,17 @@ from spacebot.ipc.messages import (
     TranscriptUnanswered,
 )
 from spacebot.ipc.replies import BusError, Reply, retry_transient
-from spacebot.messaging import attachments, bindings
+from spacebot.messaging import attachments, bindings, cards, mentions
 from spacebot.messaging.deliveries import Deliveries, Served
 from spacebot.messaging.outbox import ChatOutbox, files_op
-from spacebot.messaging.platform import Adapter, AuthRejected, OutFile, PlatformEdit, PlatformMessage
+from spacebot.messaging.platform import (
+    Adapter,
+    AuthRejected,
+    OutFile,
+    PlatformEdit,
+    PlatformMessage,
+    Threads,
+)
 from spacebot.runtime.child import ChildContext
 
 log = logging.getLogger("spacebot.gateway")
@@ -115,6 +129,14 @@ class PlatformGateway:
         by another's history backfill, which would store them as already answered)."""
         self.dropped: collections.Counter[str] = collections.Counter()
         self.counters: dict[str, int] = {}
+        self.people = mentions.People()
+        """Who wrote in each chat, by name (``@Name`` in replies becomes a platform mention)."""
+        self.editing: dict[str, asyncio.Lock] = {}
+        """Conversation → held while a person's edit is stored and shown to its process."""
+        self.handed: dict[str, float] = {}
+        """Conversation → when a message was last handed to its process (epoch seconds)."""
+        self.threaded: set[tuple[str, int]] = set()
+        """``(agent, stored id)`` of the replies being shown in a thread they open."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- from the platform ---------------------------------------------------------------------
@@ -122,6 +144,8 @@ class PlatformGateway:
     async def message(self, msg: PlatformMessage) -> None:
         if msg.scope.author_id and msg.scope.author_id == getattr(self.adapter, "own_id", ""):
             return  # the bot's own message (a history catch-up sees them)
+        # Everyone who writes here can be mentioned by name, not only those who address the bot.
+        self.people.seen(msg.conversation, msg.author_name, msg.scope.author_id)
         decision = bindings.decide(
             msg.scope, self.instance, self.config.bindings, self.config.messaging.default_agent
         )
@@ -148,6 +172,7 @@ class PlatformGateway:
             save=self.config.channel.save_attachments,
         )
         text += files.text
+        await self._after_edits(msg.conversation)
         stored = await self._mem(
             agent,
             TranscriptAppend(
@@ -171,11 +196,37 @@ class PlatformGateway:
         agent = self.agent_of.get(edit.conversation)
         if agent is None:
             return  # a conversation this process never took a message in: nothing stored to change
-        await self._mem(
-            agent,
-            TranscriptEdit(edit.conversation, edit.message_id, edit.text),
-            StoredMessage | None,
-        )
+        conv = edit.conversation
+        # Held until a running conversation process has the edit: a message that arrives behind it
+        # (the platform sends them in order) is handed over after it (see ``_after_edits``).
+        async with self.editing.setdefault(conv, asyncio.Lock()):
+            stored = await self._mem(
+                agent,
+                TranscriptEdit(conv, edit.message_id, edit.text),
+                StoredMessage | None,
+            )
+            if stored is None or not self._maybe_running(conv):
+                return  # a conversation process started later reads the edit from storage
+            try:
+                await self.ctx.request(
+                    ids.channel(agent, conv), InboundEdit(conv, stored), returns=None, timeout=15.0
+                )
+            except BusError as exc:
+                log.info("edit not shown to conversation=%s error=%s", conv, exc)
+
+    def _maybe_running(self, conv: str) -> bool:
+        """Whether ``conv``'s process may be running: it was handed a message less than its idle
+        timeout ago (a process that hibernated is not started again for an edit)."""
+        last = self.handed.get(conv)
+        idle = self.config.channel.idle_timeout
+        return last is not None and (idle <= 0 or time.time() - last < idle)
+
+    async def _after_edits(self, conv: str) -> None:
+        """Wait for an edit of ``conv`` being stored and shown (a message behind it comes after)."""
+        lock = self.editing.get(conv)
+        if lock is not None and lock.locked():
+            async with lock:
+                pass
 
     async def _register(self, agent: str, msg: PlatformMessage) -> None:
         """First message of a conversation in this process: name it, and when memory has never
@@ -204,6 +255,7 @@ class PlatformGateway:
                 continue  # this message, or one taken at the same time (its own call stores it)
             if own and old.scope.author_id == own:
                 continue  # the bot's own words from before memory knew the conversation
+            self.people.seen(old.conversation, old.author_name, old.scope.author_id)
             await self._mem(
                 agent,
                 TranscriptAppend(
@@ -233,6 +285,7 @@ class PlatformGateway:
             direct=direct,
         )
         target = ids.channel(agent, conversation)
+        self.handed[conversation] = time.time()
         try:
             await retry_transient(
                 lambda: self.ctx.request(target, inbound, returns=None, timeout=15.0),
@@ -260,12 +313,14 @@ class PlatformGateway:
             case OutDelta():
                 box.delta(body.reply_id, body.text)
             case OutMessage():
-                message = body.message
-                files = _out_files(message)
-                if files:
-                    box.call(files_op(self.adapter, conv, files, ""))
-                if message.text.strip() or not files:
-                    box.final(body.reply_id, message.id, agent or self.agent_of.get(conv, ""), message.text)
+                agent = agent or self.agent_of.get(conv, "")
+                if body.thread_name and body.thread_on is not None and hasattr(self.adapter, "open_thread"):
+                    # Shown in a thread: what was streamed here is taken back (or taken over by
+                    # the conversation's next reply).
+                    box.abort(body.reply_id)
+                    self._spawn(self._in_thread(agent, body))
+                else:
+                    self._final(box, agent, body, body.reply_id)
             case OutAbort():
                 box.abort(body.reply_id)
             case OutTyping():
@@ -276,6 +331,72 @@ class PlatformGateway:
                 box.call(lambda: self._post_plain(conv, f"⚠️ {body.text}"))
             case _:
                 assert_never(body)
+
+    def _final(self, box: ChatOutbox, agent: str, body: OutMessage, reply_id: str) -> None:
+        """Show a stored message in ``box``'s chat: its files, then its text (and card)."""
+        message = body.message
+        files = _out_files(message)
+        if files:
+            box.call(files_op(self.adapter, box.conversation, files, ""))
+        if not message.text.strip() and files:
+            return
+        text, card = message.text, None
+        if body.card is not None and getattr(self.adapter, "renders_cards", False):
+            own = cards.without_card(text, body.card)
+            if own is not None:  # else cut by the length limit: shown as stored, in plain text
+                text, card = own, body.card
+        markup = getattr(self.adapter, "mention", None)
+        if markup is not None:
+            text = self.people.link(box.conversation, text, markup)
+        box.final(reply_id, message.id, agent, text, card=card)
+
+    async def _in_thread(self, agent: str, body: OutMessage) -> None:
+        """``reply(thread_name=…)``: open a thread on the message answered, make it a conversation
+        of its own whose history starts with that message and this reply, and show the reply
+        there. Where no thread can be opened, the reply is shown in the conversation."""
+        conv, message = body.conversation, body.message
+        if (agent, message.id) in self.threaded or self.deliveries.delivered(agent, message.id):
+            return  # a replayed OutMessage
+        self.threaded.add((agent, message.id))
+        thread: str | None = None
+        parent: StoredMessage | None = None
+        try:
+            page = await self._mem(agent, TranscriptPage(conv, limit=200), list[StoredMessage])
+            parent = next((m for m in page if m.id == body.thread_on), None)
+            if parent is not None and parent.platform_message_id:
+                opener = cast(Threads, self.adapter)
+                thread = await opener.open_thread(conv, parent.platform_message_id, body.thread_name)
+        except Exception as exc:  # the platform's own errors, or memory away: shown here instead
+            log.warning("thread not opened conversation=%s error=%s: %s", conv, type(exc).__name__, exc)
+        if thread is None or parent is None:
+            self._final(self._outbox(conv), agent, body, body.reply_id)
+            return
+        self.agent_of.setdefault(thread, agent)
+        self.people.inherit(thread, conv)
+        try:
+            await self._mem(agent, ChannelUpsert(thread, self.platform, body.thread_name), ConversationInfo)
+            for line in (parent, message):
+                await self._mem(
+                    agent,
+                    TranscriptAppend(
+                        thread,
+                        line.text,
+                        author_id=line.author_id,
+                        author_name=line.author_name,
+                        role=line.role,
+                        platform_message_id=line.platform_message_id
+                        if line is parent
+                        else f"thread-reply:{message.id}",
+                        attachments=line.attachments or None,
+                        created_at=line.created_at,
+                        reply_state=ReplyState.NONE,
+                    ),
+                    StoredMessage,
+                )
+        except BusError as exc:  # the thread is open: the reply goes there, its history is short
+            log.warning("thread history not stored conversation=%s error=%s", thread, exc)
+        self.deliveries.served(thread, agent)
+        self._final(self._outbox(thread), agent, body, "")
 
     async def _post_plain(self, conv: str, text: str) -> None:
         await self.adapter.post(conv, text)
@@ -333,6 +454,7 @@ class PlatformGateway:
 
     async def _recover(self, served: Served) -> None:
         self.agent_of.setdefault(served.conversation, served.agent)
+        self.handed.setdefault(served.conversation, served.last_at)
         page = await self._mem(
             served.agent, TranscriptPage(served.conversation, limit=30), list[StoredMessage]
         )

@@ -17,7 +17,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from spacebot.ipc.messages import Card
 from spacebot.messaging.deliveries import Deliveries
 from spacebot.messaging.platform import Adapter, OutFile
 from spacebot.messaging.split import split_message
@@ -38,6 +40,8 @@ class _Stream:
     """The text each platform message shows now."""
     final: tuple[int, str, str] | None = None
     """``(stored id, agent, final text)`` once the reply is finished."""
+    card: Card | None = None
+    """A card shown with the final text's last message (adapters with ``renders_cards``)."""
     last_edit: float = 0.0
     abandoned: bool = False
 
@@ -94,7 +98,11 @@ class ChatOutbox:
         if stream is not None:
             stream.abandoned = True
 
-    def final(self, reply_id: str, stored_id: int, agent: str, text: str) -> None:
+    def final(
+        self, reply_id: str, stored_id: int, agent: str, text: str, *, card: Card | None = None
+    ) -> None:
+        """The finished reply ``text`` (with ``card`` on its last message: only for an adapter
+        whose ``post`` and ``edit`` take ``card=``, its ``renders_cards`` attribute true)."""
         if (agent, stored_id) in self.finals or self.deliveries.delivered(agent, stored_id):
             return  # a replayed OutMessage, or found by the start-up scan already
         self.finals.add((agent, stored_id))
@@ -104,6 +112,7 @@ class ChatOutbox:
                 reply_id or f"stored-{stored_id}"
             )
         stream.final = (stored_id, agent, text)
+        stream.card = card
         self._kick()
 
     def typing(self, state: str) -> None:
@@ -212,22 +221,26 @@ class ChatOutbox:
         """Make the platform show ``text`` for ``stream``: edit what it shows, post what is new."""
         if not stream.platform_ids:
             self._take_over(stream)
-        parts = split_message(text, self.adapter.limit) or ["…"]
+        card = stream.card if final else None
+        parts = split_message(text, self.adapter.limit) or (["…"] if card is None else [""])
         nonce_base = f"sb{stream.final[0]}" if final and stream.final else ""
         kept: list[str] = []
         shown: list[str] = []
         replaced: list[str] = []
         for i, part in enumerate(parts):
+            # The card goes with the last message of the final text (``card=`` only when there is
+            # one: adapters without cards never see the keyword).
+            extra: dict[str, Any] = {"card": card} if card is not None and i == len(parts) - 1 else {}
             if i < len(stream.platform_ids):
                 pid = stream.platform_ids[i]
-                if i < len(stream.shown) and stream.shown[i] == part:
+                if i < len(stream.shown) and stream.shown[i] == part and not extra:
                     kept.append(pid)
                     shown.append(part)
                     continue
                 if await self._guard(
                     "edit",
-                    lambda pid=pid, part=part: self.adapter.edit(  # type: ignore[misc]
-                        self.conversation, pid, part
+                    lambda pid=pid, part=part, extra=extra: self.adapter.edit(  # type: ignore[misc]
+                        self.conversation, pid, part, **extra
                     ),
                 ):
                     kept.append(pid)
@@ -245,8 +258,13 @@ class ChatOutbox:
             nonce = f"{nonce_base}p{i}" if nonce_base else ""
             posted: list[str] = []
 
-            async def post(part: str = part, nonce: str = nonce, posted: list[str] = posted) -> None:
-                posted.append(await self.adapter.post(self.conversation, part, nonce=nonce))
+            async def post(
+                part: str = part,
+                nonce: str = nonce,
+                posted: list[str] = posted,
+                extra: dict[str, Any] = extra,
+            ) -> None:
+                posted.append(await self.adapter.post(self.conversation, part, nonce=nonce, **extra))
 
             if await self._guard("post", post, retries=3 if final else 0):
                 kept.append(posted[0])

@@ -118,3 +118,21 @@ class Adapter(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Threads(Protocol):
+    """An adapter whose platform has threads (optional: the gateway asks with ``getattr``)."""
+
+    async def open_thread(self, conversation: str, message_id: str, name: str) -> str | None:
+        """Open a thread called ``name`` on message ``message_id`` of ``conversation`` (or find the
+        one it has); returns the thread's conversation id, or ``None`` where no thread can be
+        opened (a direct message, a conversation that is a thread already)."""
+        ...
+
+
+class Mentions(Protocol):
+    """An adapter with a markup for mentioning a person by id (optional, asked with ``getattr``)."""
+
+    def mention(self, user_id: str) -> str:
+        """The markup that mentions ``user_id`` (``<@123>`` on Discord, ``<@U1>`` on Slack)."""
+        ...

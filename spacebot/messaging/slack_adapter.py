@@ -34,7 +34,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from spacebot.config import PlatformInstance
 from spacebot.errors import ConfigError
-from spacebot.messaging import credentials
+from spacebot.ipc.messages import Card
+from spacebot.messaging import cards, credentials
 from spacebot.messaging.bindings import Scope
 from spacebot.messaging.platform import (
     Attachment,
@@ -92,6 +93,7 @@ EMOJI_NAMES = {
 
 _MARKUP = re.compile(r"<([^<>]*)>")
 _NAME = re.compile(r"^:?([a-z0-9_+\-']+):?$")
+_USER_MENTION = re.compile(r"<@[UW][A-Z0-9]{2,}>")
 
 
 def web_client(token: str, api_base: str) -> AsyncWebClient:
@@ -112,7 +114,18 @@ def parse(conversation: str) -> tuple[str, str, str | None]:
 
 def escape(text: str) -> str:
     """Outgoing text as Slack wants it: ``&``, ``<`` and ``>`` escaped, so the agent's text never
-    turns into a mention or an ``@channel``."""
+    turns into ``<!channel>``, ``<!here>``, a group or a link markup; a user mention ``<@U…>`` (what
+    ``@Name`` becomes, :meth:`SlackAdapter.mention`) is the one markup kept."""
+    out: list[str] = []
+    last = 0
+    for m in _USER_MENTION.finditer(text):
+        out += [_escape_all(text[last : m.start()]), m.group(0)]
+        last = m.end()
+    out.append(_escape_all(text[last:]))
+    return "".join(out)
+
+
+def _escape_all(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -122,6 +135,8 @@ class SlackAdapter:
     platform: ClassVar[str] = "slack"
     limit = LIMIT
     supports_edit = True
+    renders_cards = True
+    """``post`` and ``edit`` take ``card=`` (see :mod:`spacebot.messaging.cards`)."""
 
     def __init__(self, instance: PlatformInstance, bot_token: str, app_token: str) -> None:
         self.instance = instance
@@ -340,18 +355,30 @@ class SlackAdapter:
 
     # -- calls ---------------------------------------------------------------------------------
 
-    async def post(self, conversation: str, text: str, *, nonce: str = "") -> str:
+    def mention(self, user_id: str) -> str:
+        """A user mention (``@Name`` in a reply, for someone who wrote in the conversation)."""
+        return f"<@{user_id}>"
+
+    async def post(self, conversation: str, text: str, *, nonce: str = "", card: Card | None = None) -> str:
         # Slack has no idempotency key for chat.postMessage; the outbox posts each part once.
         _, channel, thread = parse(conversation)
         kw: dict[str, Any] = {"thread_ts": thread} if thread else {}
-        sent = await self.web.chat_postMessage(channel=channel, text=escape(text), **kw)
+        sent = await self.web.chat_postMessage(channel=channel, **_content(text, card), **kw)
         if thread:
             self.bot_threads.add((channel, thread))
         return str(sent["ts"])
 
-    async def edit(self, conversation: str, message_id: str, text: str) -> None:
+    async def open_thread(self, conversation: str, message_id: str, name: str) -> str | None:
+        """A thread is a reply in thread (``thread_ts`` = the message's ``ts``; Slack threads have
+        no name). ``None`` inside a thread: the reply goes on in it."""
+        team, channel, thread = parse(conversation)
+        if thread is not None:
+            return None
+        return f"slack:{team}:{channel}:{message_id}"
+
+    async def edit(self, conversation: str, message_id: str, text: str, *, card: Card | None = None) -> None:
         _, channel, _ = parse(conversation)
-        await self.web.chat_update(channel=channel, ts=message_id, text=escape(text))
+        await self.web.chat_update(channel=channel, ts=message_id, **_content(text, card))
 
     async def delete(self, conversation: str, message_id: str) -> None:
         _, channel, _ = parse(conversation)
@@ -432,6 +459,21 @@ class SlackAdapter:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.socket.close()  # its aiohttp session too
+
+
+def _content(text: str, card: Card | None) -> dict[str, Any]:
+    """``text`` (and ``blocks`` with a card: the text as a section, then the card's blocks; the
+    text with the card's plain form stays the notification's and old clients' fallback)."""
+    if card is None:
+        return {"text": escape(text)}
+    own = escape(text) if text.strip() else ""
+    step = cards.SLACK_SECTION_MAX
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": own[i : i + step]}}
+        for i in range(0, len(own), step)
+    ]
+    blocks += cards.slack_blocks(card, escape)
+    return {"text": escape(cards.with_card(text, card)), "blocks": blocks}
 
 
 def _thread_of(msg: dict[str, Any]) -> str | None:

@@ -22,6 +22,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 # Imported here, not on first use: the zygote imports this module before forking conversation
 # processes, so the model layer is shared (copy-on-write) instead of imported by each process. The
 # SDKs of the configured providers come from ``[supervisor] preload`` (see ``preload_modules``).
@@ -36,6 +38,7 @@ from spacebot.cron import tool as cron_tool
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     TRANSIENT_CODES,
+    Card,
     ChannelList,
     ConversationInfo,
     DelegateResult,
@@ -44,6 +47,7 @@ from spacebot.ipc.messages import (
     Err,
     ErrorCode,
     Inbound,
+    InboundEdit,
     Notice,
     Ok,
     Outbound,
@@ -64,6 +68,7 @@ from spacebot.ipc.messages import (
 from spacebot.ipc.replies import BusError, Reply
 from spacebot.llm.errors import model_failure
 from spacebot.llm.types import AssistantMessage, Message, Request, ToolCall, ToolMessage, ToolSpec
+from spacebot.messaging import cards
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import LinkedLLM, connect_llm
 from spacebot.runtime.memory_link import MemoryLink
@@ -151,6 +156,8 @@ class Channel:
         if isinstance(body, DelegateStatus):
             self.work.on_status(body)
             return None
+        if isinstance(body, InboundEdit):
+            return self._edited(body)
         if not isinstance(body, Inbound):
             return Err(ErrorCode.UNSUPPORTED, f"{self.ctx.id} does not handle {type(body).__name__}")
         if self.closing:
@@ -180,6 +187,20 @@ class Channel:
     def _take(self, message: StoredMessage) -> None:
         if self.transcript.take(message):
             self.wake.set()
+
+    def _edited(self, body: InboundEdit) -> Reply:
+        """A person edited or deleted a message (already changed in storage): the history, and
+        the message's copy waiting for an answer, show the new text from the next model call on."""
+        if body.conversation != self.conversation:
+            return Err(ErrorCode.BAD_REQUEST, f"edit for {body.conversation!r} sent to {self.ctx.id}")
+        new = body.message
+        for old in self.transcript.history:
+            if old.id == new.id:
+                self.transcript.update(msgspec.structs.replace(old, text=new.text))
+                break
+        if (waiting := self.pending.get(new.id)) is not None:
+            self.pending[new.id] = msgspec.structs.replace(waiting, text=new.text)
+        return Ok()
 
     def _coalesce(self, inbound: Inbound) -> None:
         """In a group conversation, a burst of messages is answered in one turn (see ``[channel]``).
@@ -469,7 +490,15 @@ class Channel:
                 args = check(spec, call)
                 match call.name:
                     case "reply":
-                        await self._deliver(args["content"], batch, replies, reply_ids.get(call.id, ""))
+                        card = cards.parse(args["card"]) if "card" in args else None
+                        await self._deliver(
+                            args["content"],
+                            batch,
+                            replies,
+                            reply_ids.get(call.id, ""),
+                            thread_name=args.get("thread_name", "").strip(),
+                            card=card,
+                        )
                         replies += 1
                         done = True
                         content = "sent"
@@ -496,11 +525,23 @@ class Channel:
                 self.streamer.abort(reply_ids.get(call.id, ""), "invalid reply")
         return results, done, replies
 
-    async def _deliver(self, content: str, batch: list[int], index: int, reply_id: str) -> StoredMessage:
-        """Store a reply (marking ``batch`` answered in the same transaction), then show it."""
+    async def _deliver(
+        self,
+        content: str,
+        batch: list[int],
+        index: int,
+        reply_id: str,
+        *,
+        thread_name: str = "",
+        card: Card | None = None,
+    ) -> StoredMessage:
+        """Store a reply (marking ``batch`` answered in the same transaction), then show it: in a
+        new thread on the newest message answered when ``thread_name`` is given, with ``card``
+        stored as its plain text after the reply's own (see ``spacebot/messaging/cards.py``)."""
         limit = self.settings.max_reply_chars
         if len(content) > limit:
             content = content[:limit] + "\n\n(cut: the reply was longer than the limit)"
+        content = cards.with_card(content, card)
         try:
             message = await self.voice.say(
                 content,
@@ -513,7 +554,17 @@ class Channel:
             raise
         self.transcript.settled(batch, ReplyState.ANSWERED)
         self._take(message)
-        self.out(OutMessage(self.conversation, message, reply_id))
+        thread_on = batch[-1] if thread_name and batch else None
+        self.out(
+            OutMessage(
+                self.conversation,
+                message,
+                reply_id,
+                thread_name=thread_name if thread_on is not None else "",
+                thread_on=thread_on,
+                card=card,
+            )
+        )
         return message
 
     async def _react(self, emoji: str, message_id: int) -> str:

@@ -11,8 +11,43 @@ from spacebot.tools.schema import spec
 
 REPLY = spec(
     "reply",
-    "Send a message to the people in this conversation. This is the only way they see what you say.",
-    {"content": {"type": "string", "description": "The message, in Markdown."}},
+    "Send a message to the people in this conversation. This is the only way they see what you say. "
+    "Write @Name to mention someone who wrote here (it becomes a platform mention on Discord and "
+    "Slack; @everyone and @here never notify anyone).",
+    {
+        "content": {"type": "string", "description": "The message, in Markdown."},
+        "thread_name": {
+            "type": "string",
+            "description": "Open a thread of this name on the message you answer and reply in it "
+            "(Discord: a new thread; Slack: a reply in thread; the thread's name is not shown on "
+            "Slack). Ignored on other platforms and inside a thread: the reply is posted normally.",
+            "minLength": 1,
+            "maxLength": 100,
+            "pattern": r"\S",
+        },
+        "card": {
+            "type": "object",
+            "description": "Optional structured part shown under the message (a Discord embed, "
+            "Slack blocks, plain text elsewhere): {title, text, fields: [{name, value}], url, "
+            "color}. At least a title, text or one field; title <= 256 characters, text <= 4096, "
+            "at most 25 fields (name <= 256, value <= 1024), url http(s), color '#RRGGBB', 6000 "
+            "characters in all.",
+            "properties": {
+                "title": {"type": "string"},
+                "text": {"type": "string"},
+                "fields": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}, "value": {"type": "string"}},
+                        "required": ["name", "value"],
+                    },
+                },
+                "url": {"type": "string"},
+                "color": {"type": "string", "description": "#RRGGBB"},
+            },
+        },
+    },
     ["content"],
 )
 REACT = spec(

@@ -361,11 +361,6 @@ async def test_edits_and_deletes_reach_the_stored_transcript(short_tmp: Path) ->
             assert len(llm.requests) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an edit reaches storage (TranscriptEdit) but not a running conversation process: "
-    "procs/channel.py keeps its Transcript.history in memory and no message tells it of the edit",
-)
 async def test_a_running_conversation_sees_an_edit(short_tmp: Path) -> None:
     async with FakeLLM() as llm, FakeDiscord(heartbeat_interval_ms=1000) as discord:
         llm.add(user="colour", tool_calls=_reply("Noted."))

@@ -220,6 +220,10 @@ class Message:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     """Attachment objects; the bot's uploads also carry ``data`` (the bytes, latin-1 decoded)."""
     mention_ids: list[int] = field(default_factory=list)
+    mention_everyone: bool = False
+    """Whether ``@everyone``/``@here`` in it notified everyone (``allowed_mentions`` permitting)."""
+    allowed_mentions: dict[str, Any] | None = None
+    """The ``allowed_mentions`` the bot sent with it (with its last edit, if edited)."""
     reply_to: int | None = None
     nonce: str | int | None = None
     edits: list[dict[str, Any]] = field(default_factory=list)
@@ -240,6 +244,8 @@ class Message:
             "embeds": self.embeds,
             "attachments": self.attachments,
             "mention_ids": self.mention_ids,
+            "mention_everyone": self.mention_everyone,
+            "allowed_mentions": self.allowed_mentions,
             "reply_to": self.reply_to,
             "nonce": self.nonce,
             "edits": self.edits,
@@ -678,7 +684,7 @@ class FakeDiscord(FakeServer):
             "timestamp": _iso(_snowflake_ms(msg.id)),
             "edited_timestamp": _iso(msg.edited_ms) if msg.edited_ms else None,
             "tts": False,
-            "mention_everyone": False,
+            "mention_everyone": msg.mention_everyone,
             "mentions": [self.users[u].to_json() for u in msg.mention_ids],
             "mention_roles": [],
             "attachments": [{k: v for k, v in a.items() if k != "data"} for a in msg.attachments],
@@ -1087,7 +1093,7 @@ class FakeDiscord(FakeServer):
         msg = Message(
             self._snowflake(), ch.id, self.bot.id, content, embeds=embeds, nonce=nonce, reply_to=reply_to
         )
-        msg.mention_ids = [u for u in self.users if f"<@{u}>" in content or f"<@!{u}>" in content]
+        self._mentions(msg, body.get("allowed_mentions"), content)
         for filename, data in files:
             msg.attachments.append(self._attachment(filename, data, with_bytes=True))
         self.messages[msg.id] = msg
@@ -1099,8 +1105,24 @@ class FakeDiscord(FakeServer):
         if msg.author_id != self.bot.id:
             return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, 403)
         body = await request.json()
+        if body.get("content") is not None:  # mentions as of the new text, before the update
+            self._mentions(msg, body.get("allowed_mentions"), str(body["content"]))
         self._apply_edit(msg, content=body.get("content"), embeds=body.get("embeds"))
         return _ok(self._message_json(msg, gateway=False))
+
+    def _mentions(self, msg: Message, allowed: dict[str, Any] | None, content: str) -> None:
+        """Who the bot's ``msg`` mentions, as Discord decides it: the ``<@id>`` in ``content``, and
+        ``@everyone``/``@here``, as far as ``allowed_mentions`` lets them through."""
+        msg.allowed_mentions = allowed
+        named = [u for u in self.users if f"<@{u}>" in content or f"<@!{u}>" in content]
+        parse = None if allowed is None else list(allowed.get("parse") or [])
+        if parse is None or "users" in parse:
+            msg.mention_ids = named
+        else:
+            listed = {int(u) for u in (allowed or {}).get("users") or []}
+            msg.mention_ids = [u for u in named if u in listed]
+        mass = "@everyone" in content or "@here" in content
+        msg.mention_everyone = mass and (parse is None or "everyone" in parse)
 
     async def _delete_message(self, request: web.Request) -> web.Response:
         msg = self._message(int(request.match_info["message_id"]), int(request.match_info["channel_id"]))
