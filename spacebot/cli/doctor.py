@@ -8,7 +8,8 @@ apply here (no ``systemctl``, web chat disabled) is skipped (``-``).
 
 The checks reuse what the other commands compute: the one config loader, ``spacebot config
 check``'s reference table, the LLM layer's own ``complete()`` and operator lines, the web chat's
-port probe, and ``spacebotctl status``'s control socket.
+port probe, and ``spacebotctl status``'s control socket. Platform tokens are asked of each
+platform's cheapest authenticated call, at the instance's ``api_base`` when one is set.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
-from spacebot.config import Config
+from spacebot.config import Config, PlatformInstance
 
 Status = Literal["ok", "warn", "fail", "skip"]
 MARKS: dict[Status, str] = {"ok": "✔", "warn": "!", "fail": "✘", "skip": "-"}
@@ -209,6 +210,101 @@ def _secret_resolver(home: Path) -> Callable[[str], str]:
     return resolve
 
 
+DISCORD_API = "https://discord.com/api/v10"
+SLACK_API = "https://slack.com/api/"
+TWITCH_ID = "https://id.twitch.tv"
+"""The platforms' own bases (an instance's ``api_base`` replaces them, as it does for its gateway)."""
+
+
+def check_platforms(cfg: Config, timeout: float) -> list[Check]:
+    """Each enabled platform instance's token is accepted, where the platform has a cheap check:
+    Discord ``GET /users/@me``, Slack ``auth.test``, Twitch ``/oauth2/validate``."""
+    instances = [(p, i) for p, i in cfg.messaging.instances() if p != "webhook"]
+    if not instances:
+        return []
+    return asyncio.run(_check_platforms(cfg, instances, timeout))
+
+
+async def _check_platforms(cfg: Config, instances: list[tuple[str, Any]], timeout: float) -> list[Check]:
+    import aiohttp
+
+    resolve = _credential_resolver(Path(cfg.home))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+        return list(await asyncio.gather(*(_platform_token(http, p, i, resolve) for p, i in instances)))
+
+
+async def _platform_token(
+    http: Any, platform: str, inst: PlatformInstance, resolve: Callable[[str], str | None]
+) -> Check:
+    import aiohttp
+
+    name = f"{platform} {inst.name} token"
+    key = f"messaging.{platform} {inst.name!r}"
+    if platform == "telegram":
+        return Check(
+            name, "skip", "Telegram speaks MTProto: the bot token is checked when the gateway logs in"
+        )
+    field = "bot_token" if platform == "slack" else "token"
+    token = resolve(getattr(inst, field))
+    if not token:
+        return Check(name, "skip", f"{field} does not resolve (see its reference check above)")
+    if platform == "discord":
+        url = (inst.api_base or DISCORD_API).rstrip("/") + "/users/@me"
+        request = http.get(url, headers={"Authorization": f"Bot {token}"})
+        fix = f"reset the bot's token in the Discord developer portal (Bot → Reset Token) and set {key} token"
+    elif platform == "slack":
+        url = (inst.api_base or SLACK_API).rstrip("/") + "/auth.test"
+        request = http.post(url, headers={"Authorization": f"Bearer {token}"})
+        fix = f"reinstall the Slack app and set {key} bot_token to its Bot User OAuth Token (xoxb-)"
+    else:
+        url = (inst.api_base or TWITCH_ID).rstrip("/") + "/oauth2/validate"
+        request = http.get(url, headers={"Authorization": f"OAuth {token.removeprefix('oauth:')}"})
+        fix = f"generate a new chat token for the bot account and set {key} token"
+    try:
+        async with request as response:
+            status = response.status
+            body = await response.json(content_type=None) if status < 500 else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        detail = f"{url} did not answer: {type(exc).__name__}: {exc}"
+        return Check(name, "fail", detail, "check the network (or api_base) and try again")
+    body = body if isinstance(body, dict) else {}
+    if platform == "slack" and status == 200 and not body.get("ok"):
+        error = str(body.get("error", "unknown"))
+        return Check(name, "fail", f"rejected by {url}: {error}", fix)
+    if status in (401, 403):
+        if platform == "twitch" and inst.refresh_token:
+            detail = f"rejected by {url} ({status}); the gateway renews it with refresh_token at start"
+            return Check(
+                name, "warn", detail, f"check that {key} refresh_token, client_id, client_secret are current"
+            )
+        return Check(name, "fail", f"rejected by {url} ({status})", fix)
+    if status != 200:
+        return Check(
+            name, "fail", f"{url} answered {status}", "check api_base and the platform's status page"
+        )
+    who = body.get("username") or body.get("user") or body.get("login") or "?"
+    team = f" in {body['team']}" if platform == "slack" and body.get("team") else ""
+    return Check(name, "ok", f"accepted as {who}{team} by {url}")
+
+
+def _credential_resolver(home: Path) -> Callable[[str], str | None]:
+    """A credential setting's value: ``env:NAME``, ``secret:NAME`` (the store, read-only) or the
+    value as written; ``None`` when it does not resolve (its reference check says why)."""
+    from spacebot.secrets import SecretsError, SecretStore
+
+    def resolve(value: str) -> str | None:
+        if value.startswith("env:"):
+            return os.environ.get(value[4:]) or None
+        if value.startswith("secret:"):
+            try:
+                return SecretStore.open(home, os.environ).get(value[7:])
+            except SecretsError:
+                return None
+        return value or None
+
+    return resolve
+
+
 def check_webchat(cfg: Config) -> Check:
     """The web chat port is free, or Spacebot runs and its gateway holds it."""
     from spacebot.messaging.ports import in_use
@@ -379,6 +475,7 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
     if cfg is not None:
         results.extend(check_references(cfg))
         results.extend(check_models(cfg, args.timeout))
+        results.extend(check_platforms(cfg, args.timeout))
         results.append(check_webchat(cfg))
         results.extend(check_directories(cfg))
         results.append(check_sandbox(cfg))

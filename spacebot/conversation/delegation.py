@@ -29,10 +29,12 @@ from spacebot.conversation.roster import Delegate, Delegates
 from spacebot.conversation.transcript import AgentVoice
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
+    CancelWork,
     DelegateInput,
     DelegateResult,
     DelegateStatus,
     Err,
+    ErrorCode,
     KillReport,
     KillRequest,
     Kind,
@@ -48,6 +50,7 @@ from spacebot.ipc.messages import (
     StoredMessage,
     TranscriptAppend,
     TranscriptMarkReply,
+    WorkItem,
 )
 from spacebot.ipc.replies import BusError, Reply
 from spacebot.runtime.child import ChildContext
@@ -102,6 +105,9 @@ class Delegation:
         self.unseen: list[int] = []  # ids of result events no turn has seen yet
         self.due = 0.0  # when gathered results should start a turn
         self.hung: set[str] = set()
+        self.stopped: dict[str, str] = {}
+        """Delegates being cancelled, and by whom: one that dies before it can report (stopped
+        while it starts) ends ``cancelled``, not ``failed``."""
         self.recorded: set[int] = set()  # stored result rows already shown to the turn loop
 
     # -- tools ---------------------------------------------------------------------------------
@@ -177,7 +183,7 @@ class Delegation:
         self.ctx.publish(
             f"channel.{self.ctx.id}.delegate", Notice("started", {"id": spawned.id, "kind": kind})
         )
-        self.out(OutTyping(self.conversation, "working", task[:80]))
+        self.out(self.typing())
         return f"started {spawned.id}; its result will come to you when it finishes"
 
     async def _route(self, worker_id: str, message: str) -> str:
@@ -207,12 +213,43 @@ class Delegation:
             raise ToolArgumentError(
                 f"cancel: {ident!r} is not a running branch or worker of this conversation"
             )
+        self.stopped[ident] = reason or "cancelled"
         try:
             await self.ctx.request("supervisor", KillRequest(ident), returns=KillReport, timeout=30.0)
         except BusError as exc:
+            self.stopped.pop(ident, None)
             return f"cancel failed: {exc.message}"
         log.info("cancelled id=%s reason=%r", ident, reason)
         return f"cancelled {ident}" + (f" ({reason})" if reason else "")
+
+    async def on_cancel(self, body: CancelWork) -> Reply:
+        """A person stopped one of this conversation's running branches or workers (the web chat's
+        cancel button). Its ``cancelled`` result reaches the model like any other result."""
+        if body.id not in self.delegates.running:
+            return Err(
+                ErrorCode.NOT_FOUND,
+                f"{body.id!r} is not a running branch or worker of {self.conversation}",
+            )
+        self.stopped[body.id] = f"cancelled by {body.by}" if body.by else "cancelled by a person"
+        try:
+            await self.ctx.request("supervisor", KillRequest(body.id), returns=KillReport, timeout=30.0)
+        except BusError as exc:
+            self.stopped.pop(body.id, None)
+            return Err(exc.code, f"could not stop {body.id}: {exc.message}")
+        log.info("cancelled id=%s by=%r", body.id, body.by)
+        return Ok()
+
+    def typing(self) -> OutTyping:
+        """What the conversation's people see about running work: each branch's or worker's task,
+        last status line and age (``idle`` once none runs)."""
+        running = list(self.delegates.running.values())
+        if not running:
+            return OutTyping(self.conversation, "idle")
+        now = time.monotonic()
+        first = running[0]
+        more = f" (+{len(running) - 1} more)" if len(running) > 1 else ""
+        work = [WorkItem(d.id, d.kind, d.task[:120], d.status, round(now - d.started, 1)) for d in running]
+        return OutTyping(self.conversation, "working", f"{first.kind}: {first.task[:60]}{more}", work)
 
     async def _send_message(self, target: str, text: str) -> str:
         if target == self.conversation:
@@ -272,6 +309,8 @@ class Delegation:
         d = self.delegates.set_status(status.id, status.text, status.kind)
         if d is not None and status.kind == "waiting":
             self._event(d, waiting=status.text)
+        elif d is not None:
+            self.out(self.typing())
 
     def on_hung(self, body: ProcessHung) -> None:
         if body.id in self.delegates.running:
@@ -281,7 +320,9 @@ class Delegation:
         """An exit without a result is an outcome too (killed, crashed, hung past its budget)."""
         if body.id in self.delegates.running:
             outcome = "timed_out" if body.id in self.hung else "failed"
-            if outcome == "timed_out":
+            if body.id in self.stopped and outcome == "failed":
+                outcome, text = "cancelled", f"{self.stopped[body.id]} before it could report"
+            elif outcome == "timed_out":
                 text = "killed: it went past its time or progress budget"
             else:
                 text = f"the process ended without a result (exit code {body.exit_code})"
@@ -312,6 +353,7 @@ class Delegation:
         if stored.id in self.recorded:
             return
         self.recorded.add(stored.id)
+        self.stopped.pop(ident, None)
         d = self.delegates.finish(ident, outcome, text)
         self._show(stored, d)
 
@@ -364,8 +406,7 @@ class Delegation:
                 {"id": event.author_id, "outcome": d.outcome if d is not None else ""},
             ),
         )
-        if not self.delegates.running:
-            self.out(OutTyping(self.conversation, "idle"))
+        self.out(self.typing())  # what still runs, or idle
         self.wake()
 
     def take_unseen(self) -> list[int]:

@@ -1340,6 +1340,19 @@ class OutTyping(msgspec.Struct, frozen=True, tag="out_typing"):
     """``thinking``, ``working`` or ``idle``."""
     detail: str = ""
     """What it is doing (for ``working``)."""
+    work: list[WorkItem] = []
+    """The branches and workers running (for ``working``)."""
+
+
+class CancelWork(msgspec.Struct, frozen=True, tag="cancel_work"):
+    """A person asks a conversation to stop one of its running branches or workers (request to
+    ``channel:<agent>:<conversation>``; replies ``Ok``, or ``Err`` ``not_found`` when it is not one
+    of that conversation's running delegates)."""
+
+    id: str
+    """Bus id of the branch or worker."""
+    by: str = ""
+    """Who asked (a display name), for the log and the conversation's model."""
 
 
 class OutDelta(msgspec.Struct, frozen=True, tag="out_delta"):
@@ -1813,6 +1826,7 @@ Body = (
     | DelegateResult
     | DelegateStatus
     | DelegateInput
+    | CancelWork
     | Ok
     | Err
     | Spawned

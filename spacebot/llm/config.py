@@ -314,7 +314,16 @@ class LLMConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return cls(providers=providers, profiles=profiles, fallbacks=fallbacks)
 
     def resolve_key(self, provider: str, resolver: SecretResolver | None = None) -> str:
-        """The provider's API key, ``env:``/``cred:``/``secret:`` resolved; raise naming what is missing."""
+        """The provider's API key, ``env:``/``cred:``/``secret:`` resolved; raise naming what is missing.
+        Whatever it returns is never written in a log line of this process (shown as ``***``)."""
+        from spacebot.logs import register_secret
+
+        key = self._resolve_key(provider, resolver)
+        if key:
+            register_secret(key)
+        return key
+
+    def _resolve_key(self, provider: str, resolver: SecretResolver | None) -> str:
         if provider not in self.providers:
             raise LLMConfigError(f"unknown provider {provider!r} (have {sorted(self.providers)})")
         raw = self.providers[provider].api_key

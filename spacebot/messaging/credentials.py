@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 
+from spacebot import logs
 from spacebot.errors import ConfigError
 from spacebot.runtime.child import ChildContext
 
 
 async def resolve(ctx: ChildContext, value: str, key: str) -> str:
     """A credential setting (``key``, named in errors): ``env:NAME`` from the environment,
-    ``secret:NAME`` asked of the supervisor (the secrets store), anything else as written."""
+    ``secret:NAME`` asked of the supervisor (the secrets store), anything else as written. The
+    value is never written in a log line of this process (shown as ``***``)."""
+    token = await _resolve(ctx, value, key)
+    if token:
+        logs.register_secret(token)
+    return token
+
+
+async def _resolve(ctx: ChildContext, value: str, key: str) -> str:
     if value.startswith("env:"):
         token = os.environ.get(value[4:], "")
         if not token:

@@ -26,6 +26,7 @@ from spacebot.agent.defaults import NO_MODEL_HINT
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     Body,
+    CancelWork,
     ChannelList,
     ChannelUpsert,
     ConversationInfo,
@@ -73,6 +74,16 @@ MEMORY_ATTEMPTS = 20
 answer is ``unavailable`` (the page then offers to send again)."""
 _ID = re.compile(r"[0-9]{1,18}")  # a stored id or index: below 2**63 by construction
 CLOSE_UNAUTHORIZED, CLOSE_HELLO_TIMEOUT = 4401, 4408
+STATIC_TYPES = {
+    "app.js": "application/javascript",
+    "style.css": "text/css",
+    "marked.umd.js": "application/javascript",
+    "purify.min.js": "application/javascript",
+    "marked.LICENSE": "text/plain",
+    "purify.LICENSE": "text/plain",
+}
+"""The page's files: our script and style, and the vendored Markdown parser and HTML sanitiser
+(marked, DOMPurify) with their licences."""
 
 T = TypeVar("T")
 
@@ -130,6 +141,8 @@ class WebChat:
         self.conversations: dict[str, ConversationInfo] = {}
         self.streams: dict[str, dict[str, _Reply]] = collections.defaultdict(dict)
         self.typing: dict[str, dict[str, Any]] = {}
+        self.work: dict[str, tuple[list[dict[str, Any]], float]] = {}
+        """Per conversation: the branches and workers it last said run, and when it said so."""
         self.tasks: set[asyncio.Task[Any]] = set()
         self.model = _model_info(ctx)
 
@@ -155,7 +168,7 @@ class WebChat:
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        types = {"app.js": "application/javascript", "style.css": "text/css"}
+        types = STATIC_TYPES
         if name not in types:
             raise web.HTTPNotFound(text=f"no static file {name!r}")
         return web.Response(
@@ -291,6 +304,8 @@ class WebChat:
                     self.watchers[frame.conversation].discard(client)
                 case frames.Send():
                     await self._send(client, frame)
+                case frames.Cancel():
+                    await self._cancel(client, frame)
                 case _:
                     assert_never(frame)
         except FrameError as exc:
@@ -313,9 +328,13 @@ class WebChat:
 
     def _check_rate(self, client: Client, frame: frames.ClientFrame) -> None:
         """``create``/``open``/``list`` (and repeated ``hello``) are capped per socket per minute."""
-        kind = {frames.Create: "create", frames.Open: "open", frames.ListConversations: "list"}.get(
-            type(frame), "list" if isinstance(frame, frames.Hello) and client.ready else None
-        )
+        kinds = {
+            frames.Create: "create",
+            frames.Open: "open",
+            frames.Cancel: "open",
+            frames.ListConversations: "list",
+        }
+        kind = kinds.get(type(frame), "list" if isinstance(frame, frames.Hello) and client.ready else None)
         if kind is None:
             return
         window = client.windows[kind]
@@ -389,7 +408,7 @@ class WebChat:
         )
         if frame.before is None:
             if frame.conversation in self.typing:
-                await client.send(self.typing[frame.conversation])
+                await client.send(self._typing_now(frame.conversation))
             for reply_id, reply in streams.items():  # a reply in progress: what was streamed so far
                 text = "".join(reply.text)
                 await client.send(
@@ -434,6 +453,38 @@ class WebChat:
         )
         if stored.reply_state.value == "pending":
             self._spawn(self._deliver(stored, client.person))
+
+    def _typing_now(self, conv: str) -> dict[str, Any]:
+        """The last ``typing`` frame of a conversation, with its running work aged to now."""
+        return {**self.typing[conv], "work": self._work_now(conv)}
+
+    def _work_now(self, conv: str) -> list[dict[str, Any]]:
+        """The branches and workers the conversation last said run, their ages brought up to now
+        (a ``thinking`` frame says nothing about them: they still run)."""
+        work, at = self.work.get(conv, ([], 0.0))
+        age = time.monotonic() - at
+        return [{**w, "elapsed": round(w["elapsed"] + age, 1)} for w in work]
+
+    async def _cancel(self, client: Client, frame: frames.Cancel) -> None:
+        """Stop a running branch or worker of a conversation: the conversation's process checks
+        that it is one of its own and stops it; its ``cancelled`` result reaches the model."""
+        conv = frame.conversation
+        await self._known(conv, frame.ref)
+        running = {w["id"] for w in self.work.get(conv, ([], 0.0))[0]}
+        if frame.id not in running:
+            raise FrameError("not_running", f"{frame.id!r} is not running in {conv}", frame.ref)
+        try:
+            await self.ctx.request(
+                ids.channel(self.agent, conv),
+                CancelWork(frame.id, by=client.name or client.person),
+                returns=None,
+                timeout=35.0,
+            )
+        except BusError as exc:
+            code = "not_running" if exc.code == ErrorCode.NOT_FOUND else "unavailable"
+            raise FrameError(code, f"could not cancel {frame.id}: {exc.message}", frame.ref) from None
+        log.info("cancel conversation=%s id=%s person=%s", conv, frame.id, client.person)
+        await client.send({"type": "cancelled", "conversation": conv, "id": frame.id, "ref": frame.ref})
 
     async def _deliver(self, stored: StoredMessage, person: str) -> None:
         """Hand a stored message to its channel, retrying while the channel (re)starts."""
@@ -502,7 +553,17 @@ class WebChat:
                     "reason": body.reason,
                 }
             case OutTyping():
-                frame = {"type": "typing", "conversation": conv, "state": body.state, "detail": body.detail}
+                if body.state == "working":
+                    self.work[conv] = (msgspec.to_builtins(body.work), time.monotonic())
+                elif body.state == "idle":
+                    self.work.pop(conv, None)
+                frame = {
+                    "type": "typing",
+                    "conversation": conv,
+                    "state": body.state,
+                    "detail": body.detail,
+                    "work": self._work_now(conv),
+                }
                 if body.state == "idle":
                     self.typing.pop(conv, None)
                 else:
@@ -539,6 +600,7 @@ class WebChat:
             for reply_id in streams:
                 frame = {"type": "abort", "conversation": conv, "reply_id": reply_id, "reason": "restarting"}
                 await self._broadcast(watchers, frame)
+            self.work.pop(conv, None)
             if self.typing.pop(conv, None) is not None:
                 await self._broadcast(watchers, {"type": "typing", "conversation": conv, "state": "idle"})
 

@@ -52,10 +52,17 @@ class Send(msgspec.Struct, tag="send", frozen=True):
     ref: str | None = None
 
 
-ClientFrame = Hello | ListConversations | Create | Open | Close | Send
+class Cancel(msgspec.Struct, tag="cancel", frozen=True):
+    conversation: str
+    id: str
+    """A running branch or worker of the conversation (from a ``typing`` frame's ``work``)."""
+    ref: str | None = None
+
+
+ClientFrame = Hello | ListConversations | Create | Open | Close | Send | Cancel
 
 _decoder = msgspec.json.Decoder(ClientFrame)
-_TYPES = "hello, list, create, open, close, send"
+_TYPES = "hello, list, create, open, close, send, cancel"
 
 
 class FrameError(ValueError):
@@ -103,6 +110,8 @@ def _check(frame: ClientFrame) -> None:
         raise FrameError("bad_frame", "create.title must be at most 120 characters", frame.ref)
     elif isinstance(frame, Send) and not 1 <= len(frame.client_id) <= 64:
         raise FrameError("bad_frame", "send.client_id must be 1-64 characters", frame.ref)
+    elif isinstance(frame, Cancel) and not 1 <= len(frame.id) <= 128:
+        raise FrameError("bad_frame", "cancel.id must be 1-128 characters", frame.ref)
 
 
 def conversation(channel: ConversationInfo) -> dict[str, Any]:

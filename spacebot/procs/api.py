@@ -36,6 +36,7 @@ from spacebot.ipc.messages import SUPERVISOR_ID, Event, Notice, ProcState, Statu
 from spacebot.ipc.replies import BusError
 from spacebot.messaging import credentials, ports
 from spacebot.messaging.webchat_guard import HostCheck, security_headers, token_ok
+from spacebot.procs.api_ingest import IngestBook
 from spacebot.procs.api_openapi import OPENAPI_TYPES, openapi_paths
 from spacebot.procs.api_routes import ApiError, Routes, error_response, json_response
 from spacebot.procs.api_usage import UsageBook
@@ -152,6 +153,7 @@ class Api:
         self.hosts = HostCheck(ctx.config.api.public_hosts)
         self.readers: set[Reader] = set()
         self.usage = UsageBook(ctx.config.agents)
+        self.ingest = IngestBook(ctx.config.home)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.guard])
@@ -160,7 +162,7 @@ class Api:
         app.router.add_get("/api/status", self.status)
         app.router.add_get("/api/events", self.events)
         app.router.add_get("/api/openapi.json", self.openapi)
-        Routes(self.ctx, self._status, self.usage).add_to(app)
+        Routes(self.ctx, self._status, self.usage, self.ingest).add_to(app)
         app.router.add_get("/admin", self.admin)
         app.router.add_get("/admin/static/{name}", self.admin_static)
         return app
@@ -257,6 +259,7 @@ class Api:
         never slow this loop)."""
         async for event in stream:
             self.usage.feed(event)
+            self.ingest.feed(event)
             for reader in self.readers:
                 reader.offer(event)
 

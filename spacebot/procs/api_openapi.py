@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spacebot.ipc.messages import CronJob, CronRun, KillReport, ProcessRun, RecallHit, StoredMessage
+from spacebot.procs.api_ingest import IngestFile
 from spacebot.procs.api_routes import (
     ApiError,
     Conversation,
@@ -149,6 +150,14 @@ def openapi_paths(
                 ],
             )
         },
+        "/api/ingest": {
+            "get": op(
+                "Files of the agent's ingest folder: chunks stored of the total, state and the last "
+                "error, most recently updated first",
+                list[IngestFile],
+                [agent],
+            )
+        },
     }
 
 
@@ -166,5 +175,6 @@ OPENAPI_TYPES: tuple[Any, ...] = (
     CronJob,
     UsageSummary,
     list[ProcessRun],
+    list[IngestFile],
 )
 """The wire types the routes above answer or take (their schemas are generated from them)."""

@@ -11,6 +11,7 @@ agent's own processes already use: ``memory:<agent>`` for conversations, transcr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ from spacebot.ipc.messages import (
     TranscriptPage,
 )
 from spacebot.ipc.replies import BusError
+from spacebot.procs.api_ingest import IngestBook, IngestFile
 from spacebot.procs.api_usage import UsageBook, UsageSummary
 from spacebot.runtime.child import ChildContext
 
@@ -175,11 +177,16 @@ class Routes:
     """The handlers; each one asks a process on the bus and relays its answer."""
 
     def __init__(
-        self, ctx: ChildContext, status: Callable[[], Awaitable[StatusReply]], usage: UsageBook
+        self,
+        ctx: ChildContext,
+        status: Callable[[], Awaitable[StatusReply]],
+        usage: UsageBook,
+        ingest: IngestBook,
     ) -> None:
         self.ctx = ctx
         self.status = status
         self.usage = usage
+        self.ingest = ingest
 
     def add_to(self, app: web.Application) -> None:
         r = app.router
@@ -193,6 +200,7 @@ class Routes:
         r.add_post("/api/cron/{id}/{action}", self._wrap(self.cron_action))
         r.add_get("/api/usage", self._wrap(self.usage_summary))
         r.add_get("/api/history", self._wrap(self.history))
+        r.add_get("/api/ingest", self._wrap(self.ingest_files))
 
     @staticmethod
     def _wrap(
@@ -357,3 +365,8 @@ class Routes:
 
     async def usage_summary(self, request: web.Request) -> UsageSummary:
         return self.usage.summary(int_param(request, "days", 14, 1, 366))
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    async def ingest_files(self, request: web.Request) -> list[IngestFile]:
+        return await asyncio.to_thread(self.ingest.listing, self.agent(request))

@@ -38,6 +38,7 @@ from spacebot.cron import tool as cron_tool
 from spacebot.ipc import ids
 from spacebot.ipc.messages import (
     TRANSIENT_CODES,
+    CancelWork,
     Card,
     ChannelList,
     ConversationInfo,
@@ -156,6 +157,8 @@ class Channel:
         if isinstance(body, DelegateStatus):
             self.work.on_status(body)
             return None
+        if isinstance(body, CancelWork):
+            return self.work.on_cancel(body)
         if isinstance(body, InboundEdit):
             return self._edited(body)
         if not isinstance(body, Inbound):
@@ -384,7 +387,7 @@ class Channel:
             if results := sorted(self.fresh - set(batch)):
                 await self.work.seen(results)
             running = self.work.delegates.running
-            self.out(OutTyping(self.conversation, "working" if running else "idle", _working(running)))
+            self.out(self.work.typing())
             self.ctx.set_busy(bool(running), "idle" if not running else f"{len(running)} delegate(s) running")
             self.budget.check()
             # Every turn says how it ended: a test (or an operator) waits on this instead of a
@@ -604,14 +607,6 @@ class Channel:
         self.out(OutMessage(self.conversation, message))
         self.transcript.settled(batch, ReplyState.SKIPPED)
         return True
-
-
-def _working(running: dict[str, Any]) -> str:
-    if not running:
-        return ""
-    first = next(iter(running.values()))
-    more = f" (+{len(running) - 1} more)" if len(running) > 1 else ""
-    return f"{first.kind}: {first.task[:60]}{more}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from spacebot.ipc import ids
+from spacebot.ipc.bus import BusClient
+from spacebot.ipc.messages import MemIngest
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.testing import ChatSystem
@@ -130,6 +132,10 @@ async def test_admin_page_shows_every_panel_with_real_data(short_tmp: Path) -> N
             assert content == "Ana likes green tea"
             edge = await page.evaluate("document.querySelector('#edges li').textContent")
             assert "caused_by" in edge and f"#{deploys.id}" in edge
+            # The neighbours as a small graph: this memory in the middle, linked to the other.
+            node = f"document.querySelector('#memory-graph g.node[data-id=\"{deploys.id}\"]')"
+            assert await page.evaluate(f"{node}.textContent") == f"#{deploys.id}caused_by"
+            assert await page.evaluate("document.querySelectorAll('#memory-graph line.link').length") == 1
             await page.click(f'#edges a[data-id="{deploys.id}"]')  # follow the edge
             await page.wait_for(
                 f"document.querySelector('#memory-detail h2').textContent.includes('#{deploys.id}')"
@@ -221,3 +227,56 @@ async def test_admin_page_on_loopback_without_a_token(short_tmp: Path) -> None:
         )
         await fits(page)
         assert page.errors == []
+
+
+MEMORY_BUDGET = {"ready_timeout": 60.0, "heartbeat_interval": 0.5, "heartbeat_miss_limit": 20}
+
+
+async def test_admin_page_shows_ingest_progress_and_errors(short_tmp: Path) -> None:
+    async with FakeLLM() as fake:
+        fake.add(user="malformed answer", text="not json at all")  # first match wins
+        fake.add(
+            user="turn a chunk of a document into memories",
+            text='{"memories": [{"content": "The staging database moved to Frankfurt", "type": "fact"}]}',
+        )
+        sections = {
+            "api": {"enabled": True, "port": 0},
+            "memory": {"ingest_chunk_chars": 60, "ingest_max_attempts": 1},
+        }
+        async with (
+            # The embedder's first loads can hold memory's loop longer than the test budget's 0.8 s.
+            ChatSystem(short_tmp, fake, sections_extra=sections, memory=MEMORY_BUDGET) as system,
+            await Browser.launch() as browser,
+        ):
+            url = await api_url(system)
+            folder = system.sup.home / "agents" / "main" / "ingest"
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = [f"Line {i}: the staging database moved to Frankfurt in May." for i in range(3)]
+            (folder / "notes.md").write_text("\n".join(lines) + "\n")
+            (folder / "broken.md").write_text("this chunk gets a malformed answer\n")
+            page = await phone(browser)
+            await page.goto(url.removesuffix("/api") + "/admin#ingest")
+            await page.wait_for("!document.getElementById('panel-ingest').hidden")
+            client = BusClient("admin-test", system.sup.endpoints.bus)
+            client.start()
+            try:
+                await client.request(ids.memory("main"), MemIngest(), timeout=WAIT)
+            finally:
+                await client.close()
+            done = "document.querySelector('#ingest tr[data-file=\"notes.md\"]')"
+            failed = "document.querySelector('#ingest tr[data-file=\"broken.md\"]')"
+            await page.wait_for(
+                f"{done}?.dataset.state === 'done' && {failed}?.dataset.state === 'failed'", WAIT
+            )
+            # A progress bar per file: chunks stored of the total.
+            assert await page.evaluate(f"{done}.querySelector('.chunks').textContent") == "3 / 3 chunks"
+            assert await page.evaluate(f"{done}.querySelector('.fill').style.width") == "100%"
+            assert await page.evaluate(f"{done}.querySelector('[role=progressbar]').ariaValueMax") == "3"
+            # The failure says why.
+            error = await page.evaluate(f"{failed}.querySelector('.error-text').textContent")
+            assert "JSON" in error, error
+            assert await page.evaluate(f"{failed}.querySelector('.fill').style.width") == "0%"
+            summary = await page.evaluate("document.getElementById('ingest-summary').textContent")
+            assert "1 failed" in summary and "1 done" in summary, summary
+            await fits(page)
+            assert page.errors == []

@@ -10,7 +10,8 @@ Two listeners on 127.0.0.1:
   duplicate rule, its per-channel rate limit, or refusals queued by the test), ``PING``/``PONG``
   both ways, ``RECONNECT`` on demand;
 * **HTTP** (aiohttp; point ``api_base = fake.api_url``): ``POST /oauth2/token`` with
-  ``grant_type=refresh_token`` (a fresh access token and a rotated refresh token), and a test API
+  ``grant_type=refresh_token`` (a fresh access token and a rotated refresh token), ``GET
+  /oauth2/validate`` (``Authorization: OAuth <token>``: 200 with the login, or 401), and a test API
   under ``/_fake/...`` (JSON) for a fake running in another process (``spacebot fake-twitch``);
   tests in the same event loop call the Python methods instead.
 
@@ -203,6 +204,7 @@ class FakeTwitch(FakeServer):
         self.irc_port = self._server.sockets[0].getsockname()[1]
         app = web.Application()
         app.router.add_post("/oauth2/token", self._token)
+        app.router.add_get("/oauth2/validate", self._validate)
         app.router.add_route("*", "/_fake/{action}", self._test_api)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -526,6 +528,20 @@ class FakeTwitch(FakeServer):
         self._notify()
 
     # ---- HTTP ----------------------------------------------------------------------------------
+    async def _validate(self, request: web.Request) -> web.Response:
+        """``GET /oauth2/validate`` with ``Authorization: OAuth <token>``: who the token is for."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() not in ("oauth", "bearer") or token.strip() not in self.valid_tokens:
+            return web.json_response({"status": 401, "message": "invalid access token"}, status=401)
+        body = {
+            "client_id": self.client_id,
+            "login": self.bot_name,
+            "scopes": ["chat:edit", "chat:read"],
+            "user_id": self._user(self.bot_name),
+            "expires_in": self.expires_in,
+        }
+        return web.json_response(body)
+
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
         if form.get("grant_type") != "refresh_token":

@@ -1,4 +1,5 @@
-// Spacebot web chat: speaks the WebSocket protocol of docs/webchat.md. No build step, no libraries.
+// Spacebot web chat: speaks the WebSocket protocol of docs/webchat.md. No build step; the agent's
+// Markdown goes through the vendored marked (parser) and DOMPurify (sanitiser) loaded before this.
 "use strict";
 
 (function () {
@@ -10,6 +11,8 @@
     form: $("form"), composer: $("composer"), send: $("send"), limit: $("limit"),
     newConv: $("new-conversation"),
   };
+  els.typingLine = els.typing.querySelector(".line");
+  els.work = els.typing.querySelector(".work");
 
   const params = new URLSearchParams(location.search);
   const hashParams = new URLSearchParams(location.hash.slice(1));
@@ -35,6 +38,9 @@
     more: false,
     maxBytes: 16000,
     connected: false,
+    noModel: "",              // first words of the no-model notice while no model is configured
+    typing: "idle",
+    work: [],                 // running branches/workers: {id, kind, task, status, elapsed, at}
   };
   sessionStorage.setItem("spacebot.person", state.person);
   sessionStorage.setItem("spacebot.name", state.name);
@@ -109,6 +115,7 @@
       case "abort": return f.conversation === state.current && removeStream(f.reply_id);
       case "reaction": return f.conversation === state.current && onReaction(f);
       case "typing": return f.conversation === state.current && onTyping(f);
+      case "cancelled": return onCancelled(f);
       case "error": return onError(f);
       default: return undefined;
     }
@@ -123,6 +130,8 @@
     els.fake.hidden = !model.fake;
     els.modelBanner.hidden = !!model.configured;
     els.modelBanner.textContent = model.configured ? "" : model.hint;
+    // The banner says it once; per-message notices of the same thing are shown as a short line.
+    state.noModel = model.configured ? "" : (model.hint || "").split(/[.,]/)[0];
     renderConversations(f.conversations || []);
     if (state.current && state.conversations.some((c) => c.id === state.current)) {
       openConversation(state.current);
@@ -206,7 +215,7 @@
       node.dataset.replyId = f.reply_id;
       els.messages.appendChild(node);
     }
-    node.querySelector(".text").textContent = text;
+    renderMarkdown(node.querySelector(".text"), text);
     scrollDown();
   }
 
@@ -225,21 +234,103 @@
   }
 
   function onTyping(f) {
-    if (f.state === "idle") { els.typing.hidden = true; return; }
+    state.typing = f.state;
+    const at = performance.now();  // elapsed counts from here (no clock shared with the server)
+    state.work = f.state === "idle" ? [] : (f.work || []).map((w) => Object.assign({}, w, { at: at }));
+    renderTyping();
+  }
+
+  function renderTyping() {
+    if (state.typing === "idle") {
+      els.typing.hidden = true;
+      els.work.replaceChildren();
+      return;
+    }
     els.typing.hidden = false;
-    els.typing.textContent = f.state === "working"
-      ? state.agent + " is working: " + (f.detail || "…")
-      : state.agent + " is thinking…";
+    els.typingLine.textContent = state.agent + (state.typing === "working" ? " is working…" : " is thinking…");
+    const cancelling = new Set(Array.from(els.work.querySelectorAll(".cancel:disabled"), (b) => b.dataset.id));
+    els.work.replaceChildren();
+    for (const w of state.work) {
+      const li = document.createElement("li");
+      li.className = "work-item";
+      li.dataset.id = w.id;
+      const task = document.createElement("span");
+      task.className = "task";
+      task.textContent = w.kind + ": " + w.task;
+      task.title = w.task;
+      const elapsed = document.createElement("span");
+      elapsed.className = "elapsed";
+      const cancel = document.createElement("button");
+      cancel.type = "button";
+      cancel.className = "cancel";
+      cancel.dataset.id = w.id;
+      cancel.textContent = "Cancel";
+      cancel.title = "Stop this " + w.kind;
+      cancel.onclick = () => cancelWork(w.id, cancel);
+      if (cancelling.has(w.id)) { cancel.disabled = true; cancel.textContent = "Cancelling…"; }
+      const status = document.createElement("div");
+      status.className = "work-status";
+      status.textContent = w.status || "started";
+      li.append(task, elapsed, cancel, status);
+      els.work.appendChild(li);
+    }
+    tick();
+  }
+
+  function age(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s";
+    return Math.floor(s / 3600) + "h " + String(Math.floor(s / 60) % 60).padStart(2, "0") + "m";
+  }
+
+  function tick() {
+    const now = performance.now();
+    for (const w of state.work) {
+      const node = els.work.querySelector('.work-item[data-id="' + CSS.escape(w.id) + '"] .elapsed');
+      if (node) node.textContent = age(w.elapsed + (now - w.at) / 1000);
+    }
+  }
+  setInterval(() => { if (state.work.length) tick(); }, 1000);
+
+  function cancelWork(id, button) {
+    if (!state.current) return;
+    button.disabled = true;
+    button.textContent = "Cancelling…";
+    send({ type: "cancel", conversation: state.current, id: id, ref: "cancel:" + id });
+  }
+
+  function onCancelled(f) {
+    const button = els.work.querySelector('.cancel[data-id="' + CSS.escape(f.id) + '"]');
+    if (button) button.textContent = "Cancelled";
   }
 
   function onError(f) {
+    if (f.ref && f.ref.startsWith("cancel:")) {  // the cancel button may be pressed again
+      const button = els.work.querySelector('.cancel[data-id="' + CSS.escape(f.ref.slice(7)) + '"]');
+      if (button) { button.disabled = false; button.textContent = "Cancel"; }
+    }
+    if (f.code === "model" && f.conversation && !f.client_id) {
+      // A conversation's model failure: its stored notice follows as a system message (shown
+      // once, in the transcript); until it arrives, the same words stand in its place.
+      if (f.conversation === state.current) {
+        els.typing.hidden = true;
+        state.typing = "idle";
+        if (!els.messages.querySelector(".msg.transient")) {
+          const node = messageNode({ role: "system", author_name: state.agent, text: f.message, reactions: [] });
+          node.classList.add("transient");
+          els.messages.appendChild(node);
+          scrollDown();
+        }
+      }
+      return;
+    }
     if (f.client_id && state.pending.has(f.client_id)) {
       const p = state.pending.get(f.client_id);
       p.error = f.message;
       const node = els.messages.querySelector('[data-client-id="' + CSS.escape(f.client_id) + '"]');
       if (node) markFailed(node, f.client_id, f.message);
     }
-    if (f.code === "model" && f.conversation === state.current) els.typing.hidden = true;
     if (!f.conversation || f.conversation === state.current || f.client_id) showError(f.message);
   }
 
@@ -257,7 +348,16 @@
     meta.textContent = m.author_name + " · " + when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const text = document.createElement("div");
     text.className = "text";
-    text.textContent = m.text;
+    if (m.role === "assistant") {
+      text.classList.add("md");
+      renderMarkdown(text, m.text);
+    } else if (m.role === "system" && state.noModel && m.text.startsWith(state.noModel)) {
+      node.classList.add("compact");
+      text.textContent = "Not answered: " + state.noModel.toLowerCase() + " (see the note at the top).";
+      text.title = m.text;
+    } else {
+      text.textContent = m.text;
+    }
     const reactions = document.createElement("div");
     reactions.className = "reactions";
     for (const e of m.reactions || []) {
@@ -278,6 +378,37 @@
     return node;
   }
 
+  // ---- Markdown ---------------------------------------------------------------------------------
+
+  const MD_TAGS = ["p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li",
+    "a", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"];
+  const md = window.marked && window.DOMPurify ? new marked.Marked({
+    gfm: true,
+    breaks: true,
+    async: false,
+    // HTML written in the model's text is shown as text, never turned into markup.
+    renderer: { html(token) { return escapeHtml(token.text || token.raw || ""); } },
+  }) : null;
+  if (md) {
+    DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+      if (node.tagName === "A") { node.setAttribute("target", "_blank"); node.setAttribute("rel", "noopener noreferrer nofollow"); }
+    });
+  }
+
+  function escapeHtml(text) {
+    return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  }
+
+  function renderMarkdown(el, text) {
+    if (!md) { el.textContent = text; return; }  // the vendored files did not load: plain text
+    const html = DOMPurify.sanitize(md.parse(text), {
+      ALLOWED_TAGS: MD_TAGS,
+      ALLOWED_ATTR: ["href", "title", "start", "align"],
+      ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+    });
+    el.innerHTML = html.trim();
+  }
+
   function insertSorted(node, id) {
     for (const other of els.messages.querySelectorAll(".msg[data-id]")) {
       if (Number(other.dataset.id) > id) { els.messages.insertBefore(node, other); return; }
@@ -288,6 +419,7 @@
 
   function upsertMessage(m) {
     if (m.reply_id) removeStream(m.reply_id);
+    if (m.role === "system") els.messages.querySelectorAll(".msg.transient").forEach((n) => n.remove());
     state.messages.set(m.id, m);
     const node = messageNode(m);
     const existing = els.messages.querySelector('.msg[data-id="' + m.id + '"]');

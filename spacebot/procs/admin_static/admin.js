@@ -324,6 +324,7 @@
         + " · recalled " + m.access_count + "× · source " + (m.source || "—")
         + (m.channel ? " · conversation " + m.channel : "")),
       el("h3", {}, "Associations (" + edges.length + ")"),
+      edges.length ? neighbourGraph(m.id, detail.edges) : null,
       edges.length ? el("ul", { id: "edges" }, ...edges) : el("p", { class: "muted" }, "none"),
       m.forgotten ? null : confirmButton("Forget", () => guarded("forget", async () => {
         await api(withAgent("memories/" + m.id), { method: "DELETE" });
@@ -333,12 +334,85 @@
     );
   }
 
+  // A small graph: the memory in the middle, its neighbours around it (click one to open it).
+  function neighbourGraph(id, edges) {
+    const others = [];
+    for (const e of edges) {
+      const other = e.source_id === id ? e.target_id : e.source_id;
+      let node = others.find((n) => n.id === other);
+      if (!node) { node = { id: other, edges: [] }; others.push(node); }
+      node.edges.push(e);
+    }
+    const shown = others.slice(0, 12);
+    const W = 320, H = 240, cx = W / 2, cy = H / 2, r = 88;
+    const graph = svg("svg", { id: "memory-graph", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+      "aria-label": "memory #" + id + " and its " + others.length + " neighbours" });
+    shown.forEach((n, i) => {
+      const angle = (2 * Math.PI * i) / shown.length - Math.PI / 2;
+      n.x = cx + r * Math.cos(angle);
+      n.y = cy + r * Math.sin(angle);
+      const weight = Math.max(...n.edges.map((e) => e.weight));
+      const line = svg("line", { class: "link", x1: cx, y1: cy, x2: n.x, y2: n.y, "stroke-width": 1 + 3 * weight });
+      line.append(svg("title", {}, n.edges.map((e) => (e.source_id === id ? "→ " : "← ") + e.relation
+        + " (" + e.weight.toFixed(2) + ")").join(", ")));
+      graph.append(line);
+    });
+    for (const n of shown) {
+      const g = svg("g", { class: "node", "data-id": n.id, tabindex: 0 });
+      g.append(svg("circle", { cx: n.x, cy: n.y, r: 17 }),
+        svg("text", { x: n.x, y: n.y + 4, "text-anchor": "middle" }, "#" + n.id),
+        svg("text", { class: "rel", x: n.x, y: n.y + 30, "text-anchor": "middle" }, n.edges[0].relation));
+      g.addEventListener("click", () => guarded("memory", () => openMemory(n.id)));
+      graph.append(g);
+    }
+    const centre = svg("g", { class: "node centre" });
+    centre.append(svg("circle", { cx, cy, r: 22 }), svg("text", { x: cx, y: cy + 4, "text-anchor": "middle" }, "#" + id));
+    graph.append(centre);
+    return el("div", { class: "graph" }, graph,
+      others.length > shown.length ? el("p", { class: "muted" }, (others.length - shown.length) + " more below") : null);
+  }
+
   $("memory-search").addEventListener("submit", (ev) => {
     ev.preventDefault();
     guarded("memories", loadMemories);
   });
   $("memory-type").addEventListener("change", () => guarded("memories", loadMemories));
   $("memory-sort").addEventListener("change", () => guarded("memories", loadMemories));
+
+  // ---- ingest --------------------------------------------------------------------------------
+
+  const INGEST_STATES = { waiting: "waiting", ingesting: "ingesting", done: "done", retry: "will retry", failed: "failed" };
+
+  async function loadIngest() {
+    const files = await api(withAgent("ingest"));
+    const rows = files.map((f) => {
+      const fraction = f.total ? Math.min(1, f.done / f.total) : 0;
+      const bar = el("div", { class: "progress " + f.state, role: "progressbar", "aria-valuemin": 0,
+        "aria-valuemax": f.total, "aria-valuenow": f.done },
+      el("div", { class: "fill" }));
+      bar.firstChild.style.width = (fraction * 100).toFixed(1) + "%";  // CSSOM: allowed by the CSP
+      const retry = f.state === "retry" && f.attempt
+        ? " (attempt " + f.attempt + (f.max_attempts ? " of " + f.max_attempts : "") + ")" : "";
+      return el("tr", { dataset: { file: f.file, state: f.state } },
+        el("td", { class: "task" }, f.file),
+        el("td", { class: "progress-cell" }, bar,
+          el("span", { class: "chunks" }, f.total ? f.done + " / " + f.total + " chunks" : "—")),
+        el("td", {}, el("span", { class: "state " + f.state }, (INGEST_STATES[f.state] || f.state) + retry)),
+        el("td", { class: "task error-text" }, f.error),
+        el("td", {}, when(f.updated_at)));
+    });
+    fill($("ingest").tBodies[0], rows, "nothing to ingest (drop files in the agent's ingest folder)", 5);
+    const count = (s) => files.filter((f) => f.state === s).length;
+    const parts = ["ingesting", "waiting", "retry", "failed", "done"].filter((s) => count(s))
+      .map((s) => count(s) + " " + INGEST_STATES[s]);
+    $("ingest-summary").textContent = parts.join(", ");
+  }
+
+  let ingestTimer = 0;
+  function scheduleIngest() {
+    if (ingestTimer) return;
+    ingestTimer = setTimeout(() => { ingestTimer = 0; guarded("ingest", loadIngest); }, 300);
+  }
 
   // ---- usage charts --------------------------------------------------------------------------
 
@@ -489,6 +563,7 @@
       body.length > 400 ? body.slice(0, 400) + "…" : body));
     while (list.children.length > 300) list.lastChild.remove();
     if (event.topic.startsWith("proc.") && state.tab === "processes") scheduleProcesses();
+    if (/^memory\.[^.]+\.ingest$/.test(event.topic) && state.tab === "ingest") scheduleIngest();
   }
 
   let procTimer = 0;
@@ -554,6 +629,7 @@
     processes: loadProcesses,
     conversations: loadConversations,
     memories: loadMemories,
+    ingest: loadIngest,
     usage: loadUsage,
     cron: loadCron,
     history: loadHistory,
@@ -586,6 +662,7 @@
       if (!$("login").hidden) return;
       guarded("health", loadHealth);
       if (state.tab === "processes") guarded("processes", loadProcesses);
+      if (state.tab === "ingest") guarded("ingest", loadIngest);  // new files in the folder
     }, 5000);
   }
 
