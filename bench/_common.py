@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import platform
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 BENCH_LIMITS = {
@@ -40,7 +41,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     """A plain aligned text table; the first row is the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -48,8 +49,38 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def emit(result: dict[str, Any], rows: list[tuple[str, ...]], as_json: bool) -> None:
+def emit(result: dict[str, Any], rows: Sequence[tuple[str, ...]], as_json: bool) -> None:
     """Print the table, then (with ``--json``) the JSON object as the very last line."""
     print(table(rows), flush=True)
     if as_json:
         print(json.dumps(result), flush=True)
+
+
+async def interleaved(
+    ours: Callable[[], Awaitable[Any]], raw: Callable[[], Awaitable[Any]], calls: int
+) -> dict[str, float]:
+    """Time ``ours`` and ``raw`` alternately ``calls`` times (after a warm-up of 5 each, and in
+    turn first, so drift hits both alike): p50/p99 of the per-pair difference ours − raw (ms), and
+    each one's p50."""
+    for _ in range(5):
+        await ours()
+        await raw()
+    diffs: list[float] = []
+    ours_ms: list[float] = []
+    raw_ms: list[float] = []
+    for i in range(calls):
+        order = (ours, raw) if i % 2 == 0 else (raw, ours)
+        took: dict[Any, float] = {}
+        for fn in order:
+            start = time.perf_counter()
+            await fn()
+            took[fn] = (time.perf_counter() - start) * 1000
+        ours_ms.append(took[ours])
+        raw_ms.append(took[raw])
+        diffs.append(took[ours] - took[raw])
+    return {
+        "p50_ms": round(percentile(diffs, 50), 3),
+        "p99_ms": round(percentile(diffs, 99), 3),
+        "ours_p50_ms": round(percentile(ours_ms, 50), 3),
+        "raw_p50_ms": round(percentile(raw_ms, 50), 3),
+    }

@@ -35,12 +35,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCH_LIMITS, emit, machine, parser, percentile
-from chat import _Fake
+from chat import _ask, _Fake
 
 from spacebot.testing import ChatSystem, short_tempdir
 
 P99_LIMIT_MS = 100.0
-ANSWER_TIMEOUT = 60.0
 
 
 def _uss_total_mb(pids: list[int]) -> float:
@@ -76,37 +75,13 @@ class Load:
     async def ask(self, index: int) -> float | None:
         """One message to conversation ``index``; overhead in seconds, or ``None`` when lost."""
         conv = self.convs[index]
-        chat = self.client_of(index)
         self.counter += 1
-        marker = f"m{self.counter}."
         self.busy.add(conv)
         try:
-            mark = len(chat.frames)
-            sent = time.perf_counter()
-            ack = await chat.send(conv, f"question {marker}")
-            if ack["type"] != "ack":
-                return None
-            await chat.wait_for(
-                lambda f: f["type"] == "delta" and f["conversation"] == conv,
-                since=mark,
-                timeout=ANSWER_TIMEOUT,
-            )
-            first = time.perf_counter()
-            await chat.wait_for(
-                lambda f: (
-                    f["type"] == "message"
-                    and f["conversation"] == conv
-                    and f["message"]["role"] == "assistant"
-                    and marker in f["message"]["text"]
-                ),
-                since=mark,
-                timeout=ANSWER_TIMEOUT,
-            )
-            return first - sent - self.latency
-        except TimeoutError:
-            return None
+            took = await _ask(self.client_of(index), conv, f"m{self.counter}.")
         finally:
             self.busy.discard(conv)
+        return None if took is None else took - self.latency
 
     async def phase(self, rate: float, duration: float, rng: random.Random) -> list[float | None]:
         """Poisson arrivals at ``rate``/s for ``duration`` s; every message's overhead (None = lost)."""
@@ -144,7 +119,8 @@ async def run(args: Any) -> dict[str, Any]:
     rng = random.Random(11)
     n = args.conversations
     try:
-        limits = {**BENCH_LIMITS, "max_connections_per_ip": 10_000, "max_connections": 10_000}
+        limits: dict[str, object] = {**BENCH_LIMITS, "max_connections_per_ip": 10_000}
+        limits["max_connections"] = 10_000
         async with ChatSystem(root, fake, channel={"idle_timeout": 0}, webchat=limits) as system:
             status = await system.sup.status()
             base_pids = [p.pid for p in status.processes if p.pid] + [system.sup.pid]

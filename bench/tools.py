@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit, machine, parser, percentile
+from _common import emit, interleaved, machine, parser
 
 from spacebot.config import McpServerSettings, WebFetchSettings, WebSearchSettings
 from spacebot.llm.types import ToolCall
@@ -48,34 +46,6 @@ PAGE = """<!doctype html><html><head><title>Release notes</title></head><body>
 that left some sessions waiting after a network change.</p>
 <p>Upgrade with the usual command; the configuration is unchanged.</p></article>
 <footer>© Example</footer></body></html>"""
-
-
-async def pairs(
-    ours: Callable[[], Awaitable[Any]], raw: Callable[[], Awaitable[Any]], calls: int
-) -> dict[str, float]:
-    """Alternate the two ``calls`` times (after a warm-up); p50/p99 of ours − raw, and each's p50."""
-    for _ in range(5):
-        await ours()
-        await raw()
-    diffs: list[float] = []
-    ours_ms: list[float] = []
-    raw_ms: list[float] = []
-    for i in range(calls):
-        order = (ours, raw) if i % 2 == 0 else (raw, ours)
-        took: dict[Any, float] = {}
-        for fn in order:
-            start = time.perf_counter()
-            await fn()
-            took[fn] = (time.perf_counter() - start) * 1000
-        ours_ms.append(took[ours])
-        raw_ms.append(took[raw])
-        diffs.append(took[ours] - took[raw])
-    return {
-        "p50_ms": round(percentile(diffs, 50), 3),
-        "p99_ms": round(percentile(diffs, 99), 3),
-        "ours_p50_ms": round(percentile(ours_ms, 50), 3),
-        "raw_p50_ms": round(percentile(raw_ms, 50), 3),
-    }
 
 
 def _checked(result: tuple[str, bool]) -> str:
@@ -103,14 +73,18 @@ async def bench_search(workspace: Path, calls: int) -> dict[str, float]:
             ):
                 await resp.json(content_type=None)
 
-        return await pairs(ours, raw, calls)
+        return await interleaved(ours, raw, calls)
 
 
 async def bench_fetch(workspace: Path, calls: int) -> dict[str, float]:
     import trafilatura
 
     app = web.Application()
-    app.router.add_get("/notes", lambda _r: web.Response(text=PAGE, content_type="text/html"))
+
+    async def notes(_request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    app.router.add_get("/notes", notes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket()
@@ -134,7 +108,7 @@ async def bench_fetch(workspace: Path, calls: int) -> dict[str, float]:
                 html = await resp.text()
             await asyncio.to_thread(extract, html)
 
-        return await pairs(ours, raw, calls)
+        return await interleaved(ours, raw, calls)
     finally:
         await runner.cleanup()
 
@@ -155,7 +129,7 @@ async def bench_mcp(workspace: Path, calls: int) -> dict[str, float]:
             assert session is not None
             await session.call_tool("echo", {"text": "hello"})
 
-        return await pairs(ours, raw, calls)
+        return await interleaved(ours, raw, calls)
     finally:
         await mcp.aclose()
 
@@ -196,7 +170,7 @@ def main() -> None:
     p.add_argument("--browser-calls", type=int, default=50, help="pairs of browser snapshots (default 50)")
     args = p.parse_args()
     result = asyncio.run(run(args.calls, args.browser_calls))
-    rows = [("tool", "overhead p50", "overhead p99", "ours p50", "underlying p50")]
+    rows: list[tuple[str, ...]] = [("tool", "overhead p50", "overhead p99", "ours p50", "underlying p50")]
     for name in ("web_search", "web_fetch", "browser_snapshot", "mcp_call"):
         row = result.get(name)
         if row is None:

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit, machine, parser, percentile
+from _common import emit, interleaved, machine, parser
 
 from spacebot.config import BrowserSettings
 from spacebot.llm.types import ToolCall
@@ -107,32 +107,13 @@ async def measure(n: int) -> dict[str, Any]:
                     await page.aria_snapshot(mode="ai", timeout=SETTINGS.action_timeout * 1000)
                     await page.title()
 
-                for _ in range(5):
-                    await ours()
-                    await raw()
-                diffs: list[float] = []
-                ours_ms: list[float] = []
-                raw_ms: list[float] = []
-                for i in range(n):
-                    took: dict[Any, float] = {}
-                    for fn in (ours, raw) if i % 2 == 0 else (raw, ours):
-                        start = time.perf_counter()
-                        await fn()
-                        took[fn] = (time.perf_counter() - start) * 1000
-                    ours_ms.append(took[ours])
-                    raw_ms.append(took[raw])
-                    diffs.append(took[ours] - took[raw])
+                found = await interleaved(ours, raw, n)
             finally:
                 await web_browser.aclose()
     finally:
         await runner.cleanup()
     return {
-        "browser_snapshot": {
-            "p50_ms": round(percentile(diffs, 50), 3),
-            "p99_ms": round(percentile(diffs, 99), 3),
-            "ours_p50_ms": round(percentile(ours_ms, 50), 3),
-            "raw_p50_ms": round(percentile(raw_ms, 50), 3),
-        },
+        "browser_snapshot": found,
         "browser_cold_start_ms": round(statistics.median(cold), 1),
     }
 
@@ -143,7 +124,7 @@ def main() -> None:
     args = p.parse_args()
     result = asyncio.run(measure(args.calls))
     snap = result["browser_snapshot"]
-    rows = [
+    rows: list[tuple[str, ...]] = [
         ("measure", "p50", "p99"),
         ("snapshot overhead", f"{snap['p50_ms']:.2f} ms", f"{snap['p99_ms']:.2f} ms"),
         ("snapshot, ours", f"{snap['ours_p50_ms']:.2f} ms", ""),
