@@ -5,39 +5,75 @@ consecutive turns of a session chained as a sequence) in a fresh engine; every q
 recall, and Recall@k is the fraction of the question's evidence turns found in the top k, averaged
 over all questions (a question without evidence counts as 1).
 
-Usage: python bench/locomo.py [--data PATH] [--limit-conversations N] [--json]
+Protocol (held-out): every tunable of hybrid recall — the five fusion weights, the RRF constant
+``rrf_k``, the sequence ``context_window``, the candidate depth (``vector_top_n`` =
+``bm25_top_n``), ``graph_seeds`` and ``graph_sequence`` — is chosen on conversations 1-5 only, by
+coordinate ascent over a small grid (``GRID``) from equal weights, maximising the mean of
+R@5/10/25/50: first fusion alone (``graph_sequence`` 0, reported as ``"fusion_only"``), then with
+the sequence expansion of the graph list free, starting from that optimum. The chosen setting is then
+scored on conversations 6-10 (``"heldout"``) and on all 10 (continuity), side by side with
+equal-weight fusion (same window and depth, every weight 1, ``rrf_k`` 60: ``"equal_weights"``) and
+with the engine's defaults (``"hybrid"``), all in the same run. During the search the candidate
+lists of each question are computed once per window and depth and fused again for each grid point
+(with the engine's own ``fuse``); the reported figures come from real ``engine.recall`` calls.
+Turn and question embeddings are computed once per run and reused; they are also kept on disk
+(``$XDG_CACHE_HOME/spacebot-bench``, keyed by the model's hash) for the next run (``--no-cache``:
+compute them afresh).
+
+Usage: python bench/locomo.py [--data PATH] [--limit-conversations N] [--no-tune] [--no-cache] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+import numpy as np
 
+from spacebot.ipc.messages import Association, MemoryType
 from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine
-from spacebot.memory.embedder import Embedder
+from spacebot.memory import recall as recall_mod
+from spacebot.memory.embedder import MODEL_SHA256, Embedder
+from spacebot.memory.engine import document_text
+from spacebot.memory.graph import edges_of
+from spacebot.memory.types import ALL_SOURCES, RecallSource
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10.json"
 KS = (5, 10, 25, 50)
 CATEGORIES = {4: "single-hop", 1: "multi-hop", 2: "temporal", 3: "open-domain", 5: "adversarial"}
-METHODS: dict[str, tuple[str, ...]] = {
-    "hybrid": ("vector", "bm25", "vector_ctx", "bm25_ctx", "graph"),
-    "vector": ("vector",),
-    "bm25": ("bm25",),
+TUNE_CONVERSATIONS = 5
+"""Conversations 1..5 choose the tunables; the rest are held out."""
+WEIGHT_KEYS = ("weight_vector", "weight_bm25", "weight_vector_ctx", "weight_bm25_ctx", "weight_graph")
+GRID: dict[str, tuple[Any, ...]] = {
+    "context_window": (1, 2, 3, 4),
+    "depth": (50, 100, 200),
+    "rrf_k": (10, 30, 60, 100),
+    "graph_seeds": (3, 5, 10),
+    "graph_sequence": (0, 1, 2),
+    **{k: (0.0, 0.25, 0.5, 1.0, 2.0, 4.0) for k in WEIGHT_KEYS},
 }
-DIAGNOSTIC: dict[str, tuple[str, ...]] = {
-    "bm25_ctx": ("bm25_ctx",),
-    "vector_ctx": ("vector_ctx",),
-    "no_graph": ("vector", "bm25", "vector_ctx", "bm25_ctx"),
-    "ctx_only": ("vector_ctx", "bm25_ctx"),
+START: dict[str, Any] = {
+    "context_window": 2,
+    "depth": 100,
+    "rrf_k": 60,
+    "graph_seeds": 5,
+    "graph_sequence": 0,
+    **{k: 1.0 for k in WEIGHT_KEYS},
 }
+MAX_PASSES = 3
+
+Row = tuple[int, int, dict[int, float]]
+"""(conversation index, category, {k: recall})"""
 
 
 def evidence_ids(raw: list[str], known: set[str]) -> list[str]:
@@ -74,68 +110,347 @@ def turns_of(sample: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return sessions
 
 
+class CachedEmbedder:
+    """The real embedder, remembering every text it embedded during this run (questions are
+    recalled many times with different settings; their vectors do not change)."""
+
+    def __init__(self, inner: Embedder, path: Path | None = None) -> None:
+        self.inner = inner
+        self.dim = inner.dim
+        self.cache: dict[str, np.ndarray] = {}
+        self.path = path
+        if path is not None and path.is_file():
+            with np.load(path) as saved:
+                self.cache = dict(zip(saved["texts"].tolist(), saved["vectors"], strict=True))
+
+    def save(self) -> None:
+        """Write the vectors to ``path`` (same model, same texts: same vectors on the next run)."""
+        if self.path is not None and self.cache:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            texts = list(self.cache)
+            tmp = self.path.with_suffix(".tmp.npz")
+            np.savez(tmp, texts=np.array(texts), vectors=np.stack([self.cache[t] for t in texts]))
+            tmp.replace(self.path)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        missing = sorted({t for t in texts if t not in self.cache})
+        if missing:
+            for t, v in zip(missing, self.inner.embed(missing), strict=True):
+                self.cache[t] = v
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for k, t in enumerate(texts):
+            out[k] = self.cache[t]
+        return out
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+class Conversation:
+    """One LoCoMo conversation: its turns as drafts (with their vectors) and its questions."""
+
+    def __init__(self, index: int, sample: dict[str, Any], embedder: CachedEmbedder) -> None:
+        self.index = index
+        self.sample_id: str = sample["sample_id"]
+        self.sessions = [
+            [
+                MemoryDraft(
+                    content=t["text"],
+                    type=MemoryType.EVENT,
+                    source="locomo",
+                    channel=sample["sample_id"],
+                    metadata={"speaker": t["speaker"], "date": t["date"], "dia_id": t["dia_id"]},
+                )
+                for t in session
+            ]
+            for session in turns_of(sample)
+        ]
+        flat = [d for s in self.sessions for d in s]
+        self.vectors = embedder.embed([document_text(d.content, d.metadata) for d in flat])
+        known = {d.metadata["dia_id"] for d in flat}
+        self.questions = [
+            (str(qa["question"]), int(qa["category"]), evidence_ids(qa.get("evidence", []), known))
+            for qa in sample["qa"]
+        ]
+        embedder.embed([q for q, _, _ in self.questions])
+        self.turns = len(flat)
+
+    @contextmanager
+    def engine(
+        self, config: MemoryConfig, embedder: CachedEmbedder
+    ) -> Iterator[tuple[MemoryEngine, dict[int, str]]]:
+        """A fresh engine holding this conversation; yields it with memory id -> dia_id."""
+        with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
+            engine = MemoryEngine(Path(tmp), config, embedder=cast(Embedder, embedder))
+            dia_of: dict[int, str] = {}
+            start = 0
+            for drafts in self.sessions:
+                vecs = self.vectors[start : start + len(drafts)]
+                start += len(drafts)
+                for draft, memory in zip(
+                    drafts, engine.save_many(drafts, chain=True, vectors=vecs), strict=True
+                ):
+                    dia_of[memory.id] = draft.metadata["dia_id"]
+            try:
+                yield engine, dia_of
+            finally:
+                engine.close()
+
+
+def recall_at(gold: list[str], got: list[str]) -> dict[int, float]:
+    return {k: (sum(1 for g in gold if g in got[:k]) / len(gold)) if gold else 1.0 for k in KS}
+
+
+def with_params(config: MemoryConfig, params: dict[str, Any]) -> MemoryConfig:
+    """``config`` with a grid point applied (``depth`` sets both candidate depths)."""
+    fields = {k: v for k, v in params.items() if k != "depth"}
+    if "depth" in params:
+        fields["vector_top_n"] = fields["bm25_top_n"] = params["depth"]
+    return msgspec.structs.replace(config, **fields)
+
+
+# -- tuning on conversations 1-5 --------------------------------------------------------------------
+
+
+class TuneCase:
+    """One tuning question: its candidate lists at the largest depth, per window, ready to re-fuse."""
+
+    __slots__ = (
+        "bm25",
+        "bm25_ctx",
+        "category",
+        "dia_of",
+        "edges",
+        "gold",
+        "sequence",
+        "vector",
+        "vector_ctx",
+    )
+
+    def __init__(self, category: int, gold: list[str]) -> None:
+        self.category = category
+        self.gold = gold
+        self.vector: recall_mod.Ranked = []
+        self.bm25: recall_mod.Ranked = []
+        self.bm25_ctx: dict[int, recall_mod.Ranked] = {}
+        self.vector_ctx: dict[int, recall_mod.Ranked] = {}
+        self.edges: Callable[[list[int]], list[Association]] = lambda ids: []
+        self.sequence: Callable[[int, int], list[int]] = lambda i, span: [i]
+        self.dia_of: dict[int, str] = {}
+
+
+def collect_tune_cases(
+    convs: list[Conversation], base: MemoryConfig, embedder: CachedEmbedder, log: Callable[[str], None]
+) -> list[TuneCase]:
+    depth = max(GRID["depth"])
+    cases: list[TuneCase] = []
+    wanted: set[str] = set(ALL_SOURCES)
+    for conv in convs:
+        mine = [TuneCase(cat, gold) for _, cat, gold in conv.questions]
+        for w in GRID["context_window"]:
+            cfg = with_params(base, {"context_window": w})
+            with conv.engine(cfg, embedder) as (engine, dia_of):
+                if w == GRID["context_window"][0]:
+                    adjacency: dict[int, list[Association]] = {}
+                    for e in edges_of(engine.store, sorted(dia_of)):
+                        adjacency.setdefault(e.source_id, []).append(e)
+                        adjacency.setdefault(e.target_id, []).append(e)
+
+                    def edges(
+                        ids: list[int], adj: dict[int, list[Association]] = adjacency
+                    ) -> list[Association]:
+                        return [e for i in ids for e in adj.get(i, [])]
+
+                for case, (q, _, _) in zip(mine, conv.questions, strict=True):
+                    qvec = embedder.embed_one(q)
+                    lists = recall_mod.candidate_lists(engine, q, qvec, depth, depth, wanted)
+                    case.bm25_ctx[w] = lists["bm25_ctx"]
+                    if w == GRID["context_window"][0]:
+                        case.vector, case.bm25, case.edges, case.dia_of = (
+                            lists["vector"],
+                            lists["bm25"],
+                            edges,
+                            dia_of,
+                        )
+                        # Only the in-memory sequence links are read: usable after close.
+                        case.sequence = engine.sequence_window
+                        for d in GRID["depth"]:
+                            with engine._seq_lock:
+                                case.vector_ctx[d] = recall_mod._context_vector(
+                                    engine, qvec, lists["vector"][:d], engine.prev, engine.next
+                                )[:d]
+        cases.extend(mine)
+        log(f"tune lists: {conv.sample_id} ({len(conv.questions)} questions)")
+    return cases
+
+
+def score_cases(cases: list[TuneCase], base: MemoryConfig, params: dict[str, Any]) -> float:
+    """Mean of R@5/10/25/50 over the tuning questions for one grid point."""
+    cfg = with_params(base, params)
+    d, w = params["depth"], params["context_window"]
+    wanted: set[str] = set(ALL_SOURCES)
+    total = 0.0
+    for c in cases:
+        lists = {
+            "vector": c.vector[:d],
+            "bm25": c.bm25[:d],
+            "vector_ctx": c.vector_ctx[d],
+            "bm25_ctx": c.bm25_ctx[w][:d],
+        }
+        fused = recall_mod.fuse(lists, cfg, wanted, c.edges, c.sequence)
+        got = [c.dia_of[i] for i, _ in fused[: max(KS)]]
+        r = recall_at(c.gold, got)
+        total += sum(r.values()) / len(KS)
+    return 100 * total / max(1, len(cases))
+
+
+def tune(
+    cases: list[TuneCase],
+    base: MemoryConfig,
+    log: Callable[[str], None],
+    start: dict[str, Any],
+    fixed: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Coordinate ascent over ``GRID`` (but the ``fixed`` keys) from ``start``; returns the best
+    point and the trace."""
+    best = dict(start)
+    best_score = score_cases(cases, base, best)
+    trace = [{"params": dict(best), "score": round(best_score, 2)}]
+    log(f"tune start {best_score:.2f}")
+    for _ in range(MAX_PASSES):
+        improved = False
+        for key, values in GRID.items():
+            if key in fixed:
+                continue
+            for v in values:
+                if v == best[key]:
+                    continue
+                trial = {**best, key: v}
+                s = score_cases(cases, base, trial)
+                if s > best_score + 1e-9:
+                    best, best_score, improved = trial, s, True
+                    trace.append({"params": dict(best), "score": round(best_score, 2)})
+                    log(f"tune {key}={v} -> {best_score:.2f}")
+        if not improved:
+            break
+    return best, trace
+
+
+# -- reporting --------------------------------------------------------------------------------------
+
+
+def block(rows: list[Row], convs: set[int] | None = None) -> dict[str, Any]:
+    """R@k and per-category figures over ``rows`` (restricted to conversation indexes ``convs``)."""
+    rows = [r for r in rows if convs is None or r[0] in convs]
+    if not rows:
+        return {}
+    entry: dict[str, Any] = {f"r@{k}": round(100 * sum(r[k] for _, _, r in rows) / len(rows), 1) for k in KS}
+    per: dict[str, Any] = {}
+    for cat, name in CATEGORIES.items():
+        sub = [r for _, c, r in rows if c == cat]
+        if sub:
+            per[name] = {f"r@{k}": round(100 * sum(r[k] for r in sub) / len(sub), 1) for k in KS}
+            per[name]["n"] = len(sub)
+    entry["per_category"] = per
+    entry["questions"] = len(rows)
+    return entry
+
+
 def run(
     data: Path,
     limit_conversations: int | None,
-    log: Any,
+    log: Callable[[str], None],
     config: MemoryConfig,
-    methods: dict[str, tuple[str, ...]],
+    diagnostic: bool,
+    do_tune: bool = True,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     samples = json.loads(data.read_text())[:limit_conversations]
-    embedder = Embedder(threads=config.embed_threads)
-    # per method: list of (category, {k: recall})
-    results: dict[str, list[tuple[int, dict[int, float]]]] = {m: [] for m in methods}
-    t_ingest = t_query = 0.0
-    turns_total = 0
-    for sample in samples:
-        with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
-            engine = MemoryEngine(Path(tmp), config, embedder=embedder)
-            dia_of: dict[int, str] = {}
-            t0 = time.perf_counter()
-            for session in turns_of(sample):
-                drafts = [
-                    MemoryDraft(
-                        content=t["text"],
-                        type="event",
-                        source="locomo",
-                        channel=sample["sample_id"],
-                        metadata={"speaker": t["speaker"], "date": t["date"], "dia_id": t["dia_id"]},
-                    )
-                    for t in session
-                ]
-                for draft, memory in zip(drafts, engine.save_many(drafts, chain=True), strict=True):
-                    dia_of[memory.id] = draft.metadata["dia_id"]
-            t_ingest += time.perf_counter() - t0
-            turns_total += len(dia_of)
-            known = set(dia_of.values())
-            t0 = time.perf_counter()
-            for qa in sample["qa"]:
-                gold = evidence_ids(qa.get("evidence", []), known)
-                for method, sources in methods.items():
-                    hits = engine.recall(qa["question"], limit=max(KS), sources=sources, touch=False)
-                    got = [dia_of[h.memory.id] for h in hits]
-                    recall = {
-                        k: (sum(1 for g in gold if g in got[:k]) / len(gold)) if gold else 1.0 for k in KS
-                    }
-                    results[method].append((int(qa["category"]), recall))
-            t_query += time.perf_counter() - t0
-            engine.close()
-            log(f"{sample['sample_id']}: {len(dia_of)} turns, {len(sample['qa'])} questions")
+    cache = None
+    if use_cache:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spacebot-bench"
+        cache = root / f"locomo-{MODEL_SHA256[:16]}.npz"
+    embedder = CachedEmbedder(Embedder(threads=config.embed_threads), cache)
+    t0 = time.perf_counter()
+    convs = [Conversation(i, s, embedder) for i, s in enumerate(samples)]
+    embedder.save()
+    t_embed = time.perf_counter() - t0
+    log(f"embedded {sum(c.turns for c in convs)} turns and the questions in {t_embed:.0f} s")
+    tune_set = {c.index for c in convs if c.index < TUNE_CONVERSATIONS}
+    held_set = {c.index for c in convs} - tune_set
     out: dict[str, Any] = {}
+    if do_tune:
+        cases = collect_tune_cases([c for c in convs if c.index in tune_set], config, embedder, log)
+        # Fusion alone first, then the sequence expansion of the graph list from there: the
+        # expansion is kept only if it beats the fusion-only optimum (reported side by side).
+        fusion_only, trace = tune(cases, config, log, START, frozenset({"graph_sequence"}))
+        chosen, trace2 = tune(cases, config, log, fusion_only)
+        out["tuning"] = {
+            "conversations": sorted(i + 1 for i in tune_set),
+            "chosen": chosen,
+            "fusion_only": fusion_only,
+            "trace": trace + trace2[1:],
+        }
+        del cases
+    else:
+        chosen = {
+            "context_window": config.context_window,
+            "depth": config.vector_top_n,
+            "rrf_k": config.rrf_k,
+            "graph_seeds": config.graph_seeds,
+            "graph_sequence": config.graph_sequence,
+            **{k: getattr(config, k) for k in WEIGHT_KEYS},
+        }
+        fusion_only = {**chosen, "graph_sequence": 0}
+    tuned = with_params(config, chosen)
+    equal = with_params(tuned, {"rrf_k": 60, "graph_sequence": 0, **{k: 1.0 for k in WEIGHT_KEYS}})
+    # method -> (config, sources)
+    methods: dict[str, tuple[MemoryConfig, tuple[RecallSource, ...]]] = {
+        "hybrid": (config, ALL_SOURCES),
+        "tuned": (tuned, ALL_SOURCES),
+        "equal": (equal, ALL_SOURCES),
+        "rrf2": (with_params(equal, {}), ("vector", "bm25")),
+        "vector": (config, ("vector",)),
+        "bm25": (config, ("bm25",)),
+    }
+    if fusion_only != chosen:
+        methods["fusion_only"] = (with_params(config, fusion_only), ALL_SOURCES)
+    if diagnostic:
+        methods |= {
+            "bm25_ctx": (tuned, ("bm25_ctx",)),
+            "vector_ctx": (tuned, ("vector_ctx",)),
+            "no_graph": (tuned, ("vector", "bm25", "vector_ctx", "bm25_ctx")),
+        }
+    results: dict[str, list[Row]] = {m: [] for m in methods}
+    t_query = 0.0
+    n_recalls = 0
+    windows = sorted({cfg.context_window for cfg, _ in methods.values()})
+    for conv in convs:
+        for w in windows:
+            with conv.engine(with_params(config, {"context_window": w}), embedder) as (engine, dia_of):
+                for method, (cfg, sources) in methods.items():
+                    if cfg.context_window != w:
+                        continue
+                    engine.config = cfg
+                    t1 = time.perf_counter()
+                    for q, cat, gold in conv.questions:
+                        hits = engine.recall(q, limit=max(KS), sources=sources, touch=False)
+                        results[method].append(
+                            (conv.index, cat, recall_at(gold, [dia_of[h.memory.id] for h in hits]))
+                        )
+                    t_query += time.perf_counter() - t1
+                    n_recalls += len(conv.questions)
+        log(f"{conv.sample_id}: {conv.turns} turns, {len(conv.questions)} questions")
     for method, rows in results.items():
-        entry: dict[str, Any] = {f"r@{k}": round(100 * sum(r[k] for _, r in rows) / len(rows), 1) for k in KS}
-        per: dict[str, Any] = {}
-        for cat, name in CATEGORIES.items():
-            sub = [r for c, r in rows if c == cat]
-            if sub:
-                per[name] = {f"r@{k}": round(100 * sum(r[k] for r in sub) / len(sub), 1) for k in KS}
-                per[name]["n"] = len(sub)
-        entry["per_category"] = per
-        out[method] = entry
+        out[method] = {**block(rows), "heldout": block(rows, held_set)}
+    out["heldout"] = {**block(results["tuned"], held_set), "all10": block(results["tuned"]), "config": chosen}
+    out["equal_weights"] = {
+        **block(results["equal"], held_set),
+        "all10": block(results["equal"]),
+    }
     out["questions"] = len(results["hybrid"])
-    out["turns"] = turns_total
-    out["ingest_turns_per_s"] = round(turns_total / t_ingest, 1) if t_ingest else 0.0
-    out["query_ms_per_recall"] = round(1000 * t_query / max(1, len(results["hybrid"]) * len(methods)), 2)
+    out["turns"] = sum(c.turns for c in convs)
+    out["query_ms_per_recall"] = round(1000 * t_query / max(1, n_recalls), 2)
     return out
 
 
@@ -150,8 +465,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--diagnostic", action="store_true", help="also score single context lists and ablations"
     )
+    parser.add_argument(
+        "--no-tune", action="store_true", help="skip the search on conversations 1-5 (tuned = the config)"
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="embed every turn and question afresh (default: reuse vectors this model computed for the same "
+        "texts on an earlier run, kept in $XDG_CACHE_HOME/spacebot-bench)",
+    )
     args = parser.parse_args(argv)
-    methods = {**METHODS, **(DIAGNOSTIC if args.diagnostic else {})}
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = msgspec.convert(overrides, MemoryConfig)
     if not args.data.is_file():
@@ -161,17 +484,25 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    out = run(args.data, args.limit_conversations, log, config, methods)
+    out = run(
+        args.data, args.limit_conversations, log, config, args.diagnostic, not args.no_tune, not args.no_cache
+    )
     print(f"LoCoMo Recall@k, {out['questions']} questions, {out['turns']} turns (dialog-turn units)")
-    print(f"{'method':<22}" + "".join(f"{'R@' + str(k):>8}" for k in KS))
-    for method in methods:
-        print(f"{method:<22}" + "".join(f"{out[method][f'r@{k}']:>8.1f}" for k in KS))
-        for name, row in out[method]["per_category"].items():
-            print(
-                f"  {name + ' (' + str(row['n']) + ')':<20}" + "".join(f"{row[f'r@{k}']:>8.1f}" for k in KS)
-            )
-    print(f"{'DRAGON (published)':<22}" + "".join(f"{v:>8.1f}" for v in (56.7, 66.2, 76.7, 82.7)))
-    print(f"ingest {out['ingest_turns_per_s']} turns/s, {out['query_ms_per_recall']} ms per recall")
+    if "tuning" in out:
+        print(f"chosen on conversations 1-5: {out['tuning']['chosen']}")
+    head = "".join(f"{'R@' + str(k):>7}" for k in KS)
+    print(f"{'method':<22}{head}   | held-out (6-10){head}")
+    for method in [m for m in out if isinstance(out[m], dict) and "heldout" in out[m] and "r@5" in out[m]]:
+        row, held = out[method], out[method]["heldout"]
+        cells = "".join(f"{row[f'r@{k}']:>7.1f}" for k in KS)
+        hcells = "".join(f"{held[f'r@{k}']:>7.1f}" for k in KS) if held else ""
+        print(f"{method:<22}{cells}   | {'':<15}{hcells}")
+        if method in ("tuned", "equal") and held:
+            for name, r in held["per_category"].items():
+                label = f"{name} ({r['n']})"
+                print(f"  {'':<20}{'':<28}   |   {label:<13}" + "".join(f"{r[f'r@{k}']:>7.1f}" for k in KS))
+    print(f"{'DRAGON (published)':<22}" + "".join(f"{v:>7.1f}" for v in (56.7, 66.2, 76.7, 82.7)))
+    print(f"{out['query_ms_per_recall']} ms per recall")
     if args.json:
         print(json.dumps(out))
     return 0

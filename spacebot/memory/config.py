@@ -44,19 +44,23 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Sequence neighbours on each side whose text joins a memory's BM25 context (``bm25_ctx``)."""
     graph_seeds: int = 5
     """Fused hits whose association neighbours are added to hybrid recall."""
+    graph_sequence: int = 2
+    """Sequence neighbours on each side of each graph seed that join the graph list (0: only
+    associations)."""
     graph_top_n: int = 50
     """Largest number of graph neighbours entering the fusion."""
-    rrf_k: int = 60
-    """Reciprocal Rank Fusion constant: score = sum over lists of weight / (k + rank). The default
-    weights below were chosen on LoCoMo (see docs/memory.md): BM25 over sequence context is the
-    strongest single list there, the small local embedding model the weakest."""
+    rrf_k: int = 10
+    """Reciprocal Rank Fusion constant: score = sum over lists of weight / (k + rank). This, the
+    weights below, the windows and the depths were chosen on half of LoCoMo and checked on the
+    other half (``bench/locomo.py``, docs/memory.md); a small k lets the first ranks of each list
+    dominate."""
     weight_vector: float = 1.0
     """RRF weight of the plain vector list."""
-    weight_bm25: float = 0.5
+    weight_bm25: float = 1.0
     """RRF weight of the plain BM25 list."""
-    weight_vector_ctx: float = 0.5
+    weight_vector_ctx: float = 1.0
     """RRF weight of the vector list scored over sequence neighbours (previous/next memory)."""
-    weight_bm25_ctx: float = 4.0
+    weight_bm25_ctx: float = 2.0
     """RRF weight of the BM25 list scored over sequence neighbours."""
     weight_graph: float = 0.25
     """RRF weight of the association-graph list."""
@@ -90,6 +94,8 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         # A ValueError here is reported by the config loader with the key's path.
+        if self.graph_sequence < 0:
+            raise ValueError("graph_sequence must be >= 0")
         if self.ingest_max_attempts < 1:
             raise ValueError("ingest_max_attempts must be >= 1")
         if self.ingest_retry_delay < 0:

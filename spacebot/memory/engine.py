@@ -123,24 +123,30 @@ class MemoryEngine:
             self.store.count("messages"),
         )
 
-    def _window(self, i: int) -> list[int]:
-        """``i`` with up to ``context_window`` sequence neighbours on each side, in order
-        (call with ``_seq_lock`` held)."""
+    def _window(self, i: int, span: int | None = None) -> list[int]:
+        """``i`` with up to ``span`` (default ``context_window``) sequence neighbours on each side,
+        in order (call with ``_seq_lock`` held)."""
+        span = self.config.context_window if span is None else span
         before: list[int] = []
         after: list[int] = []
         j: int | None = i
-        for _ in range(self.config.context_window):
+        for _ in range(span):
             j = self.prev.get(j) if j is not None else None
             if j is None:
                 break
             before.append(j)
         j = i
-        for _ in range(self.config.context_window):
+        for _ in range(span):
             j = self.next.get(j) if j is not None else None
             if j is None:
                 break
             after.append(j)
         return [*reversed(before), i, *after]
+
+    def sequence_window(self, i: int, span: int) -> list[int]:
+        """``i`` with up to ``span`` sequence neighbours on each side, in order."""
+        with self._seq_lock:
+            return self._window(i, span)
 
     def _text_docs(self, ids: list[int], known: dict[int, str]) -> list[Doc]:
         """Text-index documents for active ``ids``: the indexed text and its sequence context

@@ -9,7 +9,8 @@
 * ``vector_ctx``: cosine between the query and the normalised sum of a memory's vector and its
   sequence neighbours' vectors;
 * ``graph``: association neighbours (any relation, by edge weight) of the strongest fused hits, so
-  a connected memory is found even when it shares no words with the query.
+  a connected memory is found even when it shares no words with the query, and the memories just
+  before and after those hits in their sequence (``graph_sequence``).
 
 ``recent`` orders by creation time, ``important`` by importance, ``typed`` restricts to types
 (hybrid when a query is given, most recent first otherwise). Filters by type and channel apply to
@@ -18,17 +19,19 @@ every mode; forgotten memories are never returned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spacebot.ipc.messages import Memory, MemoryType, RecallHit, RecallMode
+from spacebot.ipc.messages import Association, Memory, MemoryType, RecallHit, RecallMode
 from spacebot.memory.errors import MemoryInputError
 from spacebot.memory.graph import edges_of
 from spacebot.memory.types import RecallSource
 
 if TYPE_CHECKING:
+    from spacebot.memory.config import MemoryConfig
     from spacebot.memory.engine import MemoryEngine
 
 Ranked = list[tuple[int, float]]
@@ -121,6 +124,72 @@ def _context_vector(
     return out
 
 
+def weights_of(cfg: MemoryConfig) -> dict[str, float]:
+    """The RRF weight of each list, as configured."""
+    return {
+        "vector": cfg.weight_vector,
+        "bm25": cfg.weight_bm25,
+        "vector_ctx": cfg.weight_vector_ctx,
+        "bm25_ctx": cfg.weight_bm25_ctx,
+        "graph": cfg.weight_graph,
+    }
+
+
+def candidate_lists(
+    engine: MemoryEngine, query: str, qvec: np.ndarray, n_vec: int, n_bm: int, wanted: AbstractSet[str]
+) -> dict[str, Ranked]:
+    """The ranked lists fusion starts from (every wanted source but ``graph``), best first."""
+    vec_hits = engine.vectors.search(qvec, n_vec) if wanted & {"vector", "vector_ctx"} else []
+    lists: dict[str, Ranked] = {}
+    if "vector" in wanted:
+        lists["vector"] = vec_hits
+    if "bm25" in wanted:
+        lists["bm25"] = engine.text.search(query, n_bm)
+    if "bm25_ctx" in wanted:
+        lists["bm25_ctx"] = engine.text.search(query, n_bm, field="ctx")
+    if "vector_ctx" in wanted:
+        with engine._seq_lock:
+            lists["vector_ctx"] = _context_vector(engine, qvec, vec_hits, engine.prev, engine.next)[:n_vec]
+    return lists
+
+
+def fuse(
+    lists: dict[str, Ranked],
+    cfg: MemoryConfig,
+    wanted: AbstractSet[str],
+    edges: Callable[[list[int]], list[Association]],
+    sequence: Callable[[int, int], list[int]] | None = None,
+) -> list[tuple[int, float]]:
+    """RRF of ``lists``; with ``graph`` wanted, the neighbours of the top ``graph_seeds`` fused hits
+    join as one more list (added to ``lists``) and the lists are fused again.
+
+    A seed's neighbours are its associations (``edges(ids)`` returns the edges touching ``ids``),
+    scored edge weight / seed rank, and, with ``graph_sequence`` > 0, the memories up to that many
+    steps before and after it in its sequence (``sequence(id, span)``), scored 1 / (seed rank × (1 +
+    steps)): the turns around a strong hit, where the rest of an answer often is.
+    """
+    weights = weights_of(cfg)
+    fused = rrf(lists, cfg.rrf_k, weights)
+    if "graph" in wanted and fused:
+        seeds_ranked = [i for i, _ in fused[: cfg.graph_seeds]]
+        seed_rank = {i: r for r, i in enumerate(seeds_ranked, start=1)}
+        neighbour: dict[int, float] = {}
+        for edge in edges(seeds_ranked):
+            for a, b in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
+                if a in seed_rank:
+                    neighbour[b] = max(neighbour.get(b, 0.0), edge.weight / seed_rank[a])
+        if sequence is not None and cfg.graph_sequence > 0:
+            for seed, rank in seed_rank.items():
+                window = sequence(seed, cfg.graph_sequence)
+                at = window.index(seed)
+                for pos, j in enumerate(window):
+                    if j != seed:
+                        neighbour[j] = max(neighbour.get(j, 0.0), 1.0 / (rank * (1 + abs(pos - at))))
+        lists["graph"] = sorted(neighbour.items(), key=lambda x: (-x[1], x[0]))[: cfg.graph_top_n]
+        fused = rrf(lists, cfg.rrf_k, weights)
+    return fused
+
+
 def hybrid(
     engine: MemoryEngine,
     query: str,
@@ -133,37 +202,10 @@ def hybrid(
     cfg = engine.config
     wanted = set(sources)
     qvec = engine.embedder.embed_one(query)
-    n_vec = max(cfg.vector_top_n, limit)
-    n_bm = max(cfg.bm25_top_n, limit)
-    vec_hits = engine.vectors.search(qvec, n_vec) if wanted & {"vector", "vector_ctx"} else []
-    lists: dict[str, Ranked] = {}
-    if "vector" in wanted:
-        lists["vector"] = vec_hits
-    if "bm25" in wanted:
-        lists["bm25"] = engine.text.search(query, n_bm)
-    if "bm25_ctx" in wanted:
-        lists["bm25_ctx"] = engine.text.search(query, n_bm, field="ctx")
-    if "vector_ctx" in wanted:
-        with engine._seq_lock:
-            lists["vector_ctx"] = _context_vector(engine, qvec, vec_hits, engine.prev, engine.next)[:n_vec]
-    weights = {
-        "vector": cfg.weight_vector,
-        "bm25": cfg.weight_bm25,
-        "vector_ctx": cfg.weight_vector_ctx,
-        "bm25_ctx": cfg.weight_bm25_ctx,
-        "graph": cfg.weight_graph,
-    }
-    fused = rrf(lists, cfg.rrf_k, weights)
-    if "graph" in wanted and fused:
-        seeds_ranked = [i for i, _ in fused[: cfg.graph_seeds]]
-        seed_rank = {i: r for r, i in enumerate(seeds_ranked, start=1)}
-        neighbour: dict[int, float] = {}
-        for edge in edges_of(engine.store, seeds_ranked):
-            for a, b in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
-                if a in seed_rank:
-                    neighbour[b] = max(neighbour.get(b, 0.0), edge.weight / seed_rank[a])
-        lists["graph"] = sorted(neighbour.items(), key=lambda x: (-x[1], x[0]))[: cfg.graph_top_n]
-        fused = rrf(lists, cfg.rrf_k, weights)
+    lists = candidate_lists(
+        engine, query, qvec, max(cfg.vector_top_n, limit), max(cfg.bm25_top_n, limit), wanted
+    )
+    fused = fuse(lists, cfg, wanted, lambda ids: edges_of(engine.store, ids), engine.sequence_window)
     return _materialise(engine, fused, lists, limit, types, channel)
 
 

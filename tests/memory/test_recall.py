@@ -232,3 +232,32 @@ def test_context_window_reaches_two_turns_away(tmp_path: Path, embedder: Embedde
         assert ranked == {chain[0].id, chain[1].id, chain[2].id}
         ranked = {h.memory.id for h in eng.recall("tomorrow", sources=("bm25_ctx",), limit=10)}
         assert ranked == {later.id, chain[3].id, chain[2].id}
+
+
+@pytest.mark.parametrize("span", [0, 1])
+def test_graph_adds_the_turns_around_the_top_hits(tmp_path: Path, embedder: Embedder, span: int) -> None:
+    # No associations (link threshold above 1): the graph list holds sequence neighbours only.
+    cfg = MemoryConfig(graph_sequence=span, graph_seeds=1, link_threshold=1.1, duplicate_threshold=1.1)
+    with MemoryEngine(tmp_path, cfg, embedder=embedder) as eng:
+        chain = eng.save_many(
+            [
+                MemoryDraft(content="Has anyone tried the new espresso grinder?"),
+                MemoryDraft(content="Yes, it is great."),
+                MemoryDraft(content="Good to know."),
+            ],
+            chain=True,
+        )
+        hits = eng.recall("espresso grinder", sources=("bm25", "graph"), limit=10)
+        found = {h.memory.id: h for h in hits}
+        assert hits[0].memory.id == chain[0].id
+        if span:
+            assert found[chain[1].id].ranks == {"graph": 1}
+            assert set(found) == {chain[0].id, chain[1].id}
+        else:
+            assert set(found) == {chain[0].id}
+
+
+def test_config_refuses_a_negative_graph_sequence() -> None:
+    with pytest.raises(ValueError, match="graph_sequence"):
+        MemoryConfig(graph_sequence=-1)
+    assert MemoryConfig(graph_sequence=0).graph_sequence == 0
