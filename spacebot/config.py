@@ -502,6 +502,9 @@ class PlatformInstance(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Platform messages loaded into a new conversation's history."""
     stream_edit_interval: float = 1.0
     """Seconds between two edits of a reply being streamed."""
+    guild_ready_timeout: float = 2.0
+    """Discord: seconds discord.py waits for more servers (``GUILD_CREATE``) after ``READY`` before
+    the gateway counts as connected (discord.py's own default)."""
     channels: list[str] = msgspec.field(default_factory=list)
     """Twitch: the channels (broadcaster logins, without ``#``) the bot joins."""
     bot_name: str = ""
@@ -1159,6 +1162,8 @@ def _check_messaging(config: Config, found: Found) -> None:
                 found.append(((*key, "history_backfill"), "must be >= 0"))
             if inst.stream_edit_interval <= 0:
                 found.append(((*key, "stream_edit_interval"), "must be > 0"))
+            if inst.guild_ready_timeout < 0:
+                found.append(((*key, "guild_ready_timeout"), "must be >= 0"))
             if platform == "webhook":
                 _check_webhook(inst, key, found)
             if platform == "twitch":

@@ -98,7 +98,12 @@ class DiscordAdapter:
         self.token = token
         intents = discord.Intents.default()
         intents.message_content = True
-        self.client = discord.Client(intents=intents, max_messages=1000, allowed_mentions=ALLOWED_MENTIONS)
+        self.client = discord.Client(
+            intents=intents,
+            max_messages=1000,
+            allowed_mentions=ALLOWED_MENTIONS,
+            guild_ready_timeout=instance.guild_ready_timeout,
+        )
         self.dm_channels: dict[str, int] = {}
         """User id → their DM channel id (a ``discord:dm:<user>`` conversation's channel)."""
         self.threads: set[int] = set()

@@ -8,9 +8,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from spacebot.config import ConfigProblems, PlatformInstance, load
 from spacebot.ipc.messages import Notice, ProcState
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
+from spacebot.messaging.discord_adapter import DiscordAdapter
 from spacebot.messaging.fakes.discord import FakeDiscord
 from spacebot.testing import ChatSystem
 
@@ -30,6 +34,8 @@ def _sections(fake: FakeDiscord, **instance: Any) -> dict[str, Any]:
         "api_base": fake.api_url,
         "gateway_url": fake.gateway_url,
         "stream_edit_interval": 0.2,
+        # The fake sends every GUILD_CREATE right after READY: no need to wait for more.
+        "guild_ready_timeout": 0.1,
         **instance,
     }
     return {
@@ -196,3 +202,20 @@ async def test_attachments_reach_the_model_and_are_saved(short_tmp: Path) -> Non
             p.name for p in (system.sup.home / "agents/main/workspace/saved").rglob("*") if p.is_file()
         )
         assert saved == ["a.bin", "my_photo_1_.png", "notes.txt"]
+
+
+async def test_guild_ready_timeout_reaches_discord_py_and_a_negative_one_is_refused(tmp_path: Path) -> None:
+    default = DiscordAdapter(PlatformInstance(token="t"), "t")
+    short = DiscordAdapter(PlatformInstance(token="t", guild_ready_timeout=0.25), "t")
+    try:
+        assert default.client._connection.guild_ready_timeout == 2.0  # discord.py's own default
+        assert short.client._connection.guild_ready_timeout == 0.25
+    finally:
+        await default.close()
+        await short.close()
+    path = tmp_path / "config.toml"
+    path.write_text('agents = ["main"]\n[[messaging.discord]]\ntoken = "env:T"\nguild_ready_timeout = -1\n')
+    with pytest.raises(ConfigProblems) as caught:
+        load(path, {})
+    found = {p.key: p.message for p in caught.value.problems}
+    assert found == {"messaging.discord[0].guild_ready_timeout": "must be >= 0"}
