@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import inspect
 import logging
 import os
 import select
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 
 from spacebot import logs
 from spacebot.ipc.messages import (
@@ -45,12 +47,34 @@ def _preload(modules: list[str]) -> list[str]:
 
 def _import(name: str) -> str | None:
     """Import one module; an error message if it cannot load (an optional module missing must not
-    stop the zygote)."""
+    stop the zygote).
+
+    A module that defines ``async def warm_up() -> None`` has it run once here, on a private event
+    loop closed before any fork: what every child would otherwise build or touch on first use
+    (e.g. a model SDK's first call) is then shared instead of copied into each child.
+    """
     try:
-        importlib.import_module(name)
+        module = importlib.import_module(name)
     except Exception as exc:
         return f"{name}: {type(exc).__name__}: {exc}"
+    warm = getattr(module, "warm_up", None)
+    if inspect.iscoroutinefunction(warm):
+        _warm_up(name, warm)
     return None
+
+
+def _warm_up(name: str, warm: Callable[[], Awaitable[None]]) -> None:
+    """Run a module's ``warm_up`` on the children's event loop; a failure is logged, not fatal."""
+    from spacebot.runtime.child import _event_loop_runner
+
+    async def run() -> int:
+        await warm()
+        return 0
+
+    try:
+        _event_loop_runner()(run())
+    except Exception:
+        log.warning("zygote could not warm up %s", name, exc_info=True)
 
 
 def _import_target(target: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,9 +16,11 @@ from spacebot.llm.providers.base import (
     http_client,
     next_within,
     preimport,
+    sdk_platform,
     sdk_timeout,
     stream_cut,
     translate,
+    warm_calls,
 )
 from spacebot.llm.toolcall import ToolCallAssembler
 from spacebot.llm.types import (
@@ -99,6 +102,10 @@ preimport(
 )
 
 
+_PLATFORM = sdk_platform(anthropic._base_client)
+"""For the SDK's request headers, found once (see :func:`~spacebot.llm.providers.base.sdk_platform`)."""
+
+
 class AnthropicProvider:
     """Streams Messages API calls through ``anthropic.AsyncAnthropic``."""
 
@@ -111,6 +118,8 @@ class AnthropicProvider:
             timeout=sdk_timeout(timeouts),
             http_client=http_client(timeouts, anthropic.DefaultAsyncHttpxClient),
         )
+        if _PLATFORM is not None:
+            self.client._platform = _PLATFORM
         self.base_url = str(self.client.base_url).rstrip("/")
         """Where calls go (the SDK's default when the config names none), for error reports."""
 
@@ -208,3 +217,46 @@ class AnthropicProvider:
             raise stream_cut(model_id, "no message_stop", self.base_url)
         yield UsageEvent(Usage(inp, out, cached))
         yield Stop(_STOP.get(stop, "other"), model_id)
+
+
+_WARM_EVENTS = (
+    {
+        "type": "message_start",
+        "message": {
+            "id": "m",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        },
+    },
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+    {"type": "content_block_stop", "index": 0},
+    {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "c", "name": "t", "input": {}},
+    },
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+    {"type": "content_block_stop", "index": 1},
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"output_tokens": 2},
+    },
+    {"type": "message_stop"},
+)
+
+
+async def warm_up(calls: int = 10) -> None:
+    """Stream a few calls through an :class:`AnthropicProvider` answered from memory (no socket).
+
+    Run by the zygote before it forks (see :func:`~spacebot.llm.providers.base.warm_calls`).
+    """
+    body = b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in _WARM_EVENTS)
+    provider = AnthropicProvider("warm", "none", "http://warm.invalid", Timeouts())
+    await warm_calls(provider, provider.client, body, calls)

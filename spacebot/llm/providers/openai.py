@@ -17,9 +17,11 @@ from spacebot.llm.providers.base import (
     http_client,
     next_within,
     preimport,
+    sdk_platform,
     sdk_timeout,
     stream_cut,
     translate,
+    warm_calls,
 )
 from spacebot.llm.toolcall import ToolCallAssembler
 from spacebot.llm.types import (
@@ -83,6 +85,10 @@ preimport(
 )
 
 
+_PLATFORM = sdk_platform(openai._base_client)
+"""For the SDK's request headers, found once (see :func:`~spacebot.llm.providers.base.sdk_platform`)."""
+
+
 class OpenAIProvider:
     """Streams Chat Completions calls through ``openai.AsyncOpenAI``."""
 
@@ -95,6 +101,8 @@ class OpenAIProvider:
             timeout=sdk_timeout(timeouts),
             http_client=http_client(timeouts, openai.DefaultAsyncHttpxClient),
         )
+        if _PLATFORM is not None:
+            self.client._platform = _PLATFORM
         self.base_url = str(self.client.base_url).rstrip("/")
         """Where calls go (the SDK's default when the config names none), for error reports."""
 
@@ -187,3 +195,37 @@ class OpenAIProvider:
             raise stream_cut(model_id, "no finish_reason", self.base_url)
         yield UsageEvent(usage or Usage())
         yield Stop(_STOP.get(finish, "other"), model_id)
+
+
+_WARM_EVENTS = (
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}}]},
+    {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "t", "arguments": "{}"},
+                        }
+                    ]
+                },
+            }
+        ]
+    },
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+)
+
+
+async def warm_up(calls: int = 10) -> None:
+    """Stream a few calls through an :class:`OpenAIProvider` answered from memory (no socket).
+
+    Run by the zygote before it forks (see :func:`~spacebot.llm.providers.base.warm_calls`).
+    """
+    body = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in _WARM_EVENTS) + b"data: [DONE]\n\n"
+    provider = OpenAIProvider("warm", "none", "http://warm.invalid/v1", Timeouts())
+    await warm_calls(provider, provider.client, body, calls)
