@@ -234,6 +234,8 @@ class Maintenance:
             if op not in counts:  # not done: tried again after its interval
                 self.last_at[op] = ended
         self.runs += 1
+        # Stored before it is announced: whoever hears "ran" finds the run in the history.
+        await self._record(started, ended, counts, error)
         if error:
             opened = self.circuit.failure(error, ended)
             (log.error if opened else log.warning)(
@@ -254,7 +256,6 @@ class Maintenance:
             )
         self.ctx.set_busy(False, None)
         self.changed()
-        await self._record(started, ended, counts, error)
 
     async def _op(self, op: str) -> dict[str, Any]:
         if op == "associate":
