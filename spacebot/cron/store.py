@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from spacebot.ipc.messages import CronJob, CronOutcome, CronRun
-from spacebot.memory.store import Store
+from spacebot.memory.store import Store, one
 
 FAILURES: frozenset[CronOutcome] = frozenset({"failed", "timed_out"})
 """Outcomes that count towards disabling a job."""
@@ -49,7 +49,7 @@ class CronStore:
         self.store = store
 
     def _job(self, cur: Any, job_id: str) -> CronJob | None:
-        row = cur.execute("SELECT job FROM cron_jobs WHERE id = ?", [job_id]).fetchone()
+        row = one(cur.execute("SELECT job FROM cron_jobs WHERE id = ?", [job_id]))
         return msgspec.json.decode(row[0], type=CronJob) if row else None
 
     def _write(self, cur: Any, job: CronJob, *, exists: bool | None = None) -> CronJob:
@@ -57,7 +57,7 @@ class CronStore:
         job = msgspec.structs.replace(job, updated_at=time.time())
         values = [msgspec.json.encode(job).decode(), job.enabled, job.next_run_at, job.updated_at, job.id]
         if exists is None:
-            exists = cur.execute("SELECT 1 FROM cron_jobs WHERE id = ?", [job.id]).fetchone() is not None
+            exists = one(cur.execute("SELECT 1 FROM cron_jobs WHERE id = ?", [job.id])) is not None
         if exists:
             cur.execute(
                 "UPDATE cron_jobs SET job = ?, enabled = ?, next_run_at = ?, updated_at = ? WHERE id = ?",
@@ -110,7 +110,7 @@ class CronStore:
                 return None
             job = msgspec.structs.replace(job, next_run_at=next_run_at)
         self._write(cur, msgspec.structs.replace(job, last_run_at=now), exists=True)
-        row = cur.execute("SELECT nextval('cron_run_id_seq')").fetchone()
+        row = one(cur.execute("SELECT nextval('cron_run_id_seq')"))
         assert row is not None
         run = CronRun(
             id=int(row[0]),
@@ -157,7 +157,7 @@ class CronStore:
         message_id: int | None,
         max_failures: int,
     ) -> CronJob | None:
-        row = cur.execute("SELECT job_id, outcome FROM cron_runs WHERE id = ?", [run_id]).fetchone()
+        row = one(cur.execute("SELECT job_id, outcome FROM cron_runs WHERE id = ?", [run_id]))
         if row is None:
             raise ValueError(f"cron run {run_id} does not exist")
         job_id, previous = row

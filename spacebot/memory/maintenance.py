@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from spacebot.ipc.messages import MaintenanceReport, Relation
 from spacebot.memory.graph import upsert_edges
+from spacebot.memory.store import one
 
 if TYPE_CHECKING:
     from spacebot.memory.engine import MemoryEngine
@@ -24,9 +25,9 @@ def decay(engine: MemoryEngine, now: float | None = None) -> MaintenanceReport:
     now = time.time() if now is None else now
     with engine.store.transaction() as cur:
         engine._apply_pending_touches(cur)
-        examined = cur.execute(
-            "SELECT count(*) FROM memories WHERE NOT forgotten AND type <> 'identity'"
-        ).fetchone()
+        examined = one(
+            cur.execute("SELECT count(*) FROM memories WHERE NOT forgotten AND type <> 'identity'")
+        )
         rows = cur.execute(
             """UPDATE memories SET
                  importance = importance * pow(0.5, (? - greatest(last_accessed_at, decayed_at))

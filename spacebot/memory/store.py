@@ -118,10 +118,23 @@ def _stored_version(path: Path) -> int | None:
         tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "schema_version" not in tables:
             return None
-        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        row = one(conn.execute("SELECT max(version) FROM schema_version"))
         return int(row[0]) if row and row[0] is not None else None
     finally:
         conn.close()
+
+
+def one(result: duckdb.DuckDBPyConnection) -> Any:
+    """The first row of a statement's result (``None`` if none), the result read to its end.
+
+    Never ``fetchone()`` on a DuckDB cursor: a result not read to the end keeps its statement's
+    transaction open, and with it a snapshot every later write has to keep versions for. A
+    thread's cursor that last ran ``fetchone()`` pinned one until that thread ran again; with
+    1,000 conversations, the ``UPDATE`` in each transcript append walked ever longer version
+    chains (1 ms growing without bound: the memory process fell behind and timed out).
+    """
+    rows = result.fetchall()
+    return rows[0] if rows else None
 
 
 class Store:
@@ -154,7 +167,7 @@ class Store:
         c.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE)"
         )
-        row = c.execute("SELECT max(version) FROM schema_version").fetchone()
+        row = one(c.execute("SELECT max(version) FROM schema_version"))
         current = int(row[0]) if row and row[0] is not None else 0
         for version, statements in MIGRATIONS:
             if version <= current:
@@ -283,7 +296,7 @@ class Store:
 
     def count(self, table: str, where: str = "TRUE") -> int:
         """Row count of a table."""
-        row = self.cursor().execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()
+        row = one(self.cursor().execute(f"SELECT count(*) FROM {table} WHERE {where}"))
         return int(row[0]) if row else 0
 
     # -- process runs -----------------------------------------------------------------------------
@@ -291,11 +304,13 @@ class Store:
     def record_run_start(self, proc_id: str, kind: str, detail: dict[str, Any] | None = None) -> int:
         """Record that a process started; returns the run id."""
         with self.transaction() as cur:
-            row = cur.execute(
-                "INSERT INTO process_runs (id, proc_id, kind, started_at, detail) "
-                "VALUES (nextval('run_id_seq'), ?, ?, ?, ?) RETURNING id",
-                [proc_id, kind, time.time(), msgspec.json.encode(detail or {}).decode()],
-            ).fetchone()
+            row = one(
+                cur.execute(
+                    "INSERT INTO process_runs (id, proc_id, kind, started_at, detail) "
+                    "VALUES (nextval('run_id_seq'), ?, ?, ?, ?) RETURNING id",
+                    [proc_id, kind, time.time(), msgspec.json.encode(detail or {}).decode()],
+                )
+            )
         assert row is not None
         return int(row[0])
 

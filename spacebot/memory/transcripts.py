@@ -16,7 +16,7 @@ import msgspec
 
 from spacebot.ipc.messages import ConversationInfo, MessageHit, ReplyState, StoredMessage
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
-from spacebot.memory.store import Store
+from spacebot.memory.store import Store, one
 from spacebot.memory.text import TextIndex
 from spacebot.memory.vectors import Progress
 
@@ -97,7 +97,7 @@ class Transcripts:
 
     def channel(self, channel_id: str) -> ConversationInfo:
         """One channel by id."""
-        row = self.store.cursor().execute("SELECT * FROM channels WHERE id = ?", [channel_id]).fetchone()
+        row = one(self.store.cursor().execute("SELECT * FROM channels WHERE id = ?", [channel_id]))
         if row is None:
             raise MemoryNotFound(f"no channel {channel_id!r}")
         return _channel(row)
@@ -118,7 +118,7 @@ class Transcripts:
         if not emoji or len(emoji) > 32:
             raise MemoryInputError("a reaction must be 1-32 characters")
         with self.store.transaction() as cur:
-            row = cur.execute("SELECT reactions FROM messages WHERE id = ?", [message_id]).fetchone()
+            row = one(cur.execute("SELECT reactions FROM messages WHERE id = ?", [message_id]))
             if row is None:
                 raise MemoryNotFound(f"no message with id {message_id!r}")
             reactions = msgspec.json.decode(row[0]) if row[0] else []
@@ -128,7 +128,7 @@ class Transcripts:
                     "UPDATE messages SET reactions = ? WHERE id = ?",
                     [msgspec.json.encode(reactions).decode(), message_id],
                 )
-            out = cur.execute(f"SELECT {_COLS} FROM messages WHERE id = ?", [message_id]).fetchone()
+            out = one(cur.execute(f"SELECT {_COLS} FROM messages WHERE id = ?", [message_id]))
         assert out is not None
         return _message(out)
 
@@ -165,10 +165,12 @@ class Transcripts:
         at = now if created_at is None else created_at
         with self.store.transaction() as cur:
             if platform_message_id is not None:
-                row = cur.execute(
-                    f"SELECT {_COLS} FROM messages WHERE channel_id = ? AND platform_message_id = ?",
-                    [channel_id, platform_message_id],
-                ).fetchone()
+                row = one(
+                    cur.execute(
+                        f"SELECT {_COLS} FROM messages WHERE channel_id = ? AND platform_message_id = ?",
+                        [channel_id, platform_message_id],
+                    )
+                )
                 if row is not None:
                     if answers:
                         self._mark(cur, answers, answers_state)
@@ -184,22 +186,24 @@ class Transcripts:
                     "last_activity_at = greatest(channels.last_activity_at, excluded.last_activity_at)",
                     [channel_id, channel_id.split(":", 1)[0], channel_id, at, now],
                 )
-            row = cur.execute(
-                "INSERT INTO messages VALUES (nextval('message_id_seq'), "
-                f"?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]') "
-                f"RETURNING {_COLS}",
-                [
-                    channel_id,
-                    platform_message_id,
-                    author_id,
-                    author_name,
-                    role,
-                    text,
-                    msgspec.json.encode(attachments or []).decode(),
-                    at,
-                    state.value,
-                ],
-            ).fetchone()
+            row = one(
+                cur.execute(
+                    "INSERT INTO messages VALUES (nextval('message_id_seq'), "
+                    f"?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]') "
+                    f"RETURNING {_COLS}",
+                    [
+                        channel_id,
+                        platform_message_id,
+                        author_id,
+                        author_name,
+                        role,
+                        text,
+                        msgspec.json.encode(attachments or []).decode(),
+                        at,
+                        state.value,
+                    ],
+                )
+            )
             if answers:
                 self._mark(cur, answers, answers_state)
         self._known.add(channel_id)  # committed
@@ -216,11 +220,13 @@ class Transcripts:
             raise MemoryInputError(f"message text over the {MAX_MESSAGE_BYTES}-byte cap")
         new_text = "[deleted]" if text is None else text
         with self.store.transaction() as cur:
-            row = cur.execute(
-                f"UPDATE messages SET text = ? WHERE channel_id = ? AND platform_message_id = ? "
-                f"RETURNING {_COLS}",
-                [new_text, channel_id, platform_message_id],
-            ).fetchone()
+            row = one(
+                cur.execute(
+                    f"UPDATE messages SET text = ? WHERE channel_id = ? AND platform_message_id = ? "
+                    f"RETURNING {_COLS}",
+                    [new_text, channel_id, platform_message_id],
+                )
+            )
         if row is None:
             return None
         message = _message(row)
@@ -259,10 +265,12 @@ class Transcripts:
         """Set a message's reply state (answered/skipped/pending)."""
         state = ReplyState(state)
         with self.store.transaction() as cur:
-            row = cur.execute(
-                f"UPDATE messages SET reply_state = ?, replied_at = ? WHERE id = ? RETURNING {_COLS}",
-                [state.value, time.time(), message_id],
-            ).fetchone()
+            row = one(
+                cur.execute(
+                    f"UPDATE messages SET reply_state = ?, replied_at = ? WHERE id = ? RETURNING {_COLS}",
+                    [state.value, time.time(), message_id],
+                )
+            )
         if row is None:
             raise MemoryNotFound(f"no message with id {message_id!r}")
         return _message(row)

@@ -100,3 +100,25 @@ def test_activity_follows_the_newest_message_and_replies_mark_what_they_answer(e
     assert states[q1.id] is ReplyState.ANSWERED and states[q2.id] is ReplyState.ANSWERED
     assert states[q3.id] is ReplyState.SKIPPED  # only pending messages are marked
     assert t.channels("web")[0].id == "web:c"  # the replies (stored now) made it the most recent
+
+
+def test_no_duckdb_result_is_left_half_read() -> None:
+    """A DuckDB result not read to its end keeps its statement's transaction open, and every later
+    write keeps row versions for it: with ``fetchone()`` on the thread cursors, transcript appends
+    got slower with every message until the memory process fell behind. Rows are read with
+    ``store.one``; nothing in the code that talks to DuckDB calls ``fetchone``/``fetchmany``."""
+    import ast
+    from pathlib import Path
+
+    import spacebot
+
+    root = Path(spacebot.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        if path.parent.name not in ("memory", "cron") and "duckdb" not in path.read_text():
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("fetchone", "fetchmany"):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []
