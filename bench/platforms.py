@@ -425,6 +425,7 @@ class Bench:
                     webchat=dict[str, object](BENCH_LIMITS),
                     sections_extra=self._sections(),
                     gateway={"ready_timeout": 60.0},
+                    fast=False,  # production heartbeats and supervision, not the tests' short ones
                 )
                 system.sup.env["BENCH_DISCORD_TOKEN"] = self.discord.token
                 system.sup.env["BENCH_TELEGRAM_TOKEN"] = self.telegram.bot_token
