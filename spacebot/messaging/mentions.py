@@ -64,4 +64,16 @@ class People:
             user_id = names.get(m.group(1).casefold())
             return markup(user_id) if user_id else m.group(0)
 
-        return pattern.sub(replace, text)
+        # Code is shown as written: an ``@Name`` in a code block or span stays text.
+        out: list[str] = []
+        at = 0
+        for code in _CODE.finditer(text):
+            out.append(pattern.sub(replace, text[at : code.start()]))
+            out.append(code.group(0))
+            at = code.end()
+        out.append(pattern.sub(replace, text[at:]))
+        return "".join(out)
+
+
+_CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.DOTALL)
+"""Fenced code blocks (an unclosed one runs to the end, as the platforms show it) and inline spans."""

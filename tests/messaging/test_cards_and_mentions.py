@@ -100,6 +100,15 @@ def test_at_names_of_people_seen_become_mentions_longest_name_first() -> None:
     assert people.link("thread", "@Ana Maria", lambda i: f"<@{i}>") == "<@2>"
 
 
+def test_at_names_in_code_stay_as_written() -> None:
+    people = People()
+    people.seen("c1", "Ana", "1")
+    text = "Ask @Ana: run `git blame @Ana` or\n```\nnotify @Ana\n```\nthen @Ana again; ```@Ana unclosed"
+    assert people.link("c1", text, lambda i: f"<@{i}>") == (
+        "Ask <@1>: run `git blame @Ana` or\n```\nnotify @Ana\n```\nthen <@1> again; ```@Ana unclosed"
+    )
+
+
 def test_the_map_of_names_is_bounded() -> None:
     people = People(names_per_chat=2, chats=2)
     for name, uid in (("a", "1"), ("b", "2"), ("c", "3")):
