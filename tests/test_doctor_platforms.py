@@ -30,7 +30,7 @@ token = "{discord}"
 api_base = "{discord_api}"
 [[messaging.slack]]
 bot_token = "{slack}"
-app_token = "xapp-fake-app-token"
+app_token = "{slack_app}"
 api_base = "{slack_api}"
 [[messaging.twitch]]
 token = "{twitch}"
@@ -42,7 +42,13 @@ channels = ["somechannel"]
 
 async def _run(home: Path, **tokens: str) -> tuple[list[str], str, int]:
     async with FakeDiscord() as discord, FakeSlack() as slack, FakeTwitch(bot_name="spacebot") as twitch:
-        values = {"discord": discord.token, "slack": slack.bot_token, "twitch": twitch.token, **tokens}
+        values = {
+            "discord": discord.token,
+            "slack": slack.bot_token,
+            "slack_app": slack.app_token,
+            "twitch": twitch.token,
+            **tokens,
+        }
         config = SETTINGS.format(port=0) + PLATFORMS.format(
             discord_api=discord.api_url, slack_api=slack.api_url, twitch_api=twitch.api_url, **values
         )
@@ -61,15 +67,22 @@ async def test_accepted_platform_tokens_pass(home: Path) -> None:
     assert "/users/@me" in by_name["ok discord main token"]
     assert "accepted as spacebot in Fake Team" in by_name["ok slack main token"], out
     assert "auth.test" in by_name["ok slack main token"]
+    assert "Socket Mode opens with it" in by_name["ok slack main app token"], out
+    assert "apps.connections.open" in by_name["ok slack main app token"]
     assert "accepted as spacebot by" in by_name["ok twitch main token"], out
     assert "/oauth2/validate" in by_name["ok twitch main token"]
 
 
 async def test_rejected_platform_tokens_fail_with_the_fix(home: Path) -> None:
-    lines, out, code = await _run(home, discord="not-the-token", slack="xoxb-wrong", twitch="oauth:wrong")
+    lines, out, code = await _run(
+        home, discord="not-the-token", slack="xoxb-wrong", slack_app="xapp-wrong", twitch="oauth:wrong"
+    )
     assert code == 1, out
     failed = [line for line in lines if line.startswith("fail ")]
-    assert len(failed) == 3, lines
+    assert len(failed) == 4, lines
+    app = next(f for f in failed if f.startswith("fail slack main app token"))
+    assert "apps.connections.open" in app and "invalid_auth" in app and "xapp-" in app, app
+    failed.remove(app)
     discord, slack, twitch = (
         next(f for f in failed if f.startswith(f"fail {p} ")) for p in ("discord", "slack", "twitch")
     )

@@ -218,7 +218,8 @@ TWITCH_ID = "https://id.twitch.tv"
 
 def check_platforms(cfg: Config, timeout: float) -> list[Check]:
     """Each enabled platform instance's token is accepted, where the platform has a cheap check:
-    Discord ``GET /users/@me``, Slack ``auth.test``, Twitch ``/oauth2/validate``."""
+    Discord ``GET /users/@me``, Slack ``auth.test`` (bot token) and ``apps.connections.open``
+    (app-level token), Twitch ``/oauth2/validate``."""
     instances = [(p, i) for p, i in cfg.messaging.instances() if p != "webhook"]
     if not instances:
         return []
@@ -230,7 +231,39 @@ async def _check_platforms(cfg: Config, instances: list[tuple[str, Any]], timeou
 
     resolve = _credential_resolver(Path(cfg.home))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-        return list(await asyncio.gather(*(_platform_token(http, p, i, resolve) for p, i in instances)))
+        checks = [_platform_token(http, p, i, resolve) for p, i in instances]
+        checks += [_slack_app_token(http, i, resolve) for p, i in instances if p == "slack"]
+        return list(await asyncio.gather(*checks))
+
+
+async def _slack_app_token(http: Any, inst: PlatformInstance, resolve: Callable[[str], str | None]) -> Check:
+    """The app-level token opens Socket Mode: ``apps.connections.open`` is the call the gateway
+    makes first (it hands out a one-use WebSocket URL, which is left unused here)."""
+    import aiohttp
+
+    name = f"slack {inst.name} app token"
+    key = f"messaging.slack {inst.name!r}"
+    token = resolve(inst.app_token)
+    if not token:
+        return Check(name, "skip", "app_token does not resolve (see its reference check above)")
+    url = (inst.api_base or SLACK_API).rstrip("/") + "/apps.connections.open"
+    fix = (
+        f"create an app-level token with the connections:write scope (Basic Information → App-Level "
+        f"Tokens; it starts xapp-), turn Socket Mode on, and set {key} app_token"
+    )
+    try:
+        async with http.post(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            status = response.status
+            body = await response.json(content_type=None) if status < 500 else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        detail = f"{url} did not answer: {type(exc).__name__}: {exc}"
+        return Check(name, "fail", detail, "check the network (or api_base) and try again")
+    body = body if isinstance(body, dict) else {}
+    if status != 200:
+        return Check(name, "fail", f"{url} answered {status}", "check api_base and Slack's status page")
+    if not body.get("ok"):
+        return Check(name, "fail", f"rejected by {url}: {body.get('error', 'unknown')}", fix)
+    return Check(name, "ok", f"Socket Mode opens with it ({url})")
 
 
 async def _platform_token(
