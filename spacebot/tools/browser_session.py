@@ -77,6 +77,20 @@ def _of_profile(argv: list[str], profile: Path) -> bool:
     return f"--user-data-dir={profile}" in argv or any(a.startswith(f"--database={profile}/") for a in argv)
 
 
+def _sweep_profiles(workspace: Path) -> None:
+    """Remove the own profiles (``.browser-profile.<pid>``) of workers that are gone: one killed
+    with SIGKILL had no chance to remove its own. A profile whose worker still runs, or that a
+    browser still uses, stays."""
+    for path in workspace.glob(f"{PROFILE}.*"):
+        pid = path.name.rpartition(".")[2]
+        if not pid.isdigit() or not path.is_dir() or Path(f"/proc/{pid}").exists():
+            continue
+        if profile_processes(path):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed the browser profile of a worker that is gone: %s", path)
+
+
 def profile_processes(profile: Path) -> list[int]:
     """Live browser processes of ``profile``: Chromium's (``--user-data-dir``) and its crash
     handlers' (their database is in the profile: Chromium runs with ``HOME`` there)."""
@@ -138,6 +152,7 @@ class BrowserSession:
         """The shared profile when no other worker holds it, else one for this process alone."""
         shared = self.workspace / PROFILE
         shared.mkdir(parents=True, exist_ok=True)
+        _sweep_profiles(self.workspace)
         fd = os.open(self.workspace / f"{PROFILE}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -287,6 +287,25 @@ async def test_a_second_browser_in_the_same_workspace_gets_a_profile_of_its_own(
     assert not profile_processes(own) and not profile_processes(short_tmp / ".browser-profile")
 
 
+def test_profiles_of_workers_that_are_gone_are_removed(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL cannot remove its own profile: the next browser started in the
+    workspace does, and leaves the shared profile and those of live processes alone."""
+    import subprocess
+    import sys
+
+    from spacebot.tools.browser_session import _sweep_profiles
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f".browser-profile.{gone.pid}"
+    alive = tmp_path / f".browser-profile.{os.getpid()}"
+    shared = tmp_path / ".browser-profile"
+    for path in (dead, alive, shared):
+        (path / "Default").mkdir(parents=True)
+    _sweep_profiles(tmp_path)
+    assert not dead.exists() and alive.is_dir() and shared.is_dir()
+
+
 def test_what_is_offered(tmp_path: Path) -> None:
     assert browser.connect(BrowserSettings(enabled=False), tmp_path) is None
     assert browser.connect(BrowserSettings(executable=str(tmp_path / "no-chromium")), tmp_path) is None
