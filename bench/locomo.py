@@ -13,9 +13,11 @@ R@5/10/25/50: first fusion alone (``graph_sequence`` 0, reported as ``"fusion_on
 the sequence expansion of the graph list free, starting from that optimum. The chosen setting is then
 scored on conversations 6-10 (``"heldout"``) and on all 10 (continuity), side by side with
 equal-weight fusion (same window and depth, every weight 1, ``rrf_k`` 60: ``"equal_weights"``) and
-with the engine's defaults (``"hybrid"``), all in the same run. During the search the candidate
-lists of each question are computed once per window and depth and fused again for each grid point
-(with the engine's own ``fuse``); the reported figures come from real ``engine.recall`` calls.
+with the engine's defaults (``"hybrid"``), all in the same run. ``"dates"`` is the chosen setting
+with ``resolve_dates`` on (relative dates in the turns resolved against their session date, those in
+the questions against the last session's date), against ``"tuned"`` without it. During the search
+the candidate lists of each question are computed once per window and depth and fused again for
+each grid point (with the engine's own ``fuse``); the reported figures come from real ``engine.recall`` calls.
 Turn and question embeddings are computed once per run and reused; they are also kept on disk
 (``$XDG_CACHE_HOME/spacebot-bench``, keyed by the model's hash) for the next run (``--no-cache``:
 compute them afresh).
@@ -41,7 +43,7 @@ import msgspec
 import numpy as np
 
 from spacebot.ipc.messages import Association, MemoryType
-from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine
+from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine, temporal
 from spacebot.memory import recall as recall_mod
 from spacebot.memory.embedder import MODEL_SHA256, Embedder
 from spacebot.memory.engine import document_text
@@ -167,6 +169,17 @@ class Conversation:
         ]
         flat = [d for s in self.sessions for d in s]
         self.vectors = embedder.embed([document_text(d.content, d.metadata) for d in flat])
+        # What an engine with resolve_dates indexes (the same function it calls on save).
+        t0 = time.perf_counter()
+        dated = [temporal.annotate(d.content, d.metadata, None) for d in flat]
+        self.dating_seconds = time.perf_counter() - t0
+        self.dated = sum(1 for m in dated if "dates" in m)
+        self.dated_vectors = embedder.embed(
+            [document_text(d.content, m) for d, m in zip(flat, dated, strict=True)]
+        )
+        # Questions are asked after the last session: their relative dates count from its day.
+        last = temporal.parse_day(str(flat[-1].metadata["date"])) if flat else None
+        self.as_of = time.mktime(last.timetuple()) + 12 * 3600 if last else None
         known = {d.metadata["dia_id"] for d in flat}
         self.questions = [
             (str(qa["question"]), int(qa["category"]), evidence_ids(qa.get("evidence", []), known))
@@ -184,8 +197,9 @@ class Conversation:
             engine = MemoryEngine(Path(tmp), config, embedder=cast(Embedder, embedder))
             dia_of: dict[int, str] = {}
             start = 0
+            vectors = self.dated_vectors if config.resolve_dates else self.vectors
             for drafts in self.sessions:
-                vecs = self.vectors[start : start + len(drafts)]
+                vecs = vectors[start : start + len(drafts)]
                 start += len(drafts)
                 for draft, memory in zip(
                     drafts, engine.save_many(drafts, chain=True, vectors=vecs), strict=True
@@ -424,6 +438,7 @@ def run(
     results: dict[str, list[Row]] = {m: [] for m in methods}
     t_query = 0.0
     n_recalls = 0
+    dated_rows: list[Row] = []
     windows = sorted({cfg.context_window for cfg, _ in methods.values()})
     for conv in convs:
         for w in windows:
@@ -434,12 +449,17 @@ def run(
                     engine.config = cfg
                     t1 = time.perf_counter()
                     for q, cat, gold in conv.questions:
-                        hits = engine.recall(q, limit=max(KS), sources=sources, touch=False)
+                        hits = engine.recall(q, limit=max(KS), sources=sources, touch=False, as_of=conv.as_of)
                         results[method].append(
                             (conv.index, cat, recall_at(gold, [dia_of[h.memory.id] for h in hits]))
                         )
                     t_query += time.perf_counter() - t1
                     n_recalls += len(conv.questions)
+        # The chosen setting with relative dates resolved (its own engine: the indexed text differs).
+        with conv.engine(with_params(tuned, {"resolve_dates": True}), embedder) as (engine, dia_of):
+            for q, cat, gold in conv.questions:
+                hits = engine.recall(q, limit=max(KS), touch=False, as_of=conv.as_of)
+                dated_rows.append((conv.index, cat, recall_at(gold, [dia_of[h.memory.id] for h in hits])))
         log(f"{conv.sample_id}: {conv.turns} turns, {len(conv.questions)} questions")
     for method, rows in results.items():
         out[method] = {**block(rows), "heldout": block(rows, held_set)}
@@ -447,6 +467,14 @@ def run(
     out["equal_weights"] = {
         **block(results["equal"], held_set),
         "all10": block(results["equal"]),
+    }
+    turns = sum(c.turns for c in convs)
+    out["dates"] = {
+        **block(dated_rows),
+        "heldout": block(dated_rows, held_set),
+        "without": block(results["tuned"], held_set),
+        "turns_with_dates": sum(c.dated for c in convs),
+        "us_per_memory": round(1e6 * sum(c.dating_seconds for c in convs) / max(1, turns), 1),
     }
     out["questions"] = len(results["hybrid"])
     out["turns"] = sum(c.turns for c in convs)
@@ -497,12 +525,14 @@ def main(argv: list[str] | None = None) -> int:
         cells = "".join(f"{row[f'r@{k}']:>7.1f}" for k in KS)
         hcells = "".join(f"{held[f'r@{k}']:>7.1f}" for k in KS) if held else ""
         print(f"{method:<22}{cells}   | {'':<15}{hcells}")
-        if method in ("tuned", "equal") and held:
+        if method in ("tuned", "equal", "dates") and held:
             for name, r in held["per_category"].items():
                 label = f"{name} ({r['n']})"
                 print(f"  {'':<20}{'':<28}   |   {label:<13}" + "".join(f"{r[f'r@{k}']:>7.1f}" for k in KS))
     print(f"{'DRAGON (published)':<22}" + "".join(f"{v:>7.1f}" for v in (56.7, 66.2, 76.7, 82.7)))
     print(f"{out['query_ms_per_recall']} ms per recall")
+    dates = out["dates"]
+    print(f"dates: {dates['turns_with_dates']} turns dated, {dates['us_per_memory']} µs per memory")
     if args.json:
         print(json.dumps(out))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import msgspec
 
 
@@ -64,6 +66,13 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """RRF weight of the BM25 list scored over sequence neighbours."""
     weight_graph: float = 0.25
     """RRF weight of the association-graph list."""
+    resolve_dates: bool = False
+    """Resolve relative dates ("yesterday", "last week", "two days ago") against the time a memory
+    was said: the absolute dates join its indexed text and its ``dates`` metadata, and a recall
+    query's relative dates are resolved against the time of the recall (``memory/temporal.py``)."""
+    date_timezone: str = ""
+    """IANA zone giving the calendar day of a Unix time when dates are resolved; empty: the
+    machine's zone."""
     link_threshold: float = 0.75
     """Cosine similarity above which a new memory is linked ``related_to`` a near neighbour."""
     duplicate_threshold: float = 0.92
@@ -102,3 +111,8 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("ingest_retry_delay must be >= 0")
         if self.ingest_retry_max_delay < self.ingest_retry_delay:
             raise ValueError("ingest_retry_max_delay must be >= ingest_retry_delay")
+        if self.date_timezone:
+            try:
+                ZoneInfo(self.date_timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown date_timezone {self.date_timezone!r}") from None

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import msgspec
@@ -27,7 +28,7 @@ from spacebot.ipc.messages import (
     RecallMode,
     Relation,
 )
-from spacebot.memory import graph, maintenance, recall
+from spacebot.memory import graph, maintenance, recall, temporal
 from spacebot.memory.config import MemoryConfig
 from spacebot.memory.embedder import BackgroundEmbedder, Embedder
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
@@ -42,11 +43,15 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder()
 
 
-def document_text(content: str, metadata: dict[str, object]) -> str:
+def document_text(content: str, metadata: dict[str, Any]) -> str:
     """The text indexed and embedded for a memory: its content, prefixed with the ``date`` and
-    ``speaker`` metadata when present (a transcript line is found by when and by whom it was said)."""
+    ``speaker`` metadata when present (a transcript line is found by when and by whom it was said)
+    and followed by the absolute dates its relative ones mean (``dates`` metadata, written when
+    ``resolve_dates`` is on: "(yesterday = 7 May 2023)")."""
     speaker = metadata.get("speaker")
     body = f"{speaker}: {content}" if speaker else content
+    if dated := temporal.notes(metadata):
+        body = f"{body} {dated}"
     date = metadata.get("date")
     return f"[{date}] {body}" if date else body
 
@@ -185,6 +190,17 @@ class MemoryEngine:
             raise MemoryInputError(f"importance {draft.importance!r} out of range 0..1")
         return content, mtype, importance
 
+    def _metadata(self, content: str, draft: MemoryDraft, now: float) -> dict[str, Any]:
+        """The metadata stored for ``draft``: with ``resolve_dates``, its relative dates resolved
+        against when it was said (``created_at``; ``now`` when it is saved as it happens, but not
+        for an ingested document, whose writing time is unknown)."""
+        if not self.config.resolve_dates:
+            return draft.metadata
+        said_at = draft.created_at
+        if said_at is None and not draft.source.startswith("ingest:"):
+            said_at = now
+        return temporal.annotate(content, draft.metadata, said_at, self.config.date_timezone)
+
     def save(self, draft: MemoryDraft) -> Memory:
         """Save one memory (linking it to near neighbours) and return it as stored."""
         return self.save_many([draft])[0]
@@ -219,14 +235,15 @@ class MemoryEngine:
                 with self.store.transaction() as cur:
                     also(cur)
             return []
-        texts = [document_text(c, d.metadata) for d, (c, _, _) in zip(drafts, checked, strict=True)]
+        now = time.time()
+        metas = [self._metadata(c, d, now) for d, (c, _, _) in zip(drafts, checked, strict=True)]
+        texts = [document_text(c, m) for m, (c, _, _) in zip(metas, checked, strict=True)]
         if vectors is None:
             vecs = self.embedder.embed(texts)
         elif vectors.shape != (len(drafts), self.embedder.dim):
             raise MemoryInputError(f"vectors shape {vectors.shape} does not match {len(drafts)} drafts")
         else:
             vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-        now = time.time()
         with self.store.transaction() as cur:
             self._apply_pending_touches(cur)
             plans = (
@@ -251,7 +268,7 @@ class MemoryEngine:
                     "last_accessed_at": created,
                     "source": [d.source for d in drafts],
                     "channel": [d.channel for d in drafts],
-                    "metadata": [_encode.encode(d.metadata).decode() for d in drafts],
+                    "metadata": [_encode.encode(m).decode() for m in metas],
                     "prev_id": prev_ids,
                     "embedding": [v.tobytes() for v in vecs],
                 },
@@ -312,10 +329,12 @@ class MemoryEngine:
         channel: str | None = None,
         sources: Sequence[RecallSource] = ALL_SOURCES,
         touch: bool = True,
+        as_of: float | None = None,
     ) -> list[RecallHit]:
-        """Find memories. See :mod:`spacebot.memory.recall` for the modes."""
+        """Find memories. See :mod:`spacebot.memory.recall` for the modes. With ``resolve_dates``,
+        the query's relative dates are resolved against ``as_of`` (Unix time; default now)."""
         type_list = [parse_type(t) for t in types] if types else None
-        hits = recall.run(self, query, mode, limit, type_list, channel, sources)
+        hits = recall.run(self, query, mode, limit, type_list, channel, sources, as_of)
         if touch and hits:
             self._touch([h.memory.id for h in hits])
         return hits

@@ -19,6 +19,7 @@ every mode; forgotten memories are never returned.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spacebot.ipc.messages import Association, Memory, MemoryType, RecallHit, RecallMode
+from spacebot.memory import temporal
 from spacebot.memory.errors import MemoryInputError
 from spacebot.memory.graph import edges_of
 from spacebot.memory.types import RecallSource
@@ -67,8 +69,10 @@ def run(
     types: list[MemoryType] | None,
     channel: str | None,
     sources: Sequence[RecallSource],
+    as_of: float | None = None,
 ) -> list[RecallHit]:
-    """Dispatch one recall request."""
+    """Dispatch one recall request (``as_of``: the Unix time a query's relative dates count from,
+    default now; used with ``resolve_dates``)."""
     if limit <= 0:
         raise MemoryInputError(f"limit must be positive, got {limit!r}")
     if mode == "typed" and not types:
@@ -76,7 +80,11 @@ def run(
     if mode == "hybrid" or (mode == "typed" and query.strip()):
         if not query.strip():
             raise MemoryInputError("hybrid recall needs a query")
-        return hybrid(engine, query[: engine.config.max_query_chars], limit, types, channel, sources)
+        query = query[: engine.config.max_query_chars]
+        if engine.config.resolve_dates:
+            day = temporal.day_of(time.time() if as_of is None else as_of, engine.config.date_timezone)
+            query = temporal.expand_query(query, day)
+        return hybrid(engine, query, limit, types, channel, sources)
     order = {
         "recent": "created_at DESC, id DESC",
         "typed": "created_at DESC, id DESC",
