@@ -236,10 +236,24 @@ async def _check_platforms(cfg: Config, instances: list[tuple[str, Any]], timeou
         return list(await asyncio.gather(*checks))
 
 
+async def _answer(request: Any, url: str, name: str) -> tuple[int, dict[str, Any]] | Check:
+    """A token check's HTTP answer: its status and JSON object (empty when it has none), or the
+    failed :class:`Check` when ``url`` did not answer."""
+    import aiohttp
+
+    try:
+        async with request as response:
+            status = response.status
+            body = await response.json(content_type=None) if status < 500 else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        detail = f"{url} did not answer: {type(exc).__name__}: {exc}"
+        return Check(name, "fail", detail, "check the network (or api_base) and try again")
+    return status, body if isinstance(body, dict) else {}
+
+
 async def _slack_app_token(http: Any, inst: PlatformInstance, resolve: Callable[[str], str | None]) -> Check:
     """The app-level token opens Socket Mode: ``apps.connections.open`` is the call the gateway
     makes first (it hands out a one-use WebSocket URL, which is left unused here)."""
-    import aiohttp
 
     name = f"slack {inst.name} app token"
     key = f"messaging.slack {inst.name!r}"
@@ -251,14 +265,10 @@ async def _slack_app_token(http: Any, inst: PlatformInstance, resolve: Callable[
         f"create an app-level token with the connections:write scope (Basic Information → App-Level "
         f"Tokens; it starts xapp-), turn Socket Mode on, and set {key} app_token"
     )
-    try:
-        async with http.post(url, headers={"Authorization": f"Bearer {token}"}) as response:
-            status = response.status
-            body = await response.json(content_type=None) if status < 500 else {}
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        detail = f"{url} did not answer: {type(exc).__name__}: {exc}"
-        return Check(name, "fail", detail, "check the network (or api_base) and try again")
-    body = body if isinstance(body, dict) else {}
+    answer = await _answer(http.post(url, headers={"Authorization": f"Bearer {token}"}), url, name)
+    if isinstance(answer, Check):
+        return answer
+    status, body = answer
     if status != 200:
         return Check(name, "fail", f"{url} answered {status}", "check api_base and Slack's status page")
     if not body.get("ok"):
@@ -269,7 +279,6 @@ async def _slack_app_token(http: Any, inst: PlatformInstance, resolve: Callable[
 async def _platform_token(
     http: Any, platform: str, inst: PlatformInstance, resolve: Callable[[str], str | None]
 ) -> Check:
-    import aiohttp
 
     name = f"{platform} {inst.name} token"
     key = f"messaging.{platform} {inst.name!r}"
@@ -293,14 +302,10 @@ async def _platform_token(
         url = (inst.api_base or TWITCH_ID).rstrip("/") + "/oauth2/validate"
         request = http.get(url, headers={"Authorization": f"OAuth {token.removeprefix('oauth:')}"})
         fix = f"generate a new chat token for the bot account and set {key} token"
-    try:
-        async with request as response:
-            status = response.status
-            body = await response.json(content_type=None) if status < 500 else {}
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        detail = f"{url} did not answer: {type(exc).__name__}: {exc}"
-        return Check(name, "fail", detail, "check the network (or api_base) and try again")
-    body = body if isinstance(body, dict) else {}
+    answer = await _answer(request, url, name)
+    if isinstance(answer, Check):
+        return answer
+    status, body = answer
     if platform == "slack" and status == 200 and not body.get("ok"):
         error = str(body.get("error", "unknown"))
         return Check(name, "fail", f"rejected by {url}: {error}", fix)
