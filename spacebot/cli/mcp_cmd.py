@@ -6,6 +6,10 @@ per server — ✔ with its tool count, or ✘ with why it could not be used —
 by the name the model sees (``mcp_<server>_<tool>``) with the start of its description. Exit codes:
 0 every enabled server answered, 1 at least one did not, 2 a configuration error.
 
+What each server listed is saved in every agent's tool cache (``agents/<id>/data/mcp-tools/``,
+:mod:`spacebot.tools.mcp_cache`), so workers offer it without starting the server; a server that
+did not answer is dropped from the caches.
+
 ``secret:NAME`` values are read from the secrets store as ``spacebot run`` would (the master key
 from this environment); a value that cannot be had is named in the output.
 """
@@ -62,6 +66,23 @@ def _granted(cfg: Config, entries: list[McpServerSettings]) -> tuple[dict[str, s
     return granted, []
 
 
+def _save(cfg: Config, servers: list[Any], results: list[Any]) -> None:
+    """Refresh the agents' tool caches with what was listed (blocking: run in a thread)."""
+    from spacebot.agent.identity import agent_dir
+    from spacebot.tools.mcp_cache import ToolCache
+
+    for agent in cfg.agents:
+        data = agent_dir(cfg.home, agent) / "data"
+        if not data.is_dir():  # an agent that never ran: nothing of it is created here
+            continue
+        for server, result in zip(servers, results, strict=True):
+            cache = ToolCache(data, server.name, server.cache_key())
+            if isinstance(result, BaseException) or server.live is None:
+                cache.drop()
+            else:
+                cache.write(server.live)
+
+
 async def survey(cfg: Config) -> dict[str, Any]:
     """Start each enabled entry and describe it: ``{"servers": [{name, transport, ok, error, tools}]}``."""
     from spacebot.tools.errors import ToolError
@@ -90,6 +111,7 @@ async def survey(cfg: Config) -> dict[str, Any]:
         results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
         started = [s for s, r in zip(servers, results, strict=True) if not isinstance(r, BaseException)]
         offered = McpTools(started)
+        await asyncio.to_thread(_save, cfg, servers, results)
         try:
             for server, result in zip(servers, results, strict=True):
                 entry = server.settings

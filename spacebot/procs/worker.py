@@ -99,7 +99,7 @@ async def serve(
         stack.push_async_callback(llm.aclose)
         # Tool secrets for the programs; every secret this worker holds is scrubbed from results.
         search = await web_search.connect(ctx)
-        mcp = await mcp_tools.connect(ctx, Path(workspace))
+        mcp = await mcp_tools.connect(ctx, Path(workspace), agent_dir(ctx.config.home, agent) / "data")
         if mcp is not None:
             stack.push_async_callback(mcp.aclose)
         web_browser = browser.connect(ctx.config.tools.browser, Path(workspace))  # started on first use

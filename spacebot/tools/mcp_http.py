@@ -8,6 +8,9 @@ with the reason, the pending call fails with an error naming the server, the too
 and the next call connects again (``initialize`` anew). Unlike a stdio server, there is no
 process of ours to restart, so there is no once-per-worker limit: a service that comes back is
 used again.
+
+As for stdio, a server whose listing is cached is not contacted when the worker starts: the
+first call connects.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spacebot.tools.errors import ToolError
-from spacebot.tools.mcp_session import START_TIMEOUT, McpServer, _cut
+from spacebot.tools.mcp_cache import Listed, cache_key
+from spacebot.tools.mcp_session import START_TIMEOUT, McpServer, _cut, load_sdk
 
 if TYPE_CHECKING:
-    import mcp.types as mt
     from mcp import ClientSession
 
     from spacebot.config import McpServerSettings
@@ -64,18 +67,23 @@ class McpHttpServer(McpServer):
     def _how(self) -> str:
         return f"the connection to {self.settings.url} ended: {self.error or 'closed'}"
 
-    async def start(self) -> None:
-        """Connect, ``initialize``, ``tools/list``; a :class:`ToolError` saying why when it fails."""
+    def cache_key(self) -> str:
+        """The key of this server's listing: its URL and headers rather than a command."""
+        from spacebot import __version__
+
+        return cache_key(self.settings, self.headers, __version__)
+
+    async def _open(self) -> list[Listed]:
+        """Connect, ``initialize``, ``tools/list``: what it listed."""
+        await load_sdk()
         self.error = ""
-        ready: asyncio.Future[list[mt.Tool]] = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[list[Listed]] = asyncio.get_running_loop().create_future()
         self._owner = asyncio.create_task(self._connect(ready), name=f"mcp:{self.name}")
         limit = max(self.settings.timeout, START_TIMEOUT)
         waits: set[asyncio.Future[Any]] = {ready, self._owner}
         done, _ = await asyncio.wait(waits, timeout=limit, return_when="FIRST_COMPLETED")
         if ready.done() and not ready.cancelled() and ready.exception() is None:
-            if not self.tools:
-                self.tools = ready.result()
-            return
+            return ready.result()
         await self.close()
         if not done:
             raise ToolError(
@@ -83,7 +91,7 @@ class McpHttpServer(McpServer):
             )
         raise ToolError(f"could not connect to {self.settings.url}: {self.error or 'the connection closed'}")
 
-    async def _connect(self, ready: asyncio.Future[list[mt.Tool]]) -> None:
+    async def _connect(self, ready: asyncio.Future[list[Listed]]) -> None:
         """Owns the transport and the session until the connection fails or the server is closed."""
         from mcp import ClientSession
         from mcp.client.streamable_http import streamable_http_client

@@ -9,6 +9,11 @@ The SDK's :class:`~mcp.ClientSession` runs over the process's pipes (one JSON-RP
 in a task that owns it for the process's life: anyio scopes must close in the task that opened
 them, while calls come from the worker's tool loop. When the process ends (or its stdout does)
 that task ends; the next call starts the server again, once.
+
+A server whose listing was cached (:mod:`spacebot.tools.mcp_cache`) is not started with the
+worker: its cached tools are offered and the first call starts it, under the same lock as a
+restart. Every start compares the live listing with the cache and saves it when it changed; a call
+to a tool the live listing no longer has is an error saying so.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib
 import json
 import logging
 import shutil
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from spacebot.tools import sandbox
 from spacebot.tools.errors import ToolError
+from spacebot.tools.mcp_cache import Listed, ToolCache, cache_key, listed
 
 if TYPE_CHECKING:
     import mcp.types as mt
@@ -53,6 +60,17 @@ CLOSE_GRACE = 2.0
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def load_sdk() -> None:
+    """Import the ``mcp`` SDK in a thread: it takes about a second, which would stall the loop.
+
+    Raises :class:`ToolError` with the install command when it is missing.
+    """
+    try:
+        await asyncio.to_thread(importlib.import_module, "mcp")
+    except ImportError as exc:
+        raise ToolError(f"MCP servers need the mcp package ({exc}): pip install mcp") from None
 
 
 def format_result(result: mt.CallToolResult) -> str:
@@ -105,8 +123,14 @@ class McpServer:
         self.name = settings.name
         self.workspace = workspace
         self.env = {**sandbox.default_env(workspace), **env}
-        self.tools: list[mt.Tool] = []
-        """What ``tools/list`` answered at the first start."""
+        self.tools: list[Listed] = []
+        """The tools offered: the cached listing, else what ``tools/list`` answered at the first start."""
+        self.live: list[Listed] | None = None
+        """What ``tools/list`` answered at the last start (``None``: not started yet)."""
+        self.cache: ToolCache | None = None
+        """Where the listing is kept (:meth:`use_cache`); ``None``: not kept."""
+        self._saved: list[Listed] | None = None
+        self._tried = False
         self.restarts = 0
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._proc: asyncio.subprocess.Process | None = None
@@ -119,6 +143,35 @@ class McpServer:
         """The running server's process id."""
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
+    def cache_key(self) -> str:
+        """The key of this server's listing (:func:`~spacebot.tools.mcp_cache.cache_key`)."""
+        from spacebot import __version__
+
+        return cache_key(self.settings, self.env, __version__)
+
+    async def use_cache(self, data: Path) -> bool:
+        """Keep the listing in ``data`` (the agent's data directory); with one saved under this
+        server's key, offer it and start the server on the first call. Whether it was there."""
+        self.cache = ToolCache(data, self.name, self.cache_key())
+        saved = await asyncio.to_thread(self.cache.read)
+        if saved is None:
+            return False
+        self.tools = self._saved = saved
+        return True
+
+    async def _listed(self, live: list[Listed]) -> None:
+        """Record a start's listing; save it when it differs from what is cached."""
+        self.live = live
+        if not self.tools:
+            self.tools = live
+        if self.cache is not None and live != self._saved:
+            if self._saved is not None:
+                log.info(
+                    "mcp server %r lists other tools than were cached: the cache is refreshed", self.name
+                )
+            self._saved = live
+            await asyncio.to_thread(self.cache.write, live)
+
     def _how(self) -> str:
         """How the last process ended, with the tail of its stderr."""
         code = self._proc.returncode if self._proc is not None else None
@@ -128,7 +181,20 @@ class McpServer:
         return _ended(code) + (f"; its stderr ended with: {tail}" if tail else "")
 
     async def start(self) -> None:
-        """Spawn, ``initialize``, ``tools/list``; a :class:`ToolError` saying why when it fails."""
+        """Start (or connect), ``initialize``, ``tools/list``; a :class:`ToolError` saying why when
+        it fails (and its cached listing, if any, is forgotten: the next worker lists it afresh)."""
+        self._tried = True
+        try:
+            live = await self._open()
+        except ToolError:
+            if self.cache is not None:
+                self._saved = None
+                await asyncio.to_thread(self.cache.drop)
+            raise
+        await self._listed(live)
+
+    async def _open(self) -> list[Listed]:
+        """Spawn, ``initialize``, ``tools/list``: what it listed."""
         argv = list(self.settings.command)
         if "/" not in argv[0]:  # resolved with the server's own PATH, as exec would
             found = shutil.which(argv[0], path=self.env.get("PATH", ""))
@@ -155,16 +221,19 @@ class McpServer:
             raise ToolError(f"could not start {argv[0]!r}: {exc}") from None
         sandbox._active.add(proc.pid)  # not an escapee for the sandbox's sweeps; killed by kill_all
         self._proc = proc
-        ready: asyncio.Future[list[mt.Tool]] = asyncio.get_running_loop().create_future()
+        try:
+            await load_sdk()  # while the server boots (a lazy start may be the SDK's first use)
+        except ToolError:
+            await self._stop(proc)
+            raise
+        ready: asyncio.Future[list[Listed]] = asyncio.get_running_loop().create_future()
         self._owner = asyncio.create_task(self._own(proc, ready), name=f"mcp:{self.name}")
         limit = max(self.settings.timeout, START_TIMEOUT)
         waits: set[asyncio.Future[Any]] = {ready, self._owner}
         done, _ = await asyncio.wait(waits, timeout=limit, return_when="FIRST_COMPLETED")
         failure = ready.exception() if ready.done() and not ready.cancelled() else None
         if ready.done() and not ready.cancelled() and failure is None:
-            if not self.tools:
-                self.tools = ready.result()
-            return
+            return ready.result()
         alive = proc.returncode is None
         await self.close()
         if not done:
@@ -173,7 +242,7 @@ class McpServer:
             raise ToolError(f"initialize or tools/list failed: {failure}")
         raise ToolError(f"the server stopped before it was ready ({self._how()})")
 
-    async def _own(self, proc: asyncio.subprocess.Process, ready: asyncio.Future[list[mt.Tool]]) -> None:
+    async def _own(self, proc: asyncio.subprocess.Process, ready: asyncio.Future[list[Listed]]) -> None:
         """Owns the session for the process's life (anyio scopes must close in the task that opened them)."""
         import anyio
         from mcp import ClientSession
@@ -217,7 +286,7 @@ class McpServer:
             if not ready.done():
                 ready.cancel()
 
-    async def _list(self, session: ClientSession) -> list[mt.Tool]:
+    async def _list(self, session: ClientSession) -> list[Listed]:
         from mcp.types import PaginatedRequestParams
 
         tools: list[mt.Tool] = []
@@ -228,7 +297,7 @@ class McpServer:
             cursor = page.next_cursor
             if not cursor or len(tools) >= LIST_TOOLS:
                 break
-        return tools
+        return [listed(tool) for tool in tools]
 
     async def _pump_out(self, proc: asyncio.subprocess.Process, send: MemoryObjectSendStream[Any]) -> None:
         """Server stdout -> session, one JSON-RPC message per line; closing ``send`` ends the session."""
@@ -317,6 +386,9 @@ class McpServer:
         async with self._lock:
             if self._session is not None and self._owner is not None and not self._owner.done():
                 return self._session
+            if not self._tried:  # offered from the cache: started by this first call
+                log.info("mcp server %r: starting it for its first call", self.name)
+                return await self._start_for(qualified, "could not be started")
             if self.restarts >= 1:
                 raise ToolError(
                     f"{qualified}: MCP server {self.name!r} stopped again ({self._how()}) after being "
@@ -325,14 +397,16 @@ class McpServer:
             self.restarts += 1
             log.warning("mcp server %r stopped (%s): restarting it", self.name, self._how())
             await self.close()
-            try:
-                await self.start()
-            except ToolError as exc:
-                raise ToolError(
-                    f"{qualified}: MCP server {self.name!r} stopped and could not be restarted: {exc}"
-                ) from None
-            assert self._session is not None
-            return self._session
+            return await self._start_for(qualified, "stopped and could not be restarted")
+
+    async def _start_for(self, qualified: str, failed: str) -> ClientSession:
+        """Start the server for a call to ``qualified``; a failure names the call and ``failed``."""
+        try:
+            await self.start()
+        except ToolError as exc:
+            raise ToolError(f"{qualified}: MCP server {self.name!r} {failed}: {exc}") from None
+        assert self._session is not None
+        return self._session
 
     async def _ended(self) -> bool:
         """Whether the process is gone, waiting a little for its owner to see a closed connection."""
@@ -356,6 +430,11 @@ class McpServer:
         from mcp_types import CONNECTION_CLOSED
 
         session = await self._ensure(qualified)
+        if self.live is not None and all(t.name != tool for t in self.live):
+            raise ToolError(
+                f"{qualified}: MCP server {self.name!r} no longer offers the tool {tool!r} (its tools "
+                "changed since they were cached; the next task is offered the new list). Do without it."
+            )
         timeout = self.settings.timeout
         try:
             async with asyncio.timeout(timeout):
@@ -384,4 +463,4 @@ class McpServer:
         return text
 
 
-__all__ = ["McpServer", "format_result"]
+__all__ = ["McpServer", "format_result", "load_sdk"]

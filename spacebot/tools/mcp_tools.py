@@ -16,12 +16,16 @@ program the operator chose, with the access it needs.
 A server that stops during a call turns that call into an error naming the server, the tool and
 how it ended (with the last lines of its stderr); the next call starts it again, once. Errors
 the model reads never carry secret values: the worker scrubs every tool result.
+
+A worker starts a server lazily when its ``tools/list`` answer is cached in the agent's data
+directory (:mod:`spacebot.tools.mcp_cache`): the cached tools are offered and the first call
+starts it. Without a cached answer the server is started with the worker, and its answer saved.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import importlib.util
 import json
 import logging
 import re
@@ -30,9 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spacebot.llm.types import ToolSpec
-from spacebot.tools.errors import ToolError
 from spacebot.tools.mcp_http import McpHttpServer
-from spacebot.tools.mcp_session import McpServer, _cut
+from spacebot.tools.mcp_session import McpServer, _cut, load_sdk
 
 if TYPE_CHECKING:
     from spacebot.config import McpServerSettings
@@ -271,31 +274,23 @@ class McpTools:
         await asyncio.gather(*(s.close() for s in self.servers), return_exceptions=True)
 
 
-async def load_sdk() -> None:
-    """Import the ``mcp`` SDK in a thread: it takes about a second, which would stall the loop.
-
-    Raises :class:`ToolError` with the install command when it is missing.
-    """
-    try:
-        await asyncio.to_thread(importlib.import_module, "mcp")
-    except ImportError as exc:
-        raise ToolError(f"MCP servers need the mcp package ({exc}): pip install mcp") from None
-
-
 async def start_servers(
     settings: list[McpServerSettings],
     workspace: Path,
     granted: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
+    data: Path | None = None,
 ) -> McpTools:
-    """Start the enabled servers at once; one that fails is logged and left out."""
+    """The enabled servers, started at once; one that fails is logged and left out.
+
+    With ``data`` (the agent's data directory), a server whose listing is cached there is offered
+    from the cache and started by its first call; the others are started and their listings saved.
+    """
     servers: list[McpServer] = []
-    if any(entry.enabled for entry in settings):
-        try:
-            await load_sdk()
-        except ToolError as exc:
-            log.error("no MCP server is started: %s", exc)
-            return McpTools([])
+    # A missing SDK is found without importing it (a second of work a cache hit may not need).
+    if any(entry.enabled for entry in settings) and importlib.util.find_spec("mcp") is None:
+        log.error("no MCP server is started: MCP servers need the mcp package: pip install mcp")
+        return McpTools([])
     known: dict[str, str] = {}
     for entry in settings:
         if not entry.enabled:
@@ -310,18 +305,23 @@ async def start_servers(
             log.warning("mcp server %r starts without %s", entry.name, problem)
         known.update(secret_values)
         servers.append(server)
-    results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
-    started = []
-    for server, outcome in zip(servers, results, strict=True):
+    to_start = servers
+    if data is not None:
+        hits = await asyncio.gather(*(s.use_cache(data) for s in servers))
+        to_start = [s for s, hit in zip(servers, hits, strict=True) if not hit]
+    results = await asyncio.gather(*(s.start() for s in to_start), return_exceptions=True)
+    failed = {
+        id(s) for s, outcome in zip(to_start, results, strict=True) if isinstance(outcome, BaseException)
+    }
+    for server, outcome in zip(to_start, results, strict=True):
         if isinstance(outcome, BaseException):
             log.warning("mcp server %r is not offered: %s", server.name, outcome)
-        else:
-            started.append(server)
-    return McpTools(started, known)
+    return McpTools([s for s in servers if id(s) not in failed], known)
 
 
-async def connect(ctx: ChildContext, workspace: Path) -> McpTools | None:
-    """The worker's MCP tools as configured (``None`` when no server is enabled)."""
+async def connect(ctx: ChildContext, workspace: Path, data: Path | None = None) -> McpTools | None:
+    """The worker's MCP tools as configured (``None`` when no server is enabled); listings are
+    cached in ``data``, the agent's data directory (never the workspace, which tools can write)."""
     entries = [s for s in ctx.config.tools.mcp if s.enabled]
     if not entries:
         return None
@@ -340,13 +340,14 @@ async def connect(ctx: ChildContext, workspace: Path) -> McpTools | None:
                 value = key_from_env(raw[4:])
                 if value:
                     logs.register_secret(value)
-    return await start_servers(entries, workspace, granted)
+    return await start_servers(entries, workspace, granted, data=data)
 
 
 __all__ = [
     "McpServer",
     "McpTools",
     "connect",
+    "load_sdk",
     "sanitise",
     "start_servers",
     "tool_name",

@@ -6,9 +6,10 @@ them the way the worker does, through ``TaskTools.call``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,14 @@ class Harness:
         return await self.tools.call(ToolCall("c1", name, args))
 
 
-@pytest.fixture
-async def started(tmp_path: Path) -> AsyncIterator[Any]:
-    """``await started(settings...)``: the servers started with a workspace under ``tmp_path``."""
+@contextlib.asynccontextmanager
+async def servers(tmp_path: Path, **defaults: Any) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    """``await start(settings..., **start_servers_kwargs)``: servers started with a workspace under
+    ``tmp_path`` (``defaults`` for every start); all stopped, and checked gone, at the end."""
     made: list[McpTools] = []
 
-    async def start(*settings: McpServerSettings, environ: dict[str, str] | None = None) -> Harness:
-        mcp = await start_servers(list(settings), tmp_path / "ws", environ=environ)
+    async def start(*settings: McpServerSettings, **kwargs: Any) -> Harness:
+        mcp = await start_servers(list(settings), tmp_path / "ws", **{**defaults, **kwargs})
         made.append(mcp)
         tools = TaskTools(
             tmp_path / "ws", Limits(), lambda *_: None, secrets=ToolSecrets(known=mcp.known), mcp=mcp
@@ -76,6 +78,13 @@ async def started(tmp_path: Path) -> AsyncIterator[Any]:
         pids = [s.pid for s in mcp.servers if s.pid is not None]
         await mcp.aclose()
         assert all(_gone(pid) for pid in pids), "a server outlived aclose()"
+
+
+@pytest.fixture
+async def started(tmp_path: Path) -> AsyncIterator[Any]:
+    """``await started(settings..., environ=...)``: servers with a workspace under ``tmp_path``."""
+    async with servers(tmp_path) as start:
+        yield start
 
 
 async def test_tools_are_listed_with_prefixed_names_and_trimmed_schemas(started: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ async def test_a_worker_calls_an_mcp_tool_and_its_model_reads_the_result(short_t
                 return f["type"] == "message" and "tool said:" in f["message"].get("text", "")
 
             frame = await ana.wait_for(quoted, timeout=60.0)
+            # Its tools are cached in the agent's data directory (not the workspace the model writes).
+            cache = system.sup.home / "agents" / "main" / "data" / "mcp-tools" / "calc.json"
+            assert "add" in {t["name"] for t in json.loads(cache.read_text())["tools"]}
             # The worker has reported and ended: its server went with it.
             workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
             await eventually(
