@@ -173,6 +173,8 @@ class Browser:
         self.images: list[ImagePart] = []
         """Screenshots taken since the worker last collected them (:meth:`take_images`), for the
         model to see (tool results are text)."""
+        self._shot: tuple[Path, bool] | None = None
+        """The last screenshot saved, and whether it joined ``images``."""
 
     # -- the tool calls --------------------------------------------------------------------------
 
@@ -365,10 +367,25 @@ class Browser:
             f"saved a screenshot of {page.url} to {path.relative_to(self.workspace)} ({len(data)} bytes, PNG)"
         )
         if len(data) > IMAGE_BYTES:
+            self._shot = (path, False)
             too_big = f"over {IMAGE_BYTES // 2**20} MiB"
             return f"{saved}; it is too large to show you ({too_big}): take one without full_page"
         self.images.append(ImagePart("image/png", base64.b64encode(data).decode()))
+        self._shot = (path, True)
         return f"{saved}; it is shown to you after the tool results"
+
+    async def discard_screenshot(self) -> int:
+        """Take back the last screenshot (the workspace had no room for it): its file is removed
+        and the model is not shown it. Returns the bytes it took."""
+        shot, self._shot = self._shot, None
+        if shot is None:
+            return 0
+        path, shown = shot
+        if shown and self.images:
+            self.images.pop()
+        size = await asyncio.to_thread(lambda: path.stat().st_size if path.exists() else 0)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        return size
 
     def take_images(self) -> list[ImagePart]:
         """The screenshots taken since the last call (each shown to the model once)."""

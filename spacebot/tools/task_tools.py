@@ -262,6 +262,8 @@ class TaskTools:
         if self.mcp is not None and name in self.mcp.routes:
             return await self.mcp.call(name, args)
         if self.browser is not None and name in self.browser.specs:
+            if name == "browser_screenshot":
+                return await self._screenshot(self.browser, args)
             return await self.browser.call(name, args, self.secrets.env)
         if name in ("shell", "exec"):
             return await self._command(name, args)
@@ -294,6 +296,23 @@ class TaskTools:
             recursive=args.get("recursive", False),
             pattern=args.get("pattern"),
         )
+
+    async def _screenshot(self, browser: Browser, args: dict[str, Any]) -> str:
+        """``browser_screenshot`` under the workspace cap: refused when the workspace is full,
+        and taken back (file removed, image not shown) when the new file passes the cap."""
+        room = await self._room()
+        if room is not None and room <= 0:
+            raise ToolError(f"browser_screenshot: no room for a screenshot. {self._over(room)}")
+        text = await browser.call("browser_screenshot", args, self.secrets.env)
+        after = await self._room()
+        if after is not None and after < 0:
+            size = await browser.discard_screenshot()
+            now = await self._room()
+            raise ToolError(
+                f"browser_screenshot: the screenshot ({size} bytes) would pass the cap, so it was not "
+                f"kept. {self._over(after + size if now is None else now)}"
+            )
+        return text
 
     async def _command(self, name: str, args: dict[str, Any]) -> str:
         """``shell``/``exec``: the configured limits, the model's timeout clamped to the maximum."""

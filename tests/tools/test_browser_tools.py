@@ -24,7 +24,7 @@ from spacebot.tools.browser import Browser
 from spacebot.tools.browser_session import profile_processes
 from spacebot.tools.browser_snapshot import compact
 from spacebot.tools.sandbox import Limits
-from spacebot.tools.task_tools import TaskTools, ToolSecrets
+from spacebot.tools.task_tools import Policy, TaskTools, ToolSecrets, workspace_bytes
 
 pytestmark = pytest.mark.skipif(
     browser.unavailable(BrowserSettings()) is not None and not os.environ.get("CI"),
@@ -190,6 +190,29 @@ async def test_log_in_click_and_screenshot_on_a_local_site(short_tmp: Path, site
     assert site.logins == [{"user": "ana", "password": PASSWORD}]
     assert not [r for r in calls.results if PASSWORD in r]
     assert not profile_processes(short_tmp / ".browser-profile")  # closed with aclose
+
+
+async def test_screenshots_count_against_the_workspace_cap(short_tmp: Path, site: Site) -> None:
+    tools = _tools(short_tmp, LOCAL)
+    assert tools.browser is not None
+    calls = Calls(tools)
+    shots = short_tmp / browser.SCREENSHOTS
+    try:
+        await calls.ok("browser_navigate", url=site.base + "/")
+        tools.policy = Policy(workspace_max_bytes=1)
+        full = await calls.error("browser_screenshot")
+        assert "no room for a screenshot" in full and "Delete files" in full
+        # Room for less than any file takes (a block): the screenshot is taken back.
+        tools.policy = Policy(workspace_max_bytes=workspace_bytes(short_tmp) + 1024)
+        over = await calls.error("browser_screenshot")
+        # (The browser's own profile may grow meanwhile and fill the room first.)
+        assert "so it was not kept" in over or "no room for a screenshot" in over
+        assert not list(shots.glob("*.png")) and tools.take_images() == []
+        tools.policy = Policy(workspace_max_bytes=2**30)
+        await calls.ok("browser_screenshot")
+        assert len(list(shots.glob("*.png"))) == 1 and len(tools.take_images()) == 1
+    finally:
+        await tools.browser.aclose()
 
 
 async def test_a_secret_shown_by_the_page_is_redacted_and_unknown_names_are_refused(
