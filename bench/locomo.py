@@ -5,15 +5,17 @@ consecutive turns of a session chained as a sequence) in a fresh engine; every q
 recall, and Recall@k is the fraction of the question's evidence turns found in the top k, averaged
 over all questions (a question without evidence counts as 1).
 
-Protocol (held-out): every tunable of hybrid recall — the five fusion weights, the RRF constant
+Protocol (held-out): every tunable of hybrid recall — the six fusion weights, the RRF constant
 ``rrf_k``, the sequence ``context_window``, the candidate depth (``vector_top_n`` =
 ``bm25_top_n``), ``graph_seeds`` and ``graph_sequence`` — is chosen on conversations 1-5 only, by
-coordinate ascent over a small grid (``GRID``) from equal weights, maximising the mean of
+coordinate ascent over a small grid (``GRID``) from equal weights (the person lists, which rank a
+named speaker's turns, off), maximising the mean of
 R@5/10/25/50: first fusion alone (``graph_sequence`` 0, reported as ``"fusion_only"``), then with
 the sequence expansion of the graph list free, starting from that optimum. The chosen setting is then
 scored on conversations 6-10 (``"heldout"``) and on all 10 (continuity), side by side with
 equal-weight fusion (same window and depth, every weight 1, ``rrf_k`` 60: ``"equal_weights"``) and
-with the engine's defaults (``"hybrid"``), all in the same run. ``"dates"`` is the chosen setting
+with the engine's defaults (``"hybrid"``) and with the chosen setting without the person lists
+(``"no_person"``, when the search turned them on), all in the same run. ``"dates"`` is the chosen setting
 with ``resolve_dates`` on (relative dates in the turns resolved against their session date, those in
 the questions against the last session's date), against ``"tuned"`` without it. During the search
 the candidate lists of each question are computed once per window and depth and fused again for
@@ -55,7 +57,14 @@ KS = (5, 10, 25, 50)
 CATEGORIES = {4: "single-hop", 1: "multi-hop", 2: "temporal", 3: "open-domain", 5: "adversarial"}
 TUNE_CONVERSATIONS = 5
 """Conversations 1..5 choose the tunables; the rest are held out."""
-WEIGHT_KEYS = ("weight_vector", "weight_bm25", "weight_vector_ctx", "weight_bm25_ctx", "weight_graph")
+WEIGHT_KEYS = (
+    "weight_vector",
+    "weight_bm25",
+    "weight_vector_ctx",
+    "weight_bm25_ctx",
+    "weight_graph",
+    "weight_person",
+)
 GRID: dict[str, tuple[Any, ...]] = {
     "context_window": (1, 2, 3, 4),
     "depth": (50, 100, 200),
@@ -71,6 +80,7 @@ START: dict[str, Any] = {
     "graph_seeds": 5,
     "graph_sequence": 0,
     **{k: 1.0 for k in WEIGHT_KEYS},
+    "weight_person": 0.0,
 }
 MAX_PASSES = 3
 
@@ -236,6 +246,8 @@ class TuneCase:
         "dia_of",
         "edges",
         "gold",
+        "person_bm25_ctx",
+        "person_vector",
         "sequence",
         "vector",
         "vector_ctx",
@@ -248,6 +260,8 @@ class TuneCase:
         self.bm25: recall_mod.Ranked = []
         self.bm25_ctx: dict[int, recall_mod.Ranked] = {}
         self.vector_ctx: dict[int, recall_mod.Ranked] = {}
+        self.person_vector: recall_mod.Ranked = []
+        self.person_bm25_ctx: dict[int, recall_mod.Ranked] = {}
         self.edges: Callable[[list[int]], list[Association]] = lambda ids: []
         self.sequence: Callable[[int, int], list[int]] = lambda i, span: [i]
         self.dia_of: dict[int, str] = {}
@@ -279,7 +293,9 @@ def collect_tune_cases(
                     qvec = embedder.embed_one(q)
                     lists = recall_mod.candidate_lists(engine, q, qvec, depth, depth, wanted)
                     case.bm25_ctx[w] = lists["bm25_ctx"]
+                    case.person_bm25_ctx[w] = lists.get("person_bm25_ctx", [])
                     if w == GRID["context_window"][0]:
+                        case.person_vector = lists.get("person_vector", [])
                         case.vector, case.bm25, case.edges, case.dia_of = (
                             lists["vector"],
                             lists["bm25"],
@@ -311,6 +327,9 @@ def score_cases(cases: list[TuneCase], base: MemoryConfig, params: dict[str, Any
             "vector_ctx": c.vector_ctx[d],
             "bm25_ctx": c.bm25_ctx[w][:d],
         }
+        if c.person_vector:
+            lists["person_vector"] = c.person_vector[:d]
+            lists["person_bm25_ctx"] = c.person_bm25_ctx[w][:d]
         fused = recall_mod.fuse(lists, cfg, wanted, c.edges, c.sequence)
         got = [c.dia_of[i] for i, _ in fused[: max(KS)]]
         r = recall_at(c.gold, got)
@@ -417,7 +436,10 @@ def run(
         }
         fusion_only = {**chosen, "graph_sequence": 0}
     tuned = with_params(config, chosen)
-    equal = with_params(tuned, {"rrf_k": 60, "graph_sequence": 0, **{k: 1.0 for k in WEIGHT_KEYS}})
+    # The five lists of the first engine at weight 1 (no person lists): the baseline every stage must beat.
+    equal = with_params(
+        tuned, {"rrf_k": 60, "graph_sequence": 0, **{k: 1.0 for k in WEIGHT_KEYS}, "weight_person": 0.0}
+    )
     # method -> (config, sources)
     methods: dict[str, tuple[MemoryConfig, tuple[RecallSource, ...]]] = {
         "hybrid": (config, ALL_SOURCES),
@@ -427,13 +449,15 @@ def run(
         "vector": (config, ("vector",)),
         "bm25": (config, ("bm25",)),
     }
+    if chosen.get("weight_person"):
+        methods["no_person"] = (with_params(tuned, {"weight_person": 0.0}), ALL_SOURCES)
     if fusion_only != chosen:
         methods["fusion_only"] = (with_params(config, fusion_only), ALL_SOURCES)
     if diagnostic:
         methods |= {
             "bm25_ctx": (tuned, ("bm25_ctx",)),
             "vector_ctx": (tuned, ("vector_ctx",)),
-            "no_graph": (tuned, ("vector", "bm25", "vector_ctx", "bm25_ctx")),
+            "no_graph": (tuned, ("vector", "bm25", "vector_ctx", "bm25_ctx", "person")),
         }
     results: dict[str, list[Row]] = {m: [] for m in methods}
     t_query = 0.0

@@ -139,8 +139,8 @@ log_level = "info"            # debug | info | warning | error (changes on reloa
 # duckdb_memory_mb = 512      # DuckDB's memory limit
 # duckdb_threads = 2
 # max_content_bytes = 50000   # largest single memory
-# vector_top_n = 100          # candidates from the vector index per recall
-# bm25_top_n = 100            # candidates from full-text search per recall
+# vector_top_n = 200          # candidates from the vector index per recall
+# bm25_top_n = 200            # candidates from full-text search per recall
 # duplicate_threshold = 0.92  # similarity above which a new memory merges into an old one
 
 [delegates]                   # branches, workers and the programs they run

@@ -853,7 +853,8 @@ class RecallHit(msgspec.Struct, frozen=True, kw_only=True):
     """Fused score (RRF for hybrid; the sort key for the other modes)."""
     ranks: dict[str, int] = {}
     """1-based rank in each source list that contained it (``vector``, ``bm25``, ``vector_ctx``,
-    ``bm25_ctx``, ``graph``)."""
+    ``bm25_ctx``, ``graph``, and ``person_vector`` / ``person_bm25_ctx`` when the query names a
+    person)."""
     scores: dict[str, float] = {}
     """Raw score in each source list: cosine, BM25, context scores, graph weight."""
 
@@ -984,6 +985,11 @@ class MemRecall(msgspec.Struct, frozen=True, tag="mem_recall"):
     """Only these memory types."""
     channel: str | None = None
     """Only memories of this conversation."""
+    queries: list[str] = []
+    """Up to four further phrasings of ``query`` (hybrid): each is recalled too and the rankings
+    fused (a branch model asks for the concrete things an abstract question is about)."""
+    as_of: float | None = None
+    """Unix time the query's relative dates count from (with ``resolve_dates``); default now."""
 
 
 class MemForget(msgspec.Struct, frozen=True, tag="mem_forget"):

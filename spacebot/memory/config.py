@@ -38,15 +38,15 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     touch_batch: int = 64
     """Recalled ids whose access counts are buffered before one UPDATE writes them (writes, ``get``
     and ``flush`` write them sooner)."""
-    vector_top_n: int = 100
+    vector_top_n: int = 200
     """Candidates taken from the vector index for hybrid recall."""
-    bm25_top_n: int = 100
+    bm25_top_n: int = 200
     """Candidates taken from the full-text index for hybrid recall."""
     context_window: int = 2
     """Sequence neighbours on each side whose text joins a memory's BM25 context (``bm25_ctx``)."""
-    graph_seeds: int = 5
+    graph_seeds: int = 10
     """Fused hits whose association neighbours are added to hybrid recall."""
-    graph_sequence: int = 2
+    graph_sequence: int = 0
     """Sequence neighbours on each side of each graph seed that join the graph list (0: only
     associations)."""
     graph_top_n: int = 50
@@ -56,7 +56,7 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weights below, the windows and the depths were chosen on half of LoCoMo and checked on the
     other half (``bench/locomo.py``, docs/memory.md); a small k lets the first ranks of each list
     dominate."""
-    weight_vector: float = 1.0
+    weight_vector: float = 0.5
     """RRF weight of the plain vector list."""
     weight_bm25: float = 1.0
     """RRF weight of the plain BM25 list."""
@@ -66,6 +66,11 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """RRF weight of the BM25 list scored over sequence neighbours."""
     weight_graph: float = 0.25
     """RRF weight of the association-graph list."""
+    weight_person: float = 0.5
+    """RRF weight of each of the two person lists (the query's vector and BM25-context lists
+    restricted to the memories by or about the people it names: ``memory/people.py``); 0: off."""
+    person_depth: int = 400
+    """BM25-context hits read to find the best ones among a named person's memories."""
     resolve_dates: bool = False
     """Resolve relative dates ("yesterday", "last week", "two days ago") against the time a memory
     was said: the absolute dates join its indexed text and its ``dates`` metadata, and a recall

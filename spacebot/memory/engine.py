@@ -32,6 +32,7 @@ from spacebot.memory import graph, maintenance, recall, temporal
 from spacebot.memory.config import MemoryConfig
 from spacebot.memory.embedder import BackgroundEmbedder, Embedder
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
+from spacebot.memory.people import People
 from spacebot.memory.store import Store
 from spacebot.memory.text import Doc, TextIndex
 from spacebot.memory.transcripts import Transcripts
@@ -96,6 +97,8 @@ class MemoryEngine:
         self._seq_lock = threading.Lock()
         self.prev: dict[int, int] = {}
         self.next: dict[int, int] = {}
+        self.people = People()
+        """Who each memory is by or about (:mod:`spacebot.memory.people`)."""
         self._touch_lock = threading.Lock()
         self._pending_touch: dict[int, int] = {}
         self._pending_touch_at = 0.0
@@ -108,6 +111,7 @@ class MemoryEngine:
         for mid, prev in self.store.sequence_links():
             self.prev[mid] = prev
             self.next[prev] = mid
+        self.people.add((mid, msgspec.json.decode(raw)) for mid, raw in self.store.people_rows())
         active = self.store.active_ids()
         self.vectors.reconcile(active, lambda ids: self.store.embeddings(ids), progress)
 
@@ -298,6 +302,7 @@ class MemoryEngine:
                 if prev is not None:
                     self.prev[mid] = prev
                     self.next[prev] = mid
+        self.people.add(zip(ids, metas, strict=True))
         with self._seq_lock:
             outside = sorted({j for i in ids for j in self._window(i)} - set(ids))
         self.text.add(self._text_docs(ids + outside, dict(zip(ids, texts, strict=True))))
@@ -330,11 +335,13 @@ class MemoryEngine:
         sources: Sequence[RecallSource] = ALL_SOURCES,
         touch: bool = True,
         as_of: float | None = None,
+        queries: Sequence[str] = (),
     ) -> list[RecallHit]:
         """Find memories. See :mod:`spacebot.memory.recall` for the modes. With ``resolve_dates``,
-        the query's relative dates are resolved against ``as_of`` (Unix time; default now)."""
+        the query's relative dates are resolved against ``as_of`` (Unix time; default now).
+        ``queries``: up to four further phrasings of ``query`` (hybrid), fused with it."""
         type_list = [parse_type(t) for t in types] if types else None
-        hits = recall.run(self, query, mode, limit, type_list, channel, sources, as_of)
+        hits = recall.run(self, query, mode, limit, type_list, channel, sources, as_of, queries)
         if touch and hits:
             self._touch([h.memory.id for h in hits])
         return hits
@@ -397,6 +404,7 @@ class MemoryEngine:
         if ids:
             self.vectors.delete(ids)
             self.text.delete(ids)
+            self.people.remove(ids)
 
     # -- maintenance ------------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@
   memories right before and after it (a reply is found through the question it answers);
 * ``vector_ctx``: cosine between the query and the normalised sum of a memory's vector and its
   sequence neighbours' vectors;
+* ``person_vector`` and ``person_bm25_ctx`` (source ``person``): when the query names people
+  (by name or alias, :mod:`spacebot.memory.people`), the vector and context-BM25 lists restricted
+  to the memories by or about them ("what does Ana do on weekends" is also searched among Ana's);
 * ``graph``: association neighbours (any relation, by edge weight) of the strongest fused hits, so
   a connected memory is found even when it shares no words with the query, and the memories just
   before and after those hits in their sequence (``graph_sequence``).
@@ -61,6 +64,18 @@ def _filters(types: list[MemoryType] | None, channel: str | None) -> tuple[str, 
     return " AND ".join(where), params
 
 
+MAX_QUERIES = 5
+"""A hybrid recall's question and up to four rephrasings of it (``queries``)."""
+
+
+def _prepared(engine: MemoryEngine, query: str, as_of: float | None) -> str:
+    query = query[: engine.config.max_query_chars]
+    if engine.config.resolve_dates:
+        day = temporal.day_of(time.time() if as_of is None else as_of, engine.config.date_timezone)
+        query = temporal.expand_query(query, day)
+    return query
+
+
 def run(
     engine: MemoryEngine,
     query: str,
@@ -70,9 +85,11 @@ def run(
     channel: str | None,
     sources: Sequence[RecallSource],
     as_of: float | None = None,
+    queries: Sequence[str] = (),
 ) -> list[RecallHit]:
     """Dispatch one recall request (``as_of``: the Unix time a query's relative dates count from,
-    default now; used with ``resolve_dates``)."""
+    default now; used with ``resolve_dates``; ``queries``: further phrasings of ``query``, each
+    recalled like it and the rankings fused, hybrid only)."""
     if limit <= 0:
         raise MemoryInputError(f"limit must be positive, got {limit!r}")
     if mode == "typed" and not types:
@@ -80,11 +97,17 @@ def run(
     if mode == "hybrid" or (mode == "typed" and query.strip()):
         if not query.strip():
             raise MemoryInputError("hybrid recall needs a query")
-        query = query[: engine.config.max_query_chars]
-        if engine.config.resolve_dates:
-            day = temporal.day_of(time.time() if as_of is None else as_of, engine.config.date_timezone)
-            query = temporal.expand_query(query, day)
-        return hybrid(engine, query, limit, types, channel, sources)
+        if len(queries) > MAX_QUERIES - 1:
+            raise MemoryInputError(
+                f"at most {MAX_QUERIES - 1} further queries per recall, got {len(queries)}"
+            )
+        for n, extra in enumerate(queries):
+            if not isinstance(extra, str) or not extra.strip():
+                raise MemoryInputError(f"queries[{n}] is empty: every further query needs some text")
+        texts = [_prepared(engine, q, as_of) for q in (query, *queries)]
+        return hybrid(engine, texts, limit, types, channel, sources)
+    if queries:
+        raise MemoryInputError(f"further queries apply to hybrid recall, not to {mode!r}")
     order = {
         "recent": "created_at DESC, id DESC",
         "typed": "created_at DESC, id DESC",
@@ -140,24 +163,49 @@ def weights_of(cfg: MemoryConfig) -> dict[str, float]:
         "vector_ctx": cfg.weight_vector_ctx,
         "bm25_ctx": cfg.weight_bm25_ctx,
         "graph": cfg.weight_graph,
+        "person_vector": cfg.weight_person,
+        "person_bm25_ctx": cfg.weight_person,
     }
 
 
 def candidate_lists(
-    engine: MemoryEngine, query: str, qvec: np.ndarray, n_vec: int, n_bm: int, wanted: AbstractSet[str]
+    engine: MemoryEngine,
+    query: str,
+    qvec: np.ndarray,
+    n_vec: int,
+    n_bm: int,
+    wanted: AbstractSet[str],
+    person_depth: int | None = None,
 ) -> dict[str, Ranked]:
-    """The ranked lists fusion starts from (every wanted source but ``graph``), best first."""
+    """The ranked lists fusion starts from (every wanted source but ``graph``), best first.
+
+    With ``person`` wanted and a query that names people (``engine.people``), two more lists rank
+    only their memories: by cosine (``person_vector``) and by BM25 over the sequence context
+    (``person_bm25_ctx``, the best of the top ``person_depth`` context hits).
+    """
+    cfg = engine.config
+    among: set[int] = set()
+    if "person" in wanted and cfg.weight_person > 0:
+        named = engine.people.named_in(query)
+        among = engine.people.members(named) if named else set()
     vec_hits = engine.vectors.search(qvec, n_vec) if wanted & {"vector", "vector_ctx"} else []
     lists: dict[str, Ranked] = {}
     if "vector" in wanted:
         lists["vector"] = vec_hits
     if "bm25" in wanted:
         lists["bm25"] = engine.text.search(query, n_bm)
+    ctx: Ranked = []
+    if "bm25_ctx" in wanted or among:
+        depth = max(n_bm, person_depth or cfg.person_depth) if among else n_bm
+        ctx = engine.text.search(query, depth, field="ctx")
     if "bm25_ctx" in wanted:
-        lists["bm25_ctx"] = engine.text.search(query, n_bm, field="ctx")
+        lists["bm25_ctx"] = ctx[:n_bm]
     if "vector_ctx" in wanted:
         with engine._seq_lock:
             lists["vector_ctx"] = _context_vector(engine, qvec, vec_hits, engine.prev, engine.next)[:n_vec]
+    if among:
+        lists["person_vector"] = engine.vectors.search_among(qvec, among, n_vec)
+        lists["person_bm25_ctx"] = [(i, s) for i, s in ctx if i in among][:n_bm]
     return lists
 
 
@@ -200,21 +248,37 @@ def fuse(
 
 def hybrid(
     engine: MemoryEngine,
-    query: str,
+    queries: Sequence[str],
     limit: int,
     types: list[MemoryType] | None,
     channel: str | None,
     sources: Sequence[RecallSource],
 ) -> list[RecallHit]:
-    """Fused recall over vectors, BM25, sequence context and the association graph."""
+    """Fused recall over vectors, BM25, sequence context, people and the association graph.
+
+    With several ``queries`` (one question put several ways: a caller's rewrites), each is
+    recalled on its own and their fused rankings are fused again with RRF at equal weight; the
+    hits keep the first query's per-source ranks and add each query's fused rank
+    (``query_1``, ``query_2``, …)."""
     cfg = engine.config
     wanted = set(sources)
-    qvec = engine.embedder.embed_one(query)
-    lists = candidate_lists(
-        engine, query, qvec, max(cfg.vector_top_n, limit), max(cfg.bm25_top_n, limit), wanted
-    )
-    fused = fuse(lists, cfg, wanted, lambda ids: edges_of(engine.store, ids), engine.sequence_window)
-    return _materialise(engine, fused, lists, limit, types, channel)
+    n_vec, n_bm = max(cfg.vector_top_n, limit), max(cfg.bm25_top_n, limit)
+    if len(queries) == 1:
+        qvecs = [engine.embedder.embed_one(queries[0])]
+    else:
+        qvecs = list(engine.embedder.embed(list(queries)))
+    rankings: dict[str, list[tuple[int, float]]] = {}
+    first: dict[str, Ranked] = {}
+    for n, (query, qvec) in enumerate(zip(queries, qvecs, strict=True), start=1):
+        lists = candidate_lists(engine, query, qvec, n_vec, n_bm, wanted)
+        rankings[f"query_{n}"] = fuse(
+            lists, cfg, wanted, lambda ids: edges_of(engine.store, ids), engine.sequence_window
+        )
+        if n == 1:
+            first = lists
+    if len(rankings) == 1:
+        return _materialise(engine, rankings["query_1"], first, limit, types, channel)
+    return _materialise(engine, rrf(rankings, cfg.rrf_k), first | rankings, limit, types, channel)
 
 
 def _materialise(

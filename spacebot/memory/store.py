@@ -269,6 +269,15 @@ class Store:
         res = self.cursor().execute("SELECT id FROM memories WHERE NOT forgotten ORDER BY id").fetchnumpy()
         return np.asarray(res["id"], dtype=np.int64)
 
+    def people_rows(self) -> list[tuple[int, str]]:
+        """``(id, metadata JSON)`` of active memories whose metadata names a person (``speaker``,
+        ``people``, ``person``), for :class:`~spacebot.memory.people.People`."""
+        sql = (
+            "SELECT id, metadata FROM memories WHERE NOT forgotten AND (json_exists(metadata, '$.speaker') "
+            "OR json_exists(metadata, '$.people') OR json_exists(metadata, '$.person')) ORDER BY id"
+        )
+        return [(r[0], r[1]) for r in self.cursor().execute(sql).fetchall()]
+
     def index_rows(self, ids: Sequence[int] | None = None, min_id: int = 0) -> list[tuple[int, str, str]]:
         """``(id, content, metadata JSON)`` of active memories, for (re)building the text index."""
         sql = "SELECT id, content, metadata FROM memories WHERE NOT forgotten AND id > ?"

@@ -44,7 +44,9 @@ the conversation as your conclusion.
 Your question: {description}
 
 Use the memory tools to look things up (memory_recall; channel_recall for other conversations) and
-to keep what is worth keeping (memory_save; memory_delete for what is wrong). If finding out needs
+to keep what is worth keeping (memory_save; memory_delete for what is wrong). When a question is
+abstract ("what hobbies does she have"), give memory_recall a few concrete queries too; when you
+save something about a person, name them in about. If finding out needs
 real work (running a command, reading files), spawn_worker does it and gives you its result. When
 you know enough, answer with your conclusion in a few sentences, without calling a tool. If you
 cannot find out, say so plainly.

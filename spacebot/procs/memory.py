@@ -127,7 +127,9 @@ CRON_HANDLERS: dict[type, Handler] = {
 HANDLERS: dict[type, Handler] = {
     MemSave: lambda e, r: e.save_many(r.drafts),
     MemGet: lambda e, r: e.get(r.id),
-    MemRecall: lambda e, r: e.recall(r.query, r.mode, r.limit, r.types, r.channel),
+    MemRecall: lambda e, r: e.recall(
+        r.query, r.mode, r.limit, r.types, r.channel, as_of=r.as_of, queries=r.queries
+    ),
     MemForget: lambda e, r: e.forget(r.ids),
     MemAssociate: lambda e, r: e.associate(r.source, r.target, r.relation, r.weight),
     MemAssociations: lambda e, r: e.associations(r.id),

@@ -31,11 +31,24 @@ from spacebot.tools.schema import check, spec
 TYPES = [t.value for t in MemoryType]
 RELATIONS = [r.value for r in Relation]
 
+MAX_QUERIES = 4
+"""Further phrasings a ``memory_recall`` may add to its query."""
+NAMES_MAX = 20
+"""Most names in ``about`` or ``aliases``."""
+
+
 MEMORY_RECALL = spec(
     "memory_recall",
     "Search the agent's long-term memory.",
     {
         "query": {"type": "string", "description": "What to look for (hybrid and typed modes)."},
+        "queries": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": f"Up to {MAX_QUERIES} more ways to put the same question (hybrid mode), "
+            "recalled too and fused with it: name the concrete things an abstract question is about "
+            "('what hobbies does Ana have' -> 'Ana pottery painting', 'Ana weekend plans').",
+        },
         "mode": {"type": "string", "enum": ["hybrid", "recent", "important", "typed"]},
         "limit": {"type": "integer", "minimum": 1, "maximum": 50},
         "types": {"type": "array", "items": {"type": "string", "enum": TYPES}},
@@ -49,6 +62,18 @@ MEMORY_SAVE = spec(
         "content": {"type": "string"},
         "type": {"type": "string", "enum": TYPES},
         "importance": {"type": "number", "minimum": 0, "maximum": 1},
+        "about": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The people this memory is about, by the name they are usually called; a "
+            "later question naming one of them is also searched among their memories.",
+        },
+        "aliases": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Other names and handles of the one person in 'about' (nicknames, @handles "
+            "on each platform): questions using them find that person's memories.",
+        },
         "associations": {
             "type": "array",
             "description": "Links to existing memories: [{id, relation}]; relation: " + ", ".join(RELATIONS),
@@ -73,6 +98,16 @@ CHANNEL_RECALL = spec(
     },
     ["query"],
 )
+
+
+def _strings(tool: str, name: str, value: object, most: int) -> list[str]:
+    """``value`` as a list of at most ``most`` non-empty strings, or an error naming the argument."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ToolArgumentError(f"{tool}: argument {name!r} must be a list of non-empty strings")
+    if len(value) > most:
+        raise ToolArgumentError(f"{tool}: argument {name!r} takes at most {most} entries, got {len(value)}")
+    return [v.strip() for v in value]
+
 
 MEMORY_TOOLS = [MEMORY_RECALL, MEMORY_SAVE, MEMORY_DELETE, CHANNEL_RECALL]
 
@@ -106,6 +141,7 @@ class MemoryTools:
                     mode=args.get("mode", "hybrid"),
                     limit=args.get("limit", 10),
                     types=args.get("types"),
+                    queries=_strings(name, "queries", args.get("queries", []), MAX_QUERIES),
                 ),
                 returns=list[RecallHit],
             )
@@ -113,12 +149,23 @@ class MemoryTools:
                 return "no memories found"
             return "\n".join(f"[{h.memory.id}] ({h.memory.type}) {h.memory.content}" for h in hits)
         if name == "memory_save":
+            about = _strings(name, "about", args.get("about", []), NAMES_MAX)
+            aliases = _strings(name, "aliases", args.get("aliases", []), NAMES_MAX)
+            metadata: dict[str, Any] = {"people": about} if about else {}
+            if aliases:
+                if len(about) != 1:
+                    raise ToolArgumentError(
+                        f"{name}: 'aliases' are the names of one person: give exactly that person in "
+                        f"'about' (got {len(about)})"
+                    )
+                metadata |= {"person": about[0], "aliases": aliases}
             draft = MemoryDraft(
                 content=args["content"],
                 type=MemoryType(args.get("type", "fact")),
                 importance=args.get("importance"),
                 source=self.source,
                 channel=self.conversation,
+                metadata=metadata,
             )
             saved = await self.request(MemSave([draft]), returns=list[Memory])
             new_id = saved[0].id

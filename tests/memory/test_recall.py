@@ -261,3 +261,21 @@ def test_config_refuses_a_negative_graph_sequence() -> None:
     with pytest.raises(ValueError, match="graph_sequence"):
         MemoryConfig(graph_sequence=-1)
     assert MemoryConfig(graph_sequence=0).graph_sequence == 0
+
+
+def test_further_queries_are_recalled_and_fused(engine: MemoryEngine) -> None:
+    ids = _fill(engine)
+    one = engine.recall("what did the team decide", limit=3, touch=False)
+    assert all(set(h.ranks) - {"query_1", "query_2"} for h in one)
+    assert not any("query_1" in h.ranks for h in one)
+    both = engine.recall("what did the team decide", queries=["rotate API keys"], limit=3, touch=False)
+    by_id = {h.memory.id: h for h in both}
+    assert ids["todo"] in by_id and "query_2" in by_id[ids["todo"]].ranks
+    assert by_id[ids["todo"]].ranks["query_2"] == 1
+    # The same query twice ranks like the query alone.
+    twice = engine.recall(
+        "which database does production use?", queries=["which database does production use?"]
+    )
+    assert [h.memory.id for h in twice][:3] == [
+        h.memory.id for h in engine.recall("which database does production use?", limit=3, touch=False)
+    ]

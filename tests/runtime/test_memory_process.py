@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -40,7 +41,10 @@ from spacebot.ipc.messages import (
     TranscriptSearch,
     TranscriptUnanswered,
 )
+from spacebot.llm.types import ToolCall
+from spacebot.runtime.memory_link import MemoryLink
 from spacebot.testing import SupervisorProcess, fast_config
+from spacebot.tools.memory_tools import MemoryTools
 
 MEM = "memory:main"
 
@@ -151,8 +155,70 @@ async def test_memory_bad_input_is_a_clear_error(with_memory: tuple[SupervisorPr
     with pytest.raises(BusError) as err:
         await client.request(MEM, MemRecall("x", mode="psychic"))
     assert err.value.code is ErrorCode.BAD_REQUEST
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemRecall("x", queries=["a", "b", "c", "d", "e"]))
+    assert err.value.code is ErrorCode.BAD_REQUEST and "at most 4 further queries" in err.value.message
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemRecall("x", queries=["a", " "]))
+    assert "queries[1] is empty" in err.value.message
+    with pytest.raises(BusError) as err:
+        await client.request(MEM, MemRecall(mode="recent", queries=["a"]))
+    assert "hybrid" in err.value.message
     # Still serving.
     assert await client.request(MEM, Ping(b"ok")) == b"ok"
+
+
+class _Link:
+    """What a branch's ``MemoryLink`` does, over the test's bus client."""
+
+    def __init__(self, client: BusClient) -> None:
+        self.client = client
+
+    async def request(self, body: object, *, returns: Any) -> Any:
+        return msgspec.convert(await self.client.request(MEM, body, timeout=30), returns)
+
+
+async def test_branch_tools_save_people_and_recall_with_several_queries(
+    with_memory: tuple[SupervisorProcess, BusClient],
+) -> None:
+    """``memory_save`` with ``about``/``aliases`` and ``memory_recall`` with ``queries``, as a
+    branch's model calls them, against the real memory process."""
+    _sup, client = with_memory
+    tools = MemoryTools(cast(MemoryLink, _Link(client)), conversation="c1", source="branch")
+
+    async def call(name: str, **args: Any) -> tuple[str, bool]:
+        return await tools.call(ToolCall("t", name, args))
+
+    saved = [
+        await call("memory_save", content="Ana made a lopsided bowl at her pottery class", about=["Ana"]),
+        await call("memory_save", content="Ana plans to go camping by the lake", about=["Ana"]),
+        await call("memory_save", content="Ben repaired his bike on Sunday", about=["Ben"]),
+        await call(
+            "memory_save",
+            content="Ana is potterqueen on Discord",
+            type="identity",
+            about=["Ana"],
+            aliases=["potterqueen"],
+        ),
+    ]
+    assert all(not err and text.startswith("saved memory") for text, err in saved)
+    asked = MemRecall("what does potterqueen do for fun", queries=["pottery", "camping trip"])
+    hits = msgspec.convert(await client.request(MEM, asked, timeout=30), list[RecallHit])
+    by_text = {h.memory.content: h for h in hits}
+    bowl = by_text["Ana made a lopsided bowl at her pottery class"]
+    assert {"person_vector", "query_1", "query_2", "query_3"} <= set(bowl.ranks)
+    assert "person_vector" not in by_text["Ben repaired his bike on Sunday"].ranks
+    assert bowl.memory.metadata == {"people": ["Ana"]}
+    text, err = await call("memory_recall", query="what does potterqueen do", queries=["camping"], limit=2)
+    assert not err and "camping by the lake" in text
+    # Bad arguments are refused with the argument named, and nothing is saved.
+    text, err = await call("memory_save", content="x", about=["Ana", "Ben"], aliases=["ab"])
+    assert err and "'aliases'" in text and "exactly that person" in text
+    text, err = await call("memory_recall", query="x", queries=["a"] * 5)
+    assert err and "at most 4" in text
+    text, err = await call("memory_recall", query="x", queries=["ok", ""])
+    assert err and "'queries'" in text
+    assert (await call("memory_recall", query="x", mode="recent", queries=["a"]))[1]
 
 
 async def test_kill_9_mid_batch_loses_no_acknowledged_save(
