@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from spacebot.agent import untrusted
-from spacebot.ipc.messages import ReplyState, Role, StoredMessage, TranscriptAppend
+from spacebot.ipc.messages import ReplyState, Role, Shown, StoredMessage, TranscriptAppend
 from spacebot.runtime.memory_link import PATIENT, MemoryLink
 
 
@@ -133,10 +133,11 @@ class AgentVoice:
         answers_state: ReplyState = ReplyState.ANSWERED,
         platform_message_id: str | None = None,
         attachments: list[dict[str, Any]] | None = None,
+        shown: Shown | None = None,
         attempts: int = PATIENT,
     ) -> StoredMessage:
         """Store one agent message (marking ``answers`` with ``answers_state`` in the same memory
-        transaction) and return it as stored."""
+        transaction) and return it as stored; ``shown``: its card and thread, stored with it."""
         return await self.memory.request(
             TranscriptAppend(
                 conversation or self.conversation,
@@ -148,6 +149,7 @@ class AgentVoice:
                 attachments=attachments,
                 answers=answers or [],
                 answers_state=answers_state,
+                shown=shown,
             ),
             returns=StoredMessage,
             attempts=attempts,

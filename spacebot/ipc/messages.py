@@ -901,6 +901,9 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
     """Unix time its reply state last changed."""
     reactions: list[str] = []
     """Emoji reactions the agent added, in order."""
+    shown: Shown | None = None
+    """For an agent's reply: its card and the thread it opens, so a gateway that posts it later
+    (it was down when the reply was stored) shows it as it was meant; ``None`` for plain text."""
 
 
 class MessageHit(msgspec.Struct, frozen=True, kw_only=True):
@@ -1156,6 +1159,8 @@ class TranscriptAppend(msgspec.Struct, frozen=True, tag="tr_append"):
     same transaction, so a reply is never recorded without its question being marked, or vice versa."""
     answers_state: ReplyState = ReplyState.ANSWERED
     """State given to ``answers`` (``answered``, or ``skipped`` for an error notice)."""
+    shown: Shown | None = None
+    """How a reply is shown beyond its text (its card, the thread it opens), stored with it."""
 
 
 class TranscriptEdit(msgspec.Struct, frozen=True, tag="tr_edit"):
@@ -1406,6 +1411,18 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     """Where the title links to (http or https)."""
     color: int | None = None
     """Accent colour as 0xRRGGBB."""
+
+
+class Shown(msgspec.Struct, frozen=True, kw_only=True):
+    """What an agent's reply shows besides its text: what :class:`OutMessage` carries with it, kept
+    in storage too (``StoredMessage.shown``) for a gateway that posts the reply after a restart."""
+
+    card: Card | None = None
+    """Its card (see ``OutMessage.card``)."""
+    thread_name: str = ""
+    """The thread it opens (see ``OutMessage.thread_name``)."""
+    thread_on: int | None = None
+    """Stored id of the message that thread is opened on."""
 
 
 class OutMessage(msgspec.Struct, frozen=True, tag="out_message"):

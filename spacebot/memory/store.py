@@ -80,6 +80,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX cron_runs_job_idx ON cron_runs (job_id)",
         ],
     ),
+    # How an agent's reply is shown beyond its text (``Shown``: card, thread); NULL for the rest.
+    (4, ["ALTER TABLE messages ADD COLUMN shown JSON"]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from spacebot.ipc.messages import ConversationInfo, MessageHit, ReplyState, StoredMessage
+from spacebot.ipc.messages import ConversationInfo, MessageHit, ReplyState, Shown, StoredMessage
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
 from spacebot.memory.store import Store, one
 from spacebot.memory.text import TextIndex
@@ -22,7 +22,7 @@ from spacebot.memory.vectors import Progress
 
 _COLS = (
     "id, channel_id, platform_message_id, author_id, author_name, role, text, attachments, "
-    "created_at, reply_state, replied_at, reactions"
+    "created_at, reply_state, replied_at, reactions, shown"
 )
 _M_COLS = ", ".join(f"m.{c}" for c in _COLS.split(", "))
 ROLES = ("user", "assistant", "system")
@@ -43,6 +43,7 @@ def _message(row: Sequence[Any]) -> StoredMessage:
         reply_state=ReplyState(row[9]),
         replied_at=row[10],
         reactions=msgspec.json.decode(row[11]) if row[11] else [],
+        shown=msgspec.json.decode(row[12], type=Shown) if row[12] else None,
     )
 
 
@@ -146,13 +147,15 @@ class Transcripts:
         reply_state: ReplyState | None = None,
         answers: Sequence[int] = (),
         answers_state: ReplyState = ReplyState.ANSWERED,
+        shown: Shown | None = None,
     ) -> StoredMessage:
         """Store a message (idempotent on ``platform_message_id`` within the channel).
 
         Inbound (``user``) messages start ``pending``; others ``none``. An unknown channel is
         created with the platform taken from the id's first ``:`` part. ``answers`` are inbound
         message ids set to ``answers_state`` in the same transaction (a reply and the fact that its
-        question was answered are recorded together, or not at all).
+        question was answered are recorded together, or not at all). ``shown``: an agent reply's
+        card and thread, kept for showing it later as it was meant.
         """
         if role not in ROLES:
             raise MemoryInputError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
@@ -189,7 +192,7 @@ class Transcripts:
             row = one(
                 cur.execute(
                     "INSERT INTO messages VALUES (nextval('message_id_seq'), "
-                    f"?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]') "
+                    f"?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]', ?) "
                     f"RETURNING {_COLS}",
                     [
                         channel_id,
@@ -201,6 +204,7 @@ class Transcripts:
                         msgspec.json.encode(attachments or []).decode(),
                         at,
                         state.value,
+                        msgspec.json.encode(shown).decode() if shown is not None else None,
                     ],
                 )
             )
@@ -324,6 +328,6 @@ class Transcripts:
             m = _message(r)
             if (channel_id is not None and m.channel_id != channel_id) or m.channel_id == exclude_channel:
                 continue
-            out.append(MessageHit(message=m, score=score[m.id], channel_name=r[12]))
+            out.append(MessageHit(message=m, score=score[m.id], channel_name=r[-1]))
         out.sort(key=lambda h: (-h.score, h.message.id))
         return out[:limit]

@@ -56,6 +56,7 @@ from spacebot.ipc.messages import (
     OutTyping,
     Ping,
     ReplyState,
+    Shown,
     StoredMessage,
     TranscriptAppend,
     TranscriptEdit,
@@ -439,7 +440,8 @@ class PlatformGateway:
         """What a previous process of this gateway left undone, for the conversations it served in
         the last hour, once it is connected again:
 
-        * replies stored while it was down (their ``OutMessage`` had nowhere to go) are posted;
+        * replies stored while it was down (their ``OutMessage`` had nowhere to go) are posted, with
+          the card and in the thread they were sent with (stored with them);
         * messages it stored but had not yet handed to their conversation are handed over (a live
           conversation process answers only what it is sent);
         * messages people wrote while it was down — or that it received and had not stored when it
@@ -467,7 +469,7 @@ class PlatformGateway:
                 log.info(
                     "posting a reply missed while down conversation=%s id=%d", served.conversation, message.id
                 )
-                self._outbound(OutMessage(served.conversation, message), served.agent)
+                self._outbound(_as_meant(served.conversation, message), served.agent)
         pending = await self._mem(
             served.agent, TranscriptUnanswered(served.conversation, limit=50), list[StoredMessage]
         )
@@ -514,6 +516,15 @@ def _agent_of_channel(src: str) -> str:
     except ids.IdError:
         return ""
     return agent
+
+
+def _as_meant(conversation: str, message: StoredMessage) -> OutMessage:
+    """A stored reply shown as its ``OutMessage`` showed it: with its card, in the thread it opens
+    (what the conversation process stored with it, ``StoredMessage.shown``)."""
+    shown = message.shown or Shown()
+    return OutMessage(
+        conversation, message, thread_name=shown.thread_name, thread_on=shown.thread_on, card=shown.card
+    )
 
 
 def _out_files(message: StoredMessage) -> list[OutFile]:

@@ -60,6 +60,7 @@ from spacebot.ipc.messages import (
     ProcessExited,
     ProcessHung,
     ReplyState,
+    Shown,
     StoredMessage,
     TranscriptMarkReply,
     TranscriptPage,
@@ -545,11 +546,20 @@ class Channel:
         if len(content) > limit:
             content = content[:limit] + "\n\n(cut: the reply was longer than the limit)"
         content = cards.with_card(content, card)
+        thread_on = batch[-1] if thread_name and batch else None
+        thread_name = thread_name if thread_on is not None else ""
+        # Stored with the reply: a gateway that was down when it was sent posts it as meant.
+        shown = (
+            Shown(card=card, thread_name=thread_name, thread_on=thread_on)
+            if card is not None or thread_name
+            else None
+        )
         try:
             message = await self.voice.say(
                 content,
                 platform_message_id=f"reply:{batch[0]}:{index}" if batch else None,
                 answers=batch,
+                shown=shown,
             )
         except BusError:
             # The streamed text was not stored: take it back; the turn is retried.
@@ -557,15 +567,9 @@ class Channel:
             raise
         self.transcript.settled(batch, ReplyState.ANSWERED)
         self._take(message)
-        thread_on = batch[-1] if thread_name and batch else None
         self.out(
             OutMessage(
-                self.conversation,
-                message,
-                reply_id,
-                thread_name=thread_name if thread_on is not None else "",
-                thread_on=thread_on,
-                card=card,
+                self.conversation, message, reply_id, thread_name=thread_name, thread_on=thread_on, card=card
             )
         )
         return message

@@ -103,6 +103,7 @@ def _append(engine: MemoryEngine, req: TranscriptAppend) -> Any:
         reply_state=req.reply_state,
         answers=req.answers,
         answers_state=req.answers_state,
+        shown=req.shown,
     )
 
 

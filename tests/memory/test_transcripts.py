@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from spacebot.ipc.messages import Card, CardField, Shown
 from spacebot.memory import MemoryEngine, MemoryInputError, ReplyState
+from spacebot.memory import store as store_module
 
 
 def test_append_is_idempotent_and_pages(engine: MemoryEngine) -> None:
@@ -122,3 +125,52 @@ def test_no_duckdb_result_is_left_half_read() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("fetchone", "fetchmany"):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
+
+
+SHOWN = Shown(
+    card=Card(title="Build", text="All **green**", fields=[CardField("tests", "812")], color=0x2EB67D),
+    thread_name="Build 42",
+    thread_on=7,
+)
+
+
+def test_a_reply_keeps_how_it_is_shown(engine: MemoryEngine) -> None:
+    t = engine.transcripts
+    bot: dict[str, Any] = {"author_id": "bot", "author_name": "B", "role": "assistant"}
+    plain = t.append("discord:1:2", "plain answer", **bot)
+    shown = t.append("discord:1:2", "the build report", **bot, platform_message_id="reply:7:0", shown=SHOWN)
+    assert plain.shown is None and shown.shown == SHOWN
+    assert [m.shown for m in t.page("discord:1:2")] == [None, SHOWN]
+    # The same reply stored again is the stored one, card and thread included.
+    again = t.append("discord:1:2", "the build report", **bot, platform_message_id="reply:7:0")
+    assert again.id == shown.id and again.shown == SHOWN
+    [hit] = t.search("build report")
+    assert hit.message.shown == SHOWN and hit.channel_name == "discord:1:2"
+
+
+def test_a_store_from_before_shown_replies_upgrades_in_place(
+    engine: MemoryEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, config, embedder = tmp_path / "older", engine.config, engine.embedder
+    with monkeypatch.context() as old:
+        old.setattr(store_module, "MIGRATIONS", [m for m in store_module.MIGRATIONS if m[0] <= 3])
+        before = MemoryEngine(data_dir, config, embedder=embedder)
+        try:
+            columns = {r[0] for r in before.store.cursor().execute("DESCRIBE messages").fetchall()}
+            assert "shown" not in columns
+            before.store.cursor().execute(
+                "INSERT INTO messages (id, channel_id, author_id, author_name, role, text, created_at, "
+                "reply_state) VALUES (nextval('message_id_seq'), 'web:a', 'bot', 'B', 'assistant', "
+                "'an old reply', 1.0, 'none')"
+            )
+        finally:
+            before.close()
+    after = MemoryEngine(data_dir, config, embedder=embedder)
+    try:
+        t = after.transcripts
+        [old_reply] = t.page("web:a")
+        assert (old_reply.text, old_reply.shown) == ("an old reply", None)
+        new = t.append("web:a", "a new one", author_id="bot", author_name="B", role="assistant", shown=SHOWN)
+        assert [m.shown for m in t.page("web:a")] == [None, SHOWN] and new.shown == SHOWN
+    finally:
+        after.close()

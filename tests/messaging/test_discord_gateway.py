@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from spacebot.config import ConfigProblems, PlatformInstance, load
-from spacebot.ipc.messages import Notice, ProcState
+from spacebot.ipc.messages import Event, KillRequest, Kind, Notice, ProcState
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.messaging.discord_adapter import DiscordAdapter
 from spacebot.messaging.fakes.discord import FakeDiscord
 from spacebot.testing import ChatSystem
+from tests.channel.test_delegation import GatedLLM
 
 WAIT = 90.0
 """Deadline of a wait for something certain to come (reached only when it does not)."""
@@ -152,6 +153,74 @@ async def test_messages_written_while_the_gateway_was_down_are_answered_once(sho
             # The restarted gateway did not backfill the channel again (the bot's own answer would
             # come back as a person's line).
             assert "spacebot: First answer" not in llm.requests[-1].conversation.last_user
+
+
+async def test_replies_stored_while_the_gateway_was_down_keep_their_card_and_thread(short_tmp: Path) -> None:
+    card = {"title": "Build 42", "text": "All green.", "fields": [{"name": "Tests", "value": "120 passed"}]}
+    async with GatedLLM() as llm, FakeDiscord(heartbeat_interval_ms=1000) as discord:
+        llm.add(
+            name="card",
+            user="report",
+            tool_calls=[FakeToolCall("reply", {"content": "Report", "card": card})],
+        )
+        llm.add(
+            name="thread",
+            user="deploy",
+            tool_calls=[FakeToolCall("reply", {"content": "On it.", "thread_name": "Deploy"})],
+        )
+        gates = [llm.gate("card"), llm.gate("thread")]
+        guild = discord.add_guild("community", channels=("general", "ops"))
+        general, ops = guild.channel_ids
+        ana = discord.add_user("ana", guild=guild.id)
+        mention = f"<@{discord.bot.id}>"
+        async with _system(short_tmp, llm, discord) as system:
+            assert system.sup.ctl is not None
+            await discord.wait_for(lambda: discord.connected_sessions() or None, timeout=WAIT)
+            turns = await system.sup.ctl.events("channel.")
+            try:
+                discord.post(general, ana.id, f"{mention} report", mentions=[discord.bot.id])
+                asked = discord.post(ops, ana.id, f"{mention} please deploy", mentions=[discord.bot.id])
+                await llm.reached("card")
+                await llm.reached("thread")
+                # The gateway stops while both are being answered: the replies are stored, and the
+                # ``OutMessage`` carrying their card and thread has nowhere to go.
+                await system.sup.ctl.call(KillRequest(GW, restart=False), timeout=WAIT)
+                await system.sup.wait_state(GW, ProcState.EXITED, timeout=WAIT)
+                for gate in gates:
+                    gate.set()
+                ended: set[str] = set()
+
+                def turned(event: Event) -> bool:
+                    if isinstance(event.body, Notice) and event.body.text == "turn":
+                        ended.add(event.src)
+                    return len(ended) == 2
+
+                await turns.wait_for(turned, timeout=WAIT)
+            finally:
+                turns.close()
+            assert discord.bot_messages(general) == [] and discord.threads_created == []
+            await system.sup.spawn(
+                "spacebot.messaging.gateway_core:run",
+                kind=Kind.GATEWAY,
+                id=GW,
+                args={"platform": "discord", "instance": "main"},
+                timeout=WAIT,
+            )
+            # Posted by the restarted gateway as they were meant: the card as an embed, the other
+            # reply in the thread it opens on the message it answers.
+            await discord.wait_for(
+                lambda: (_shown(discord, asked.id) == ["On it."] and discord.bot_messages(general)) or None,
+                timeout=WAIT,
+            )
+            [report] = discord.bot_messages(general)
+            assert report.content == "Report"
+            [embed] = report.embeds
+            assert (embed["title"], embed["description"]) == ("Build 42", "All green.")
+            assert [(f["name"], f["value"]) for f in embed["fields"]] == [("Tests", "120 passed")]
+            assert discord.threads_created == [asked.id]
+            assert (discord.channels[asked.id].name, discord.channels[asked.id].parent_id) == ("Deploy", ops)
+            assert _shown(discord, ops) == []
+            assert len(llm.requests) == 2
 
 
 PNG = bytes.fromhex(

@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from spacebot.ipc.messages import KillRequest, Kind, Notice, ProcState
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall
 from spacebot.messaging.fakes.slack import FakeSlack
-from tests.messaging.test_slack_e2e import WAIT, _reply, _shown, _system
+from tests.channel.test_delegation import GatedLLM
+from tests.messaging.test_slack_e2e import GW, WAIT, _reply, _shown, _system
 
 
 def _call(**args: Any) -> list[FakeToolCall]:
@@ -93,3 +95,49 @@ async def test_a_card_is_shown_as_blocks_with_a_plain_text_fallback(short_tmp: P
             assert reply.text.startswith(
                 "Build report\n\n**Build 42**\nhttps://ci.example/42\nAll &lt;green&gt;"
             )
+
+
+async def test_a_card_in_a_thread_stored_while_the_gateway_was_down_is_posted_so_after_restart(
+    short_tmp: Path,
+) -> None:
+    card = {"title": "Build 42", "fields": [{"name": "Tests", "value": "120 passed"}]}
+    async with GatedLLM() as llm, FakeSlack(ack_timeout=WAIT) as slack:
+        llm.add(
+            name="held", user="report", tool_calls=_call(content="Report", card=card, thread_name="Build")
+        )
+        held = llm.gate("held")
+        slack.add_user("ada", id="U0ADA")
+        slack.add_channel("general", id="C0GEN")
+        async with _system(short_tmp, llm, slack) as system:
+            assert system.sup.ctl is not None
+            await slack.wait_for(lambda: slack.connections == 1, timeout=WAIT)
+            turns = await system.sup.ctl.events("channel.")
+            try:
+                asked = slack.post("C0GEN", "U0ADA", f"<@{slack.bot_user}> report")
+                await llm.reached("held")
+                # Stored while the gateway is stopped: only storage keeps the card and the thread.
+                await system.sup.ctl.call(KillRequest(GW, restart=False), timeout=WAIT)
+                await system.sup.wait_state(GW, ProcState.EXITED, timeout=WAIT)
+                held.set()
+                await turns.wait_for(
+                    lambda e: isinstance(e.body, Notice) and e.body.text == "turn", timeout=WAIT
+                )
+            finally:
+                turns.close()
+            assert slack.bot_messages("C0GEN") == []
+            await system.sup.spawn(
+                "spacebot.messaging.gateway_core:run",
+                kind=Kind.GATEWAY,
+                id=GW,
+                args={"platform": "slack", "instance": "main"},
+                timeout=WAIT,
+            )
+            await slack.wait_for(lambda: bool(slack.bot_messages("C0GEN")), timeout=WAIT)
+            [reply] = [m for m in slack.bot_messages("C0GEN") if not m.deleted]
+            assert reply.thread_ts == asked.ts
+            assert reply.blocks == [
+                {"type": "section", "text": {"type": "mrkdwn", "text": "Report"}},
+                {"type": "header", "text": {"type": "plain_text", "text": "Build 42", "emoji": True}},
+                {"type": "section", "fields": [{"type": "mrkdwn", "text": "*Tests*\n120 passed"}]},
+            ]
+            assert len(llm.requests) == 1

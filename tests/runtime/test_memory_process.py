@@ -16,6 +16,8 @@ import pytest
 from spacebot.ipc.bus import BusClient, BusError
 from spacebot.ipc.messages import (
     Association,
+    Card,
+    CardField,
     ChannelList,
     ChannelUpsert,
     ConversationInfo,
@@ -33,6 +35,7 @@ from spacebot.ipc.messages import (
     ProcState,
     RecallHit,
     ReplyState,
+    Shown,
     StateChanged,
     StoredMessage,
     TranscriptAppend,
@@ -136,6 +139,22 @@ async def test_memory_requests_round_trip(with_memory: tuple[SupervisorProcess, 
     assert found and found[0].message.channel_id == "web:1"
     channels = msgspec.convert(await client.request(MEM, ChannelList()), list[ConversationInfo])
     assert [c.display_name for c in channels] == ["General"]
+    # A reply's card and thread are stored with it, and come back with it.
+    shown = Shown(
+        card=Card(title="Friday", fields=[CardField("at", "noon")]), thread_name="Deploy", thread_on=1
+    )
+    reply = msgspec.convert(
+        await client.request(
+            MEM,
+            TranscriptAppend(
+                "web:1", "yes, at noon", "agent:main", "Spacebot", role="assistant", shown=shown
+            ),
+        ),
+        StoredMessage,
+    )
+    assert reply.shown == shown
+    page = msgspec.convert(await client.request(MEM, TranscriptPage("web:1")), list[StoredMessage])
+    assert [(m.text, m.shown) for m in page] == [("is the deploy on friday?", None), ("yes, at noon", shown)]
 
 
 async def test_memory_bad_input_is_a_clear_error(with_memory: tuple[SupervisorProcess, BusClient]) -> None:
