@@ -12,8 +12,8 @@ behaves very differently on those). One engine grows through the scales. At each
 * ``queries`` hybrid recalls of fresh sentences are timed end to end: ``recall_p50_ms``/``p99``,
   and each query again without the person lists (``no_person_p50_ms``/``p99``) right after it.
   Memories that name a person are saved as about that person (``people`` metadata, what
-  ``memory_save``'s ``about`` writes), 20 people in all, so most queries name someone whose
-  memories are 4 % of the store: exactly scored at 10k, a filtered HNSW search at 100k.
+  ``memory_save``'s ``about`` writes), 20 people in all, so most queries name someone (whose
+  memories are 4 % of the store) and get the person lists.
 
 Usage: python bench/memory_scale.py [--scales 10000,100000] [--queries 300] [--live 1000] [--json]
 """

@@ -70,7 +70,7 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """RRF weight of each of the two person lists (the query's vector and BM25-context lists
     restricted to the memories by or about the people it names: ``memory/people.py``); 0: off."""
     person_depth: int = 400
-    """BM25-context hits read to find the best ones among a named person's memories."""
+    """Vector and BM25-context hits read to find the best ones among a named person's memories."""
     resolve_dates: bool = False
     """Resolve relative dates ("yesterday", "last week", "two days ago") against the time a memory
     was said: the absolute dates join its indexed text and its ``dates`` metadata, and a recall

@@ -181,14 +181,19 @@ def candidate_lists(
 
     With ``person`` wanted and a query that names people (``engine.people``), two more lists rank
     only their memories: by cosine (``person_vector``) and by BM25 over the sequence context
-    (``person_bm25_ctx``, the best of the top ``person_depth`` context hits).
+    (``person_bm25_ctx``), each the best of theirs among the top ``person_depth`` hits of its
+    index. (Scoring all of a person's memories exactly would be better in theory, but reading a
+    few hundred vectors back out of hnswlib takes longer than the whole recall, and its filtered
+    search calls back into Python for every node it visits.)
     """
     cfg = engine.config
     among: set[int] = set()
     if "person" in wanted and cfg.weight_person > 0:
         named = engine.people.named_in(query)
         among = engine.people.members(named) if named else set()
-    vec_hits = engine.vectors.search(qvec, n_vec) if wanted & {"vector", "vector_ctx"} else []
+    deep = max(n_vec, person_depth or cfg.person_depth) if among else n_vec
+    vec_all = engine.vectors.search(qvec, deep) if among or wanted & {"vector", "vector_ctx"} else []
+    vec_hits = vec_all[:n_vec]
     lists: dict[str, Ranked] = {}
     if "vector" in wanted:
         lists["vector"] = vec_hits
@@ -204,7 +209,7 @@ def candidate_lists(
         with engine._seq_lock:
             lists["vector_ctx"] = _context_vector(engine, qvec, vec_hits, engine.prev, engine.next)[:n_vec]
     if among:
-        lists["person_vector"] = engine.vectors.search_among(qvec, among, n_vec)
+        lists["person_vector"] = [(i, s) for i, s in vec_all if i in among][:n_vec]
         lists["person_bm25_ctx"] = [(i, s) for i, s in ctx if i in among][:n_bm]
     return lists
 

@@ -17,9 +17,6 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-EXACT_AMONG = 4096
-"""Sets up to this size are searched exactly by :meth:`VectorIndex.search_among`."""
-
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
@@ -159,35 +156,6 @@ class VectorIndex:
                     break
                 except RuntimeError:
                     # Too few reachable elements (many deleted): ask for fewer.
-                    if k <= 1:
-                        return []
-                    k = k // 2
-        return [(int(i), 1.0 - float(d)) for i, d in zip(labels[0], dists[0], strict=True)]
-
-    def search_among(self, vec: np.ndarray, among: set[int], k: int) -> list[tuple[int, float]]:
-        """Up to ``k`` of ``among`` nearest to ``vec``, best first: exactly (one matrix product)
-        when there are at most ``EXACT_AMONG`` of them, else by an HNSW search that only accepts
-        them (a wide filtered search costs about a plain one; a narrow one would visit most of the
-        graph, which is why small sets are scored directly)."""
-        with self._lock:
-            ids = sorted(among & self._active) if len(among) <= EXACT_AMONG else None
-            if ids is not None:
-                if not ids:
-                    return []
-                mat = np.asarray(self._index.get_items(ids), dtype=np.float32).reshape(len(ids), self.dim)
-                sims = mat @ vec
-                order = np.argsort(-sims, kind="stable")[:k]
-                return [(ids[j], float(sims[j])) for j in order]
-            k = min(k, len(among))
-            self._index.set_ef(max(self._ef, k))
-            active = self._active
-            while True:
-                try:
-                    labels, dists = self._index.knn_query(
-                        vec.reshape(1, -1), k=k, filter=lambda i: i in among and i in active
-                    )
-                    break
-                except RuntimeError:  # fewer than k reachable (many forgotten): ask for fewer
                     if k <= 1:
                         return []
                     k = k // 2

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine, MemoryType, vectors
+from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine, MemoryType
 from spacebot.memory.embedder import Embedder
 from spacebot.memory.people import People, aliases_in, members_of, words
 
@@ -114,15 +112,3 @@ def test_an_alias_memory_makes_the_alias_find_the_person_also_after_a_restart(
         assert _person_hits(eng, "anything about Ben") == set(by["Ben"])
         eng.forget([alias.id])
         assert _person_hits(eng, "what does potterqueen do on weekends") == set()
-
-
-def test_a_large_person_is_searched_through_the_hnsw_filter(
-    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Above ``EXACT_AMONG`` members the vector list comes from a filtered HNSW search: the same
-    members, never anyone else's."""
-    monkeypatch.setattr(vectors, "EXACT_AMONG", 2)
-    with MemoryEngine(tmp_path, MemoryConfig(), embedder=embedder) as eng:
-        by = _chat(eng)
-        hits = eng.recall("What hobbies does Ana have?", limit=10, touch=False)
-        assert {h.memory.id for h in hits if "person_vector" in h.ranks} == set(by["Ana"])
