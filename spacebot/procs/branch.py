@@ -1,8 +1,10 @@
 """``branch:<id>``: a fork of a conversation's context that thinks and returns one conclusion.
 
 It sees what the channel saw (identity, transcript), has memory tools (recall in every mode, save
-with type/importance/associations, delete) and can read other conversations. People never see its
-working: only its final answer goes back to the channel, as a :class:`DelegateResult`.
+with type/importance/associations, delete) and can read other conversations. It may put one worker
+to work, of any type the channel could start (``builtin``, or ``opencode`` when ``[tools.opencode]``
+enables it and it is installed), which reports to the branch. People never see its working: only
+its final answer goes back to the channel, as a :class:`DelegateResult`.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ from spacebot.ipc.messages import (
     Envelope,
     Err,
     ErrorCode,
+    KillReport,
+    KillRequest,
     Kind,
     Ok,
     SpawnSpec,
 )
-from spacebot.ipc.replies import Reply
+from spacebot.ipc.replies import BusError, Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
 from spacebot.runtime.memory_link import MemoryLink
-from spacebot.tools.conversation import SPAWN_WORKER
+from spacebot.tools import opencode
+from spacebot.tools.conversation import spawn_worker_tool
 from spacebot.tools.errors import ToolArgumentError
 from spacebot.tools.memory_tools import MEMORY_TOOLS, MemoryTools
 from spacebot.tools.schema import check
@@ -77,13 +82,19 @@ async def serve(
             conversation=conversation,
             source=f"branch:{conversation}",
         )
+        spawn_worker = await asyncio.to_thread(spawn_worker_tool, ctx.config.tools.opencode)
+        loop = asyncio.get_running_loop()
+        # Keyed by worker id. Only this branch's worker reports here, and it may report before its
+        # spawn is answered: a result that comes first waits in its future for the id.
         results: dict[str, asyncio.Future[DelegateResult]] = {}
+        started: list[str] = []
 
         def on_message(env: Envelope) -> Reply | None:
             body = env.body
-            if isinstance(body, DelegateResult) and body.id in results:
-                if not results[body.id].done():
-                    results[body.id].set_result(body)
+            if isinstance(body, DelegateResult):
+                future = results.setdefault(body.id, loop.create_future())
+                if not future.done():
+                    future.set_result(body)
                 return Ok()
             if isinstance(body, DelegateStatus):
                 ctx.progress(f"worker: {body.text[:80]}")
@@ -92,29 +103,49 @@ async def serve(
 
         ctx.on_message(on_message)
 
+        async def stop_worker() -> None:
+            # A worker the branch no longer waits for (it ran out of time or was stopped) goes too.
+            for ident in started:
+                future = results[ident]
+                if future.cancelled() or not future.done():  # awaiting it was cancelled: no result
+                    try:
+                        await ctx.request("supervisor", KillRequest(ident), returns=KillReport, timeout=60.0)
+                    except BusError as exc:
+                        log.warning("worker %s of this branch not stopped: %s", ident, exc)
+
+        stack.push_async_callback(stop_worker)
+
         async def run_tool(call: ToolCall) -> tuple[str, bool]:
             if call.name != "spawn_worker":
                 return await memory.call(call)
             try:
-                args = check(SPAWN_WORKER, call)
+                args = check(spawn_worker, call)
+                if started:
+                    return "a branch may run one worker; use the result you have", True
+                if not args["task"].strip():
+                    raise ToolArgumentError("spawn_worker: the task is empty")
+                if args.get("worker_type", "builtin") != "builtin":
+                    spec = await asyncio.to_thread(opencode.spawn_spec, ctx.config, agent, ctx.id, args)
+                else:
+                    spec = SpawnSpec(
+                        Kind.WORKER,
+                        "spacebot.procs.worker:serve",
+                        args={
+                            "agent": agent,
+                            "report_to": ctx.id,
+                            "task": args["task"],
+                            "task_type": args.get("task_type", ""),
+                        },
+                        task=args["task"][:120],
+                    )
             except ToolArgumentError as exc:
                 return str(exc), True
-            if results:
-                return "a branch may run one worker; use the result you have", True
-            spec = SpawnSpec(
-                Kind.WORKER,
-                "spacebot.procs.worker:serve",
-                args={
-                    "agent": agent,
-                    "report_to": ctx.id,
-                    "task": args["task"],
-                    "task_type": args.get("task_type", ""),
-                },
-                task=args["task"][:120],
-            )
-            spawned = await ctx.spawn(spec, timeout=30.0)
-            future: asyncio.Future[DelegateResult] = asyncio.get_running_loop().create_future()
-            results[spawned.id] = future
+            try:
+                spawned = await ctx.spawn(spec, timeout=30.0)
+            except BusError as exc:
+                return f"could not start the worker: {exc.message}", True
+            started.append(spawned.id)
+            future = results.setdefault(spawned.id, loop.create_future())
             result = await future  # bounded by the branch's own time limit
             return (
                 f"worker {spawned.id} finished ({result.outcome}): {result.text}",
@@ -129,7 +160,7 @@ async def serve(
             ctx,
             llm,
             messages,
-            [*MEMORY_TOOLS, SPAWN_WORKER],
+            [*MEMORY_TOOLS, spawn_worker],
             run_tool,
             max_turns=settings.branch_max_turns,
             process="branch",

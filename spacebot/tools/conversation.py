@@ -167,10 +167,16 @@ DELEGATION_TOOLS = [BRANCH, SPAWN_WORKER, ROUTE, CANCEL, SEND_MESSAGE, SEND_FILE
 
 
 @functools.cache
+def spawn_worker_tool(settings: OpenCodeSettings) -> ToolSpec:
+    """``spawn_worker`` offering the worker types ``[tools.opencode]`` enables and this machine has
+    installed (looked up once per settings and process): a conversation's and a branch's."""
+    return spawn_worker_spec(opencode.worker_types(settings))
+
+
+@functools.cache
 def delegation_tools(settings: OpenCodeSettings) -> tuple[ToolSpec, ...]:
-    """:data:`DELEGATION_TOOLS` with ``spawn_worker`` offering the worker types ``[tools.opencode]``
-    enables and this machine has installed (looked up once per settings and process)."""
-    worker = spawn_worker_spec(opencode.worker_types(settings))
+    """:data:`DELEGATION_TOOLS` with ``spawn_worker`` as :func:`spawn_worker_tool` makes it."""
+    worker = spawn_worker_tool(settings)
     return tuple(worker if t.name == SPAWN_WORKER.name else t for t in DELEGATION_TOOLS)
 
 

@@ -103,11 +103,14 @@ def spawn_spec(config: Config, agent: str, report_to: str, args: dict[str, Any])
     """The spawn request of an ``opencode`` worker for ``spawn_worker``'s ``args``, checked here so
     that the model hears at once what is wrong (a blocking call: run it in a thread).
 
-    Raises :class:`ToolArgumentError` for another worker type, an interactive task, OpenCode not
-    installed, or a ``directory`` that is not a directory inside the agent's workspace."""
+    Raises :class:`ToolArgumentError` for another worker type, an empty or interactive task,
+    OpenCode not installed, or a ``directory`` that is not a directory inside the agent's workspace.
+    A conversation and a branch both start their ``opencode`` workers with it."""
     kind = args.get("worker_type")
     if kind != "opencode":
         raise ToolArgumentError(f"spawn_worker: worker_type {kind!r} is not one of 'builtin', 'opencode'")
+    if not args["task"].strip():
+        raise ToolArgumentError("spawn_worker: the task is empty")
     if args.get("interactive"):
         raise ToolArgumentError(
             "spawn_worker: an opencode worker is not interactive (give it the whole task at once)"

@@ -612,6 +612,32 @@ async def test_a_branch_can_put_a_worker_to_work(short_tmp: Path) -> None:
             await _reply_with(ana, fake, conv, "It is 42.")
 
 
+async def test_a_branch_offers_only_the_worker_types_the_configuration_enables(short_tmp: Path) -> None:
+    async with FakeLLM() as fake:
+        refused = r"must be one of 'builtin', got 'opencode'"
+        fake.add(system=BRANCH, tool_result_content=refused, text="OpenCode is not available here.")
+        fake.add(system=BRANCH, tool_calls=[_call("spawn_worker", task="fix it", worker_type="opencode")])
+        fake.add(user=r"finished \(success\): OpenCode is not available", tool_calls=[_reply("No OpenCode.")])
+        fake.add(
+            user=r"\(new\) Ana: code",
+            tool_calls=[_call("branch", description="fix the code"), _reply("…")],
+        )
+        off = {"tools": {"opencode": {"enabled": False}}}
+        async with ChatSystem(short_tmp, fake, sections_extra=off) as system:
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "code it please")
+            await _reply_with(ana, fake, conv, "No OpenCode.")
+            assert await _worker_ids(system) == []
+    branch = [r for r in fake.requests if BRANCH in r.conversation.system]
+    spawn = next(t["function"] for t in branch[0].body["tools"] if t["function"]["name"] == "spawn_worker")
+    assert spawn["parameters"]["properties"]["worker_type"]["enum"] == ["builtin"]
+    # Asking for the type anyway is a tool error the branch reads, not a crash.
+    assert [name for name, _ in branch[-1].conversation.tool_results] == ["spawn_worker"]
+    assert "must be one of 'builtin', got 'opencode'" in branch[-1].conversation.tool_results[0][1]
+
+
 async def test_send_file_shares_a_workspace_file_people_can_download(short_tmp: Path) -> None:
     import aiohttp
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,9 +28,10 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import Reply
 from spacebot.llm.fake import FakeLLM
-from spacebot.llm.fake.rules import FakeToolCall
+from spacebot.llm.fake.rules import FakeToolCall, Fault
 from spacebot.testing import ChatSystem, eventually
 from spacebot.tools import opencode, opencode_session
+from spacebot.tools.conversation import spawn_worker_tool
 from spacebot.tools.errors import ToolArgumentError
 
 pytestmark = pytest.mark.timeout(240)
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.timeout(240)
 TESTED = "1.18.33"
 OPENCODE = r"You are opencode"
 """OpenCode's system prompt (the fake answers its requests by it)."""
+BRANCH = "You are a branch"
 
 
 def _require_opencode() -> None:
@@ -172,6 +175,107 @@ async def test_the_channel_starts_an_opencode_worker_from_a_web_chat(short_tmp: 
     assert spawn["parameters"]["properties"]["worker_type"]["enum"] == ["builtin", "opencode"]
 
 
+async def test_a_branch_puts_an_opencode_worker_to_work_and_hears_its_answer(short_tmp: Path) -> None:
+    _require_opencode()
+    async with FakeLLM() as fake:
+        task = "Change the greeting in greet.py to goodbye"
+        done = r"finished \(success\): Changed the greeting to goodbye\."
+        fake.add(system=BRANCH, tool_result_content=done, text="OpenCode changed the greeting.")
+        # A directory that is not there is a tool error the branch reads; then it names the right one.
+        spawn = {"task": task, "worker_type": "opencode"}
+        again = [FakeToolCall("spawn_worker", {**spawn, "directory": "repo"})]
+        fake.add(system=BRANCH, tool_result_content="not a directory", tool_calls=again)
+        first = [FakeToolCall("spawn_worker", {**spawn, "directory": "missing"})]
+        fake.add(system=BRANCH, tool_calls=first)
+        fake.add(
+            user=r"finished \(success\): OpenCode changed",
+            tool_calls=[FakeToolCall("reply", {"content": "{last_user}"})],
+        )
+        fake.add(
+            user=r"\(new\) Ana: fix the greeting",
+            tool_calls=[
+                FakeToolCall("branch", {"description": "get the greeting fixed"}),
+                FakeToolCall("reply", {"content": "Looking into it."}),
+            ],
+        )
+        async with ChatSystem(short_tmp, fake) as system:
+            workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
+            repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
+            _script_opencode(fake, repo / "greet.py")
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "fix the greeting please")
+
+            def concluded(f: dict[str, Any]) -> bool:
+                return f["type"] == "message" and "OpenCode changed" in f["message"].get("text", "")
+
+            frame = await ana.wait_for(concluded, timeout=180.0)
+            await eventually(lambda: not _servers_in(repo), what=lambda: f"servers {_servers_in(repo)}")
+    assert "finished (success): OpenCode changed the greeting." in frame["message"]["text"]
+    assert (repo / "greet.py").read_text() == "print('goodbye')\n"
+    branch = [r for r in fake.requests if BRANCH in r.conversation.system]
+    offered = next(t["function"] for t in branch[0].body["tools"] if t["function"]["name"] == "spawn_worker")
+    assert offered["parameters"]["properties"]["worker_type"]["enum"] == ["builtin", "opencode"]
+    # The worker reported to the branch (its result is the branch's tool result), not to the channel.
+    results = [text for _, text in branch[-1].conversation.tool_results]
+    assert len(results) == 2 and "directory 'missing' is not a directory" in results[0], results
+    assert re.fullmatch(
+        r"worker worker:\S+ finished \(success\): Changed the greeting to goodbye\.", results[1]
+    )
+    channel = [r for r in fake.requests if "reply" in r.conversation.tools]
+    assert channel and not any("Changed the greeting to goodbye" in str(r.body) for r in channel)
+    assert [r.rule for r in fake.requests if r.rule.startswith("oc-")] == ["oc-read", "oc-edit", "oc-done"]
+
+
+async def test_a_branch_that_runs_out_of_time_stops_its_opencode_worker(short_tmp: Path) -> None:
+    _require_opencode()
+    async with FakeLLM() as fake:
+        fake.add(name="oc-hang", system=OPENCODE, fault=Fault(kind="hang"))
+        spawn = {"task": "say goodbye", "worker_type": "opencode", "directory": "repo"}
+        fake.add(system=BRANCH, tool_calls=[FakeToolCall("spawn_worker", spawn)])
+        fake.add(
+            user=r"finished \(timed_out\): could not conclude",
+            tool_calls=[FakeToolCall("reply", {"content": "Gave up."})],
+        )
+        fake.add(
+            user=r"\(new\) Ana: fix",
+            tool_calls=[FakeToolCall("branch", {"description": "get it fixed"})],
+        )
+        budget = {"delegates": {"branch_timeout": 20.0}}
+        async with ChatSystem(short_tmp, fake, sections_extra=budget) as system:
+            workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
+            repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
+            ana = await system.client("Ana")
+            conv = await ana.create()
+            await ana.open(conv)
+            await ana.send(conv, "fix it please")
+
+            async def the_worker() -> Any:
+                # Seen as soon as it runs (not when OpenCode gets to its model: on a loaded machine
+                # that may come after the branch's 20 s, and the test is about the branch's end).
+                while True:
+                    found = [p for p in (await system.sup.status()).processes if p.kind == "worker"]
+                    if found:
+                        return found
+                    await asyncio.sleep(0.05)
+
+            workers = await asyncio.wait_for(the_worker(), timeout=120)
+            assert len(workers) == 1
+            worker = psutil.Process(workers[0].pid)
+
+            def gave_up(f: dict[str, Any]) -> bool:
+                return f["type"] == "message" and "Gave up." in f["message"].get("text", "")
+
+            await ana.wait_for(gave_up, timeout=120.0)
+            # The branch stopped its worker before it reported: it is dead (or dying, not yet reaped).
+            await eventually(
+                lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE,
+                what=f"{workers[0].id} stopped",
+            )
+            await eventually(lambda: not _servers_in(repo), what=lambda: f"servers {_servers_in(repo)}")
+
+
 def _config(
     home: Path, fake_url: str = "http://127.0.0.1:8/v1", **opencode_settings: Any
 ) -> config_mod.Config:
@@ -208,6 +312,10 @@ def test_spawn_spec_refuses_a_directory_outside_the_workspace(tmp_path: Path) ->
     assert spec.args["directory"] == "repo"
     with pytest.raises(ToolArgumentError, match="not interactive"):
         opencode.spawn_spec(config, "main", "channel:x", {**base, "interactive": True})
+    with pytest.raises(ToolArgumentError, match="the task is empty"):
+        opencode.spawn_spec(config, "main", "branch:x", {**base, "task": " \n"})
+    offered = spawn_worker_tool(config.tools.opencode).parameters["properties"]["worker_type"]
+    assert offered["enum"] == ["builtin", "opencode"]
 
 
 def test_a_missing_opencode_is_a_tool_error_naming_the_npm_command(tmp_path: Path) -> None:
@@ -218,6 +326,9 @@ def test_a_missing_opencode_is_a_tool_error_naming_the_npm_command(tmp_path: Pat
     assert opencode.worker_types(config.tools.opencode) == ["builtin"]
     off = _config(tmp_path, enabled=False)
     assert opencode.worker_types(off.tools.opencode) == ["builtin"]
+    # The spawn_worker a conversation and a branch offer lists only what can start here.
+    for settings in (config.tools.opencode, off.tools.opencode):
+        assert spawn_worker_tool(settings).parameters["properties"]["worker_type"]["enum"] == ["builtin"]
     with pytest.raises(ToolArgumentError, match="switched off"):
         opencode.spawn_spec(off, "main", "channel:x", {"task": "fix it", "worker_type": "opencode"})
 
