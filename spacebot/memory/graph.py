@@ -66,15 +66,23 @@ def edges_of(store: Store, ids: Sequence[int]) -> list[Association]:
         return []
     id_list = ",".join(str(int(i)) for i in ids)  # ints only: safe to inline, and index-friendly
     cols = "SELECT source_id, target_id, relation, weight, created_at FROM associations"
+    # Two index lookups (one per direction); UNION ALL and the set below instead of UNION, which
+    # would sort and hash the rows in DuckDB (an edge between two of ``ids`` comes back twice).
     rows = (
         store.cursor()
-        .execute(f"{cols} WHERE source_id IN ({id_list}) UNION {cols} WHERE target_id IN ({id_list})")
+        .execute(f"{cols} WHERE source_id IN ({id_list}) UNION ALL {cols} WHERE target_id IN ({id_list})")
         .fetchall()
     )
-    return [
-        Association(source_id=r[0], target_id=r[1], relation=Relation(r[2]), weight=r[3], created_at=r[4])
-        for r in rows
-    ]
+    seen: set[tuple[int, int, str]] = set()
+    out: list[Association] = []
+    for r in rows:
+        if (r[0], r[1], r[2]) in seen:
+            continue
+        seen.add((r[0], r[1], r[2]))
+        out.append(
+            Association(source_id=r[0], target_id=r[1], relation=Relation(r[2]), weight=r[3], created_at=r[4])
+        )
+    return out
 
 
 def plan_links(

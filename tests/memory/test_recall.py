@@ -279,3 +279,20 @@ def test_further_queries_are_recalled_and_fused(engine: MemoryEngine) -> None:
     assert [h.memory.id for h in twice][:3] == [
         h.memory.id for h in engine.recall("which database does production use?", limit=3, touch=False)
     ]
+
+
+def test_edges_are_read_through_both_indexes_and_returned_once(engine: MemoryEngine) -> None:
+    from spacebot.memory.graph import edges_of
+
+    a, b, c = (engine.save(MemoryDraft(content=t)).id for t in ("alpha one", "beta two", "gamma three"))
+    engine.associate(a, b, "related_to", 0.5)
+    engine.associate(b, c, "caused_by", 0.7)
+    got = edges_of(engine.store, [a, b])
+    assert sorted((e.source_id, e.target_id, e.relation.value) for e in got) == [
+        (a, b, "related_to"),
+        (b, c, "caused_by"),
+    ]
+    names = {
+        r[0] for r in engine.store.cursor().execute("SELECT index_name FROM duckdb_indexes()").fetchall()
+    }
+    assert {"associations_source_idx", "associations_target_idx"} <= names
