@@ -77,7 +77,8 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     query's relative dates are resolved against the time of the recall (``memory/temporal.py``)."""
     date_timezone: str = ""
     """IANA zone giving the calendar day of a Unix time when dates are resolved; empty: the
-    machine's zone."""
+    ``[defaults] timezone`` of the configuration when the memory process runs, else the machine's
+    zone."""
     link_threshold: float = 0.75
     """Cosine similarity above which a new memory is linked ``related_to`` a near neighbour."""
     duplicate_threshold: float = 0.92

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from spacebot.cortex import memory_side
 from spacebot.cron.store import CronStore
 from spacebot.errors import ConfigError
@@ -71,7 +73,9 @@ from spacebot.memory.engine import MemoryEngine
 from spacebot.runtime.child import ChildContext
 
 if TYPE_CHECKING:
+    from spacebot.config import Config
     from spacebot.ipc.messages import IngestReport
+    from spacebot.memory.config import MemoryConfig
     from spacebot.runtime.llm_link import LinkedLLM
 
 log = logging.getLogger("spacebot.memory")
@@ -363,6 +367,15 @@ class Ingestor:
             await self._llm.aclose()
 
 
+def memory_config(config: Config) -> MemoryConfig:
+    """``[memory]`` as the engine runs it: relative dates are resolved in ``[defaults] timezone``
+    (the zone the operator named for the agent's jobs) unless ``[memory] date_timezone`` names one."""
+    cfg = config.memory
+    if not cfg.date_timezone and config.defaults.timezone:
+        cfg = msgspec.structs.replace(cfg, date_timezone=config.defaults.timezone)
+    return cfg
+
+
 async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest_every: float = 30.0) -> None:
     """Open the agent's memory (rebuilding indexes if needed), then serve until told to stop."""
     data_dir = await asyncio.to_thread(_data_dir, ctx.config.home, agent)
@@ -375,7 +388,7 @@ async def serve(ctx: ChildContext, agent: str = "main", workers: int = 4, ingest
 
     loop = asyncio.get_running_loop()
     ctx.set_busy(True, f"opening {data_dir}")
-    cfg = ctx.config.memory
+    cfg = memory_config(ctx.config)
     # The model loads in a thread of its own while the database and indexes open.
     embedder = BackgroundEmbedder(cfg.embed_threads, cfg.max_tokens, cfg.embed_batch)
     engine = await asyncio.to_thread(MemoryEngine, data_dir, cfg, embedder, progress)

@@ -420,3 +420,16 @@ async def test_an_oversized_reply_becomes_an_error(with_memory: tuple[Supervisor
         await client.request(MEM, MemSave([MemoryDraft(content="x" * 40_000)] * 3))
     assert err.value.code is ErrorCode.BAD_REQUEST and "frame cap" in err.value.message
     assert await client.request(MEM, Ping(b"still serving")) == b"still serving"
+
+
+def test_dates_are_resolved_in_the_default_timezone_unless_memory_names_one() -> None:
+    from spacebot import config as config_mod
+    from spacebot.procs.memory import memory_config
+
+    def cfg(**sections: Any) -> Any:
+        return memory_config(config_mod.from_dict({"agents": ["main"], **sections}, environ={}))
+
+    assert cfg().date_timezone == ""
+    assert cfg(defaults={"timezone": "Europe/Berlin"}).date_timezone == "Europe/Berlin"
+    own = cfg(defaults={"timezone": "Europe/Berlin"}, memory={"date_timezone": "Asia/Tokyo"})
+    assert own.date_timezone == "Asia/Tokyo"
