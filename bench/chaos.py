@@ -291,6 +291,14 @@ class Spacebot:
         try:
             async with asyncio.timeout(timeout):
                 reply = msgspec.convert(await ctl.call(StatusRequest(), timeout=timeout), StatusReply)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Not this task's cancellation: another caller's failure closed the shared client
+            # while this call waited on it. Left as CancelledError it would end whichever task
+            # asked (a chat client's reader, which then never reconnects).
+            raise OSError("status failed: the control client was closed by another call") from None
         except Exception as exc:
             if self.ctl is ctl:
                 await self._drop_ctl()
@@ -383,6 +391,11 @@ class ChaosClient(ChatClient):
     def __init__(self, system: Spacebot, *, name: str) -> None:
         super().__init__("http://127.0.0.1:1", name=name)
         self.system = system
+        self.trouble: list[str] = []
+        """Why the last redials and hellos failed (shown with a question that was never acked)."""
+
+    def _trouble(self, what: str, exc: BaseException) -> None:
+        self.trouble = [*self.trouble[-5:], f"{what}: {type(exc).__name__}: {str(exc)[:120]}"]
 
     async def _dial(self, timeout: float) -> None:
         try:
@@ -399,7 +412,8 @@ class ChaosClient(ChatClient):
         while not self._closing:
             try:
                 await self._dial(5.0)
-            except Exception:  # down, restarting, not listening yet: all mean try again
+            except Exception as exc:  # down, restarting, not listening yet: all mean try again
+                self._trouble("dial", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
                 continue
@@ -416,7 +430,8 @@ class ChaosClient(ChatClient):
         while not self._closing and ws is self._ws and not self.connected.is_set():
             try:
                 await self._hello(10.0)
-            except Exception:  # an error frame or no answer: the gateway is not serving yet
+            except Exception as exc:  # an error frame or no answer: the gateway is not serving yet
+                self._trouble("hello", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
@@ -491,7 +506,8 @@ async def send_question(client: ChaosClient, conv_id: str, q: Question, deadline
                 timeout=10.0,
             )
         except Exception as exc:  # the socket dropped or the ack did not come: resend
-            q.errors.append(type(exc).__name__)
+            state = f"connected={client.connected.is_set()} reconnects={client.reconnects}"
+            q.errors.append(f"{type(exc).__name__} ({state}; {client.trouble[-2:]})")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
             continue
@@ -677,11 +693,28 @@ async def histories(auditor: ChaosClient, conv_ids: list[str]) -> list[list[Fram
         for conv in conv_ids:
             hist = await auditor.open(conv)
             if hist["type"] != "history":
-                return None
+                raise RuntimeError(f"open {conv} answered {str(hist)[:200]}")
             out.append(hist["messages"])
-    except Exception:  # not reachable right now; the caller reads again
+    except Exception as exc:  # not reachable right now; the caller reads again
+        reader = auditor._reader
+        ended = "running" if reader is None or not reader.done() else "ended"
+        if reader is not None and reader.done():
+            ended = "cancelled" if reader.cancelled() else f"ended {reader.exception()!r:.200}"
+        ends = [f for f in auditor.frames if f.get("type") in ("closed", "dropped", "error")][-3:]
+        why = (
+            f"{type(exc).__name__}: {exc} (connected={auditor.connected.is_set()} "
+            f"reconnects={auditor.reconnects} reader {ended} {str(ends)[:300]} "
+            f"trouble={auditor.trouble[-3:]})"
+        )
+        if why != _unread[0]:  # each new reason once: a failure that never clears shows why
+            note(f"history not readable now: {why[:300]}")
+            _unread[0] = why
         return None
     return out
+
+
+_unread = [""]
+"""The last reason :func:`histories` could not read."""
 
 
 def answers_of(q: Question, msgs: list[Frame]) -> list[Frame]:

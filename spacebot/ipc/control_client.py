@@ -103,10 +103,12 @@ class ControlClient:
         return stream
 
     async def close(self) -> None:
-        """Close the socket (and the context if this client made it)."""
+        """Close the socket (and the context if this client made it); calls still waiting for a
+        reply fail with a :class:`BusError` saying so."""
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+        self._replies.fail_all("the control client was closed")
         for stream in list(self._streams):
             stream.close()
         self._sock.close(linger=0)

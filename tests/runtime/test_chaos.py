@@ -41,12 +41,20 @@ async def test_every_kill_class_once_loses_and_doubles_nothing() -> None:
     )  # verbose: the kill timeline shows in the captured output of a failure
     evidence = {
         k: r[k]
-        for k in ("lost_tokens", "doubled_tokens", "orphan_pids", "left_after_stop", "kills", "skipped")
+        for k in (
+            "unacked",
+            "lost_tokens",
+            "doubled_tokens",
+            "orphan_pids",
+            "left_after_stop",
+            "kills",
+            "skipped",
+        )
     }
     evidence |= {"not_running": r["not_running_at_end"], "logs": r["logs"], "home": r["root"]}
     killed = {k["class"] for k in r["kills"]}
     assert killed == set(chaos.CLASSES), f"not every class was killed: {evidence}"
-    assert r["sent"] == r["acked"] == 16, evidence
+    assert r["sent"] == r["acked"] == 16, f"unacked {r['unacked']}; {evidence}"
     assert r["lost"] == 0, evidence
     assert r["doubled"] == 0, evidence
     assert r["orphans"] == 0, evidence
