@@ -141,6 +141,23 @@ async def test_an_opencode_worker_edits_a_file_and_reports_its_progress_and_answ
     assert used[0].headers["authorization"] == "Bearer k"
 
 
+async def _ask_for_the_fix(system: ChatSystem, fake: FakeLLM, answer: str) -> tuple[Path, dict[str, Any]]:
+    """A scratch repo in the agent's workspace with OpenCode scripted to fix its greeting; Ana asks
+    for the fix. Returns the repo and the first message she sees containing ``answer``."""
+    workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
+    repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
+    _script_opencode(fake, repo / "greet.py")
+    ana = await system.client("Ana")
+    conv = await ana.create()
+    await ana.open(conv)
+    await ana.send(conv, "fix the greeting please")
+
+    def seen(f: dict[str, Any]) -> bool:
+        return f["type"] == "message" and answer in f["message"].get("text", "")
+
+    return repo, await ana.wait_for(seen, timeout=180.0)
+
+
 async def test_the_channel_starts_an_opencode_worker_from_a_web_chat(short_tmp: Path) -> None:
     _require_opencode()
     async with FakeLLM() as fake:
@@ -154,18 +171,7 @@ async def test_the_channel_starts_an_opencode_worker_from_a_web_chat(short_tmp: 
         )
         fake.add(user=r"finished \(success\)", tool_calls=[FakeToolCall("reply", {"content": "{last_user}"})])
         async with ChatSystem(short_tmp, fake) as system:
-            workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
-            repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
-            _script_opencode(fake, repo / "greet.py")
-            ana = await system.client("Ana")
-            conv = await ana.create()
-            await ana.open(conv)
-            await ana.send(conv, "fix the greeting please")
-
-            def reported(f: dict[str, Any]) -> bool:
-                return f["type"] == "message" and "Changed the greeting" in f["message"].get("text", "")
-
-            frame = await ana.wait_for(reported, timeout=180.0)
+            repo, frame = await _ask_for_the_fix(system, fake, "Changed the greeting")
         offered = next(
             r for r in fake.requests if r.rule != "default" and "spawn_worker" in r.conversation.tools
         )
@@ -199,18 +205,7 @@ async def test_a_branch_puts_an_opencode_worker_to_work_and_hears_its_answer(sho
             ],
         )
         async with ChatSystem(short_tmp, fake) as system:
-            workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
-            repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
-            _script_opencode(fake, repo / "greet.py")
-            ana = await system.client("Ana")
-            conv = await ana.create()
-            await ana.open(conv)
-            await ana.send(conv, "fix the greeting please")
-
-            def concluded(f: dict[str, Any]) -> bool:
-                return f["type"] == "message" and "OpenCode changed" in f["message"].get("text", "")
-
-            frame = await ana.wait_for(concluded, timeout=180.0)
+            repo, frame = await _ask_for_the_fix(system, fake, "OpenCode changed")
             await eventually(lambda: not _servers_in(repo), what=lambda: f"servers {_servers_in(repo)}")
     assert "finished (success): OpenCode changed the greeting." in frame["message"]["text"]
     assert (repo / "greet.py").read_text() == "print('goodbye')\n"
@@ -242,7 +237,7 @@ async def test_a_branch_that_runs_out_of_time_stops_its_opencode_worker(short_tm
             user=r"\(new\) Ana: fix",
             tool_calls=[FakeToolCall("branch", {"description": "get it fixed"})],
         )
-        budget = {"delegates": {"branch_timeout": 20.0}}
+        budget: dict[str, dict[str, object]] = {"delegates": {"branch_timeout": 20.0}}
         async with ChatSystem(short_tmp, fake, sections_extra=budget) as system:
             workspace = (system.sup.home / "agents" / "main" / "workspace").resolve()
             repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
