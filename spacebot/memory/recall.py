@@ -175,7 +175,6 @@ def candidate_lists(
     n_vec: int,
     n_bm: int,
     wanted: AbstractSet[str],
-    person_depth: int | None = None,
 ) -> dict[str, Ranked]:
     """The ranked lists fusion starts from (every wanted source but ``graph``), best first.
 
@@ -191,8 +190,11 @@ def candidate_lists(
     if "person" in wanted and cfg.weight_person > 0:
         named = engine.people.named_in(query)
         among = engine.people.members(named) if named else set()
-    deep = max(n_vec, person_depth or cfg.person_depth) if among else n_vec
-    vec_all = engine.vectors.search(qvec, deep) if among or wanted & {"vector", "vector_ctx"} else []
+    # One search per index, deep enough for the person lists when there are any.
+    n_deep = cfg.person_depth if among else 0
+    vec_all = (
+        engine.vectors.search(qvec, max(n_vec, n_deep)) if among or wanted & {"vector", "vector_ctx"} else []
+    )
     vec_hits = vec_all[:n_vec]
     lists: dict[str, Ranked] = {}
     if "vector" in wanted:
@@ -201,8 +203,7 @@ def candidate_lists(
         lists["bm25"] = engine.text.search(query, n_bm)
     ctx: Ranked = []
     if "bm25_ctx" in wanted or among:
-        depth = max(n_bm, person_depth or cfg.person_depth) if among else n_bm
-        ctx = engine.text.search(query, depth, field="ctx")
+        ctx = engine.text.search(query, max(n_bm, n_deep), field="ctx")
     if "bm25_ctx" in wanted:
         lists["bm25_ctx"] = ctx[:n_bm]
     if "vector_ctx" in wanted:
