@@ -212,21 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     from spacebot.cli.mcp_cmd import register as register_mcp_commands
 
     register_mcp_commands(sub)
-    from spacebot.messaging.fakes.discord import register as register_fake_discord_command
-
-    register_fake_discord_command(sub)
     from spacebot.cli.bindings_cmd import register as register_bindings_commands
 
     register_bindings_commands(sub)
-    from spacebot.messaging.fakes.slack import register as register_fake_slack
+    from spacebot.messaging.fakes.commands import register as register_fake_commands
 
-    register_fake_slack(sub)
-    from spacebot.messaging.fakes.telegram.testapi import register as register_fake_telegram
-
-    register_fake_telegram(sub)
-    from spacebot.messaging.fakes.twitch import register as register_fake_twitch
-
-    register_fake_twitch(sub)
+    register_fake_commands(sub)
     return parser
 
 

@@ -1313,19 +1313,6 @@ def _ok(data: Any) -> web.Response:
 # -- ``spacebot fake-discord`` -------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``fake-discord`` to the top-level ``spacebot`` parser."""
-    p = subparsers.add_parser(
-        "fake-discord", help="run the loopback fake of Discord (REST + gateway) until SIGTERM"
-    )
-    p.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    p.add_argument("--token", default="fake-bot-token", help="the only bot token accepted")
-    p.add_argument("--heartbeat-ms", type=int, default=41250, help="gateway heartbeat interval")
-    p.add_argument("--guild", default="Fake Guild", help="name of the seeded guild (with #general)")
-    p.add_argument("--person", default="alice", help="name of the seeded person in that guild")
-    p.set_defaults(func=fake_discord_handler)
-
-
 def fake_discord_handler(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; prints one JSON line with the URLs and the seeded ids."""
 

@@ -1037,19 +1037,6 @@ _METHODS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
 # ---- ``spacebot fake-slack`` ----------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``fake-slack`` to the top-level ``spacebot`` parser."""
-    p = subparsers.add_parser("fake-slack", help="run the fake Slack (Web API + Socket Mode) on loopback")
-    p.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--bot-token", default="xoxb-fake-bot-token", help="the bot token the Web API accepts")
-    p.add_argument("--app-token", default="xapp-fake-app-token", help="the app-level token for Socket Mode")
-    p.add_argument(
-        "--ack-timeout", type=float, default=3.0, help="seconds before an unacknowledged event is redelivered"
-    )
-    p.set_defaults(func=fake_slack_handler)
-
-
 def fake_slack_handler(args: argparse.Namespace) -> int:
     """Run the fake until SIGINT/SIGTERM; the first line printed names its API base URL."""
 

@@ -621,22 +621,6 @@ class FakeTwitch(FakeServer):
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``fake-twitch`` to the top-level ``spacebot`` parser."""
-    p = subparsers.add_parser(
-        "fake-twitch", help="run the fake Twitch chat (IRC + token endpoint) on loopback"
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--irc-port", type=int, default=0, help="IRC port (0 picks a free one)")
-    p.add_argument("--port", type=int, default=0, help="HTTP port: token endpoint and test API (0: free)")
-    p.add_argument("--token", default="fake-twitch-token", help="the access token IRC accepts")
-    p.add_argument("--bot-name", default="spacebot", help="the bot's login (NICK)")
-    p.add_argument("--refresh-token", default="fake-refresh-token")
-    p.add_argument("--client-id", default="fake-client-id")
-    p.add_argument("--client-secret", default="fake-client-secret")
-    p.set_defaults(func=fake_twitch_handler)
-
-
 def fake_twitch_handler(args: argparse.Namespace) -> int:
     """Run the fake until SIGINT/SIGTERM; the first line printed names its addresses."""
 

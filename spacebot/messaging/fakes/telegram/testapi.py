@@ -123,25 +123,6 @@ class TestApi:
 # ---- ``spacebot fake-telegram`` -------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``fake-telegram`` to the top-level ``spacebot`` parser."""
-    p = subparsers.add_parser(
-        "fake-telegram", help="run the fake Telegram (MTProto for telethon) on loopback"
-    )
-    p.add_argument("--port", type=int, default=0, help="MTProto port (0 picks a free one)")
-    p.add_argument("--api-port", type=int, default=0, help="test API port (0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--bot-token", default=FakeTelegram().bot_token, help="the bot token the fake accepts")
-    p.add_argument("--bot-username", default="spacebot_bot", help="the bot's @username")
-    p.add_argument(
-        "--session",
-        default="",
-        help="write a telethon session file (…/gateways/telegram-<instance>.session) holding the fake's key",
-    )
-    p.add_argument("--no-privacy", action="store_true", help="show the bot every group message")
-    p.set_defaults(func=fake_telegram_handler)
-
-
 def fake_telegram_handler(args: argparse.Namespace) -> int:
     """Run the fake until SIGINT/SIGTERM; the first line printed names its addresses."""
 
