@@ -59,7 +59,16 @@ async def serve(
             max_steps=ctx.config.delegates.worker_max_turns,
             allow_web=ctx.config.delegates.network != "none",
         )
-        pool = opencode.ServerPool(command, config, home / "opencode", start_timeout=settings.start_timeout)
+        # OpenCode reaches the model through a relay of this process: it never holds the key.
+        relay = await stack.enter_async_context(opencode.model_relay(config))
+        pool = opencode.ServerPool(
+            command,
+            opencode.through(config, relay),
+            home / "opencode",
+            workspace=workspace.root,
+            start_timeout=settings.start_timeout,
+            allow_unsandboxed=ctx.config.delegates.allow_unsandboxed,
+        )
         stack.callback(sandbox.kill_all)  # last on the way out: anything the server's tree left
         stack.push_async_callback(pool.aclose)
         status(ctx, report_to, f"starting OpenCode in {workspace.relative(where)}")

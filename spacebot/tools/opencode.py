@@ -7,10 +7,15 @@ it started when the pool closes. Each server has its own random password (HTTP b
 other local process can drive it.
 
 OpenCode's model is Spacebot's: :func:`model_config` routes the task type (``coding`` unless
-configured otherwise) through ``[llm]`` and writes the chosen model's provider (base URL and key)
-into the ``OPENCODE_CONFIG_CONTENT`` the server starts with. Everything OpenCode would fetch at run
-time (models.dev, updates, language servers, its plugin package) is switched off, so it works
-without network access beyond the model's endpoint.
+configured otherwise) through ``[llm]`` and names the chosen model's provider; the worker hands
+OpenCode a :class:`~spacebot.tools.model_relay.ModelRelay` of its own in place of the provider's
+URL and key (:func:`through`), written into the ``OPENCODE_CONFIG_CONTENT`` the server starts with:
+the commands OpenCode runs inherit its environment, so the key never enters it. Everything OpenCode
+would fetch at run time (models.dev, updates, language servers, its plugin package) is switched
+off, so it works without network access beyond the model's endpoint.
+
+Each server runs in the tool sandbox (:func:`spacebot.tools.sandbox.start`): OpenCode and every
+command it runs may write only the agent's workspace and OpenCode's state directory.
 
 :mod:`spacebot.tools.opencode_session` drives a session on a server.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
+import copy
 import hashlib
 import json
 import logging
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import psutil
 
 from spacebot.agent.identity import agent_dir
@@ -41,7 +47,9 @@ from spacebot.ipc.messages import Kind, SpawnSpec
 from spacebot.llm.config import SecretResolver
 from spacebot.llm.routing import Router
 from spacebot.llm.types import Request, UserMessage
-from spacebot.tools.errors import ToolArgumentError, ToolError
+from spacebot.tools import sandbox
+from spacebot.tools.errors import SandboxError, ToolArgumentError, ToolError
+from spacebot.tools.model_relay import ModelRelay
 from spacebot.tools.workspace import Workspace
 
 log = logging.getLogger("spacebot.opencode")
@@ -197,12 +205,64 @@ def model_config(
     }
 
 
+def model_relay(opencode_config: dict[str, Any]) -> ModelRelay:
+    """A relay (not yet started) for the model of ``opencode_config`` (:func:`model_config`), so
+    that OpenCode never holds the key: see :mod:`spacebot.tools.model_relay` and :func:`through`."""
+    provider = opencode_config["provider"][PROVIDER_ID]
+    key = provider["options"]["apiKey"]
+    return ModelRelay(
+        provider["options"]["baseURL"],
+        None if key == "none" else key,
+        anthropic=provider["npm"] == "@ai-sdk/anthropic",
+    )
+
+
+def through(opencode_config: dict[str, Any], relay: ModelRelay) -> dict[str, Any]:
+    """``opencode_config`` with the model reached through the started ``relay``: its address and
+    token in place of the provider's base URL and key."""
+    changed = copy.deepcopy(opencode_config)
+    changed["provider"][PROVIDER_ID]["options"] = {"baseURL": relay.url, "apiKey": relay.token}
+    return changed
+
+
 # -- servers ---------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Runs in the server's child between fork and exec: SIGKILL it when the worker dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+"""Where OpenCode's commands find programs (as the tool sandbox's ``PATH``): the worker's own
+``PATH`` may name directories the sandbox does not let them read (a virtualenv, say)."""
+
+
+class Installation(msgspec.Struct, frozen=True):
+    """Where OpenCode is installed, as the sandbox needs to know it."""
+
+    program: str
+    """The program to run (``command`` found on the worker's ``PATH``)."""
+    roots: list[str]
+    """Directories to read besides the system's: the ``node_modules`` directory its package is
+    installed in (a global npm prefix under a home directory, say), or else its program's
+    directory, and the same for ``node`` (its launcher may be a Node script)."""
+    bin_dirs: list[str]
+    """Directories of ``opencode`` and ``node`` outside the system ``PATH``."""
+
+
+def installation(command: str) -> Installation:
+    """Where ``command`` (and ``node``) are installed (blocking: looks at the file system)."""
+    program = shutil.which(command) or command
+    roots: list[str] = []
+    bin_dirs: list[str] = []
+    for found in (program, shutil.which("node")):
+        if not found or "/" not in found:
+            continue
+        where = str(Path(found).parent)
+        if where not in SYSTEM_PATH:
+            bin_dirs.append(where)
+        real = Path(found).resolve()
+        packages = [p for p in real.parents if p.name == "node_modules"]
+        root = str(packages[-1] if packages else real.parent)
+        if not any(root == s or root.startswith(s + "/") for s in sandbox.READ_ONLY_SYSTEM):
+            roots.append(root)
+    return Installation(program, sorted(set(roots)), list(dict.fromkeys(bin_dirs)))
 
 
 def _prepare_state(state: Path) -> dict[str, str]:
@@ -229,7 +289,7 @@ def _prepare_state(state: Path) -> dict[str, str]:
 class Server:
     """One running ``opencode serve``: its process, address and credentials."""
 
-    def __init__(self, directory: Path, proc: asyncio.subprocess.Process, url: str, password: str) -> None:
+    def __init__(self, directory: Path, proc: sandbox.Program, url: str, password: str) -> None:
         self.directory = directory
         self.proc = proc
         self.url = url
@@ -285,15 +345,28 @@ class ServerPool:
     """One ``opencode serve`` per directory, for as long as the pool is open.
 
     ``command`` is the program, ``opencode_config`` the JSON config every server starts with,
-    ``state`` where OpenCode keeps its database and caches."""
+    ``state`` where OpenCode keeps its database and caches. Each server runs in the tool sandbox
+    (:func:`spacebot.tools.sandbox.start`): it, and every command its model runs, may write only
+    ``workspace`` and ``state`` and read only those, the system directories and OpenCode's own
+    installation — never the agent's data, Spacebot's configuration, secrets or runtime directory.
+    Where files cannot be confined it is refused unless ``allow_unsandboxed``."""
 
     def __init__(
-        self, command: str, opencode_config: dict[str, Any], state: Path, *, start_timeout: float = 60.0
+        self,
+        command: str,
+        opencode_config: dict[str, Any],
+        state: Path,
+        *,
+        workspace: Path,
+        start_timeout: float = 60.0,
+        allow_unsandboxed: bool = False,
     ) -> None:
         self.command = command
         self.opencode_config = opencode_config
         self.state = state
+        self.workspace = workspace
         self.start_timeout = start_timeout
+        self.allow_unsandboxed = allow_unsandboxed
         self.servers: dict[Path, Server] = {}
         self.http = aiohttp.ClientSession()
         self._lock = asyncio.Lock()
@@ -315,8 +388,10 @@ class ServerPool:
     async def _start(self, directory: Path) -> Server:
         password = secrets.token_urlsafe(24)
         digest = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
+        installed = await asyncio.to_thread(installation, self.command)
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            # The system's programs (what the sandbox lets it run) and OpenCode's own.
+            "PATH": ":".join(dict.fromkeys([*installed.bin_dirs, *SYSTEM_PATH])),
             "HOME": str(self.state / "home"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "TERM": "dumb",
@@ -325,23 +400,21 @@ class ServerPool:
             "OPENCODE_CONFIG_CONTENT": json.dumps(self.opencode_config),
             "OPENCODE_SERVER_PASSWORD": password,
             "OPENCODE_DB": f"opencode-{digest}.db",  # one database per directory: no shared lock
+            "TMPDIR": str(self.state / "tmp"),  # /tmp is not writable in the sandbox
         }
-        await asyncio.to_thread((self.state / "home").mkdir, parents=True, exist_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            self.command,
-            "serve",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            "0",
-            cwd=directory,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        for sub in ("home", "tmp"):
+            await asyncio.to_thread((self.state / sub).mkdir, parents=True, exist_ok=True)
+        try:
+            proc = await sandbox.start(
+                [installed.program, "serve", "--hostname", "127.0.0.1", "--port", "0"],
+                cwd=directory,
+                writable=[self.workspace, self.state],
+                env=env,
+                read_only=[*sandbox.READ_ONLY_SYSTEM, *installed.roots],
+                allow_unsandboxed=self.allow_unsandboxed,
+            )
+        except (SandboxError, OSError) as exc:
+            raise OpenCodeError(f"cannot start opencode serve in {directory}: {exc}") from None
         lines: list[str] = []
         try:
             async with asyncio.timeout(self.start_timeout):
@@ -366,7 +439,7 @@ class ServerPool:
         await self.http.close()
 
 
-async def _read_address(proc: asyncio.subprocess.Process, lines: list[str]) -> str:
+async def _read_address(proc: sandbox.Program, lines: list[str]) -> str:
     """The URL the server prints once it listens (its earlier lines kept in ``lines``)."""
     assert proc.stdout is not None
     while True:
@@ -380,7 +453,7 @@ async def _read_address(proc: asyncio.subprocess.Process, lines: list[str]) -> s
             return found.group(1)
 
 
-async def _drain(proc: asyncio.subprocess.Process) -> None:
+async def _drain(proc: sandbox.Program) -> None:
     """Read the server's output to the log, so its pipe never fills."""
     assert proc.stdout is not None
     with contextlib.suppress(Exception):

@@ -266,15 +266,23 @@ def _spawn(
     cwd: Path,
     env: dict[str, str],
     limits: Limits,
-    workspace: Path,
+    writable: list[Path],
     read_only: list[str],
     ports: list[int] | None,
+    *,
+    merge_stderr: bool = False,
 ) -> tuple[int, int, int, int, subprocess.Popen[bytes] | None]:
-    """Start the program; returns (pid, stdin fd, stdout fd, stderr fd, Popen in fallback mode)."""
+    """Start the program; returns (pid, stdin fd, stdout fd, stderr fd, Popen in fallback mode).
+
+    ``writable``: the directories it may write (with the devices); ``merge_stderr``: its stderr
+    goes to the stdout pipe (the stderr fd returned is then -1)."""
     rlimits = _rlimits(limits)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    if merge_stderr:
+        err_r, err_w = -1, os.dup(out_w)
+    else:
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
     popen = None
     try:
         if mode() == "native":
@@ -287,7 +295,7 @@ def _spawn(
                 out_w,
                 err_w,
                 rlimits,
-                [str(workspace), *WRITABLE_DEVICES],
+                [*(str(p) for p in writable), *WRITABLE_DEVICES],
                 [p for p in read_only if os.path.exists(p)],
                 ports,
             )
@@ -306,7 +314,8 @@ def _spawn(
             pid = popen.pid
     except OSError:
         for fd in (in_w, out_r, err_r):
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         raise
     finally:
         for fd in (in_r, out_w, err_w):
@@ -543,7 +552,7 @@ async def run(
     # Forked from this (the event loop's) thread on purpose: PR_SET_PDEATHSIG fires when the thread
     # that forked the program ends, so a pool thread would take the program down with it.
     pid, in_fd, out_fd, err_fd, popen = _spawn(
-        argv, cwd, env, limits, workspace, read_only or READ_ONLY_SYSTEM, ports
+        argv, cwd, env, limits, [workspace], read_only or READ_ONLY_SYSTEM, ports
     )
     over = asyncio.Event()
     streams = [
@@ -609,6 +618,95 @@ async def run(
         duration=time.monotonic() - started,
         mode=mode(),
     )
+
+
+class Program:
+    """A long-running program started confined by :func:`start` (a server a worker drives): its
+    pid, its output (stdout and stderr together) as a stream, and how it ended.
+
+    It lives until it exits or is killed (:func:`kill_group` on its pid: it leads its own session
+    and process group); :meth:`wait` reaps it."""
+
+    def __init__(self, pid: int, stdout: asyncio.StreamReader, popen: subprocess.Popen[bytes] | None) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+        """Exit code (negative: the signal that ended it) once it was reaped."""
+        self._popen = popen
+        self._end = asyncio.ensure_future(self._reap())
+
+    async def _reap(self) -> int:
+        status = await _wait(self.pid)
+        _active.discard(self.pid)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if self._popen is not None:
+            self._popen.returncode = self.returncode  # reaped here; keep Popen from trying again
+        return self.returncode
+
+    async def wait(self) -> int:
+        """Its exit code, once it has ended (reaped)."""
+        return await asyncio.shield(self._end)
+
+    def kill(self) -> None:
+        """SIGKILL it and everything of its process group and descendants (see :func:`kill_group`)."""
+        if self.returncode is None:
+            kill_group(self.pid)
+
+
+async def start(
+    argv: list[str],
+    *,
+    cwd: Path,
+    writable: list[Path],
+    env: dict[str, str],
+    limits: Limits | None = None,
+    read_only: list[str] | None = None,
+    allow_unsandboxed: bool = False,
+) -> Program:
+    """Start ``argv`` confined like a tool's program — files (only ``writable`` and the devices
+    writable, ``read_only`` readable, nothing else), no new privileges or capabilities, its own
+    session, killed with this process, signals and abstract sockets scoped — but with no deadline
+    and no output cap: for a server that serves a worker (``opencode serve``). TCP is not
+    restricted (a server must listen). ``limits`` gives the rlimits (its timeout and output cap do
+    not apply).
+
+    Refused with :class:`SandboxError`, like :func:`run`, where files cannot be confined unless
+    ``allow_unsandboxed``."""
+    if not argv or not argv[0]:
+        raise SandboxError("no program given")
+    if not isolated() and not allow_unsandboxed:
+        raise SandboxError(
+            ("the native sandbox is not in use" if mode() == "python" else "the kernel has no Landlock")
+            + f", so {Path(argv[0]).name} would run with the service user's full access. The operator "
+            "can set [delegates] allow_unsandboxed = true to run it anyway."
+        )
+    if "/" not in argv[0]:
+        found = shutil.which(argv[0], path=env.get("PATH", ""))
+        if found is None:
+            raise SandboxError(f"program {argv[0]!r} not found on PATH {env.get('PATH', '')!r}")
+        argv = [found, *argv[1:]]
+    loop = asyncio.get_running_loop()
+    # From the event loop's thread, as in run(): PR_SET_PDEATHSIG follows the forking thread.
+    pid, in_fd, out_fd, _err, popen = _spawn(
+        argv,
+        cwd,
+        env,
+        limits or Limits(cpu_seconds=0, address_space_mb=0),
+        writable,
+        read_only or READ_ONLY_SYSTEM,
+        None,
+        merge_stderr=True,
+    )
+    os.close(in_fd)  # its stdin reads end of file
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(out_fd, "rb", 0)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    except BaseException:
+        kill_group(pid)
+        pipe.close()
+        raise
+    return Program(pid, reader, popen)
 
 
 def default_env(workspace: Path) -> dict[str, str]:

@@ -30,7 +30,7 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.fake import FakeLLM
 from spacebot.llm.fake.rules import FakeToolCall, Fault
 from spacebot.testing import ChatSystem, eventually
-from spacebot.tools import opencode, opencode_session
+from spacebot.tools import opencode, opencode_session, sandbox
 from spacebot.tools.conversation import spawn_worker_tool
 from spacebot.tools.errors import ToolArgumentError
 
@@ -354,9 +354,8 @@ async def test_the_pool_restarts_a_dead_server_and_kills_its_servers_when_closed
     fake.fail(401, error="auth", times=None)
     await fake.start()
     config = _config(short_tmp / "home", fake.openai_url)
-    pool = opencode.ServerPool(
-        "opencode", opencode.model_config(config, "t", "ops", {}.get), short_tmp / "state"
-    )
+    settings = opencode.model_config(config, "t", "ops", {}.get)
+    pool = opencode.ServerPool("opencode", settings, short_tmp / "state", workspace=short_tmp)
     repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
     try:
         first = await pool.get(repo)
@@ -377,6 +376,61 @@ async def test_the_pool_restarts_a_dead_server_and_kills_its_servers_when_closed
         await pool.aclose()
         await fake.stop()
     assert not _servers_in(repo.resolve())
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() == 0, reason="the kernel has no Landlock")
+async def test_opencode_and_the_commands_it_runs_reach_only_the_workspace(short_tmp: Path) -> None:
+    """A prompt-injected OpenCode runs a command that reads the agent's data and writes beside the
+    workspace: the sandbox refuses both, and the command's words reach the model, not the secret."""
+    _require_opencode()
+    workspace = short_tmp / "agent" / "workspace"
+    data = short_tmp / "agent" / "data"
+    await asyncio.to_thread(data.mkdir, parents=True)
+    await asyncio.to_thread((data / "canary.txt").write_text, "CANARY-7f3e")
+    repo = await asyncio.to_thread(_scratch_repo, workspace / "repo")
+    # A path inside a Python string: OpenCode's own check of the paths a command names does not see
+    # it, so the sandbox is what stops it.
+    secret, outside = str(data / "canary.txt"), str(short_tmp / "agent" / "escaped.txt")
+    probe = (
+        "import pathlib\n"
+        f"for what, act in (('read', lambda: pathlib.Path({secret!r}).read_text()),\n"
+        f"                  ('write', lambda: pathlib.Path({outside!r}).write_text('x'))):\n"
+        "    try:\n"
+        "        print(what, 'done', act())\n"
+        "    except OSError as e:\n"
+        "        print(what, 'refused', e.strerror)\n"
+        "pathlib.Path('inside.txt').write_text('fine')\n"
+        "import os\n"
+        "print('key in my environment:', any('sk-canary-91' in v for v in os.environ.values()))\n"
+    )
+    script = workspace / "probe.py"
+    await asyncio.to_thread(script.write_text, probe)
+    async with FakeLLM() as fake:
+        fake.add(name="oc-seen", system=OPENCODE, tool_result="bash", text="Checked.")
+        bash = {"command": f"python3 {script}", "description": "check the files"}
+        fake.add(name="oc-bash", system=OPENCODE, tool_calls=[FakeToolCall("bash", bash)])
+        settings = opencode.model_config(_config(short_tmp / "home", fake.openai_url), "t", "ops", {}.get)
+        settings["provider"][opencode.PROVIDER_ID]["options"]["apiKey"] = "sk-canary-91"
+        state = short_tmp / "agent" / "opencode"
+        async with opencode.model_relay(settings) as relay:
+            relayed = opencode.through(settings, relay)
+            pool = opencode.ServerPool("opencode", relayed, state, workspace=workspace)
+            try:
+                answer = await opencode_session.run_task(pool, repo, "check the files", lambda _text: None)
+            finally:
+                await pool.aclose()
+    assert answer == "Checked."
+    assert [r.rule for r in fake.requests] == ["oc-bash", "oc-seen"]
+    seen = str(fake.requests[-1].body)
+    assert "read refused Permission denied" in seen, seen
+    assert "write refused Permission denied" in seen, seen
+    assert not any("CANARY-7f3e" in str(r.body) for r in fake.requests)
+    # The model's key reached the provider, through the relay, and never OpenCode's environment.
+    assert "key in my environment: False" in seen, seen
+    assert {r.headers.get("authorization") for r in fake.requests} == {"Bearer sk-canary-91"}
+    assert relay.relayed == len(fake.requests)
+    assert not (short_tmp / "agent" / "escaped.txt").exists()
+    assert (repo / "inside.txt").read_text() == "fine"
 
 
 async def test_a_cancelled_opencode_worker_takes_its_server_along(short_tmp: Path) -> None:
@@ -403,7 +457,7 @@ async def test_a_permission_opencode_would_wait_on_is_refused(short_tmp: Path) -
         fake.add(name="oc-bash", system=OPENCODE, tool_calls=[FakeToolCall("bash", bash)])
         settings = opencode.model_config(_config(short_tmp / "home", fake.openai_url), "t", "ops", {}.get)
         settings["permission"]["bash"] = "ask"  # as a user's setting might say
-        pool = opencode.ServerPool("opencode", settings, short_tmp / "state")
+        pool = opencode.ServerPool("opencode", settings, short_tmp / "state", workspace=short_tmp)
         repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
         statuses: list[str] = []
         try:
