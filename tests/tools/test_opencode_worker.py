@@ -468,3 +468,44 @@ async def test_a_permission_opencode_would_wait_on_is_refused(short_tmp: Path) -
     assert "opencode asked for bash: refused (nobody can grant it)" in statuses
     assert not (repo / "ran.txt").exists()
     assert [r.rule for r in fake.requests] == ["oc-bash"]
+
+
+async def test_without_file_confinement_opencode_is_refused_unless_the_operator_allows_it(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _require_opencode()
+    monkeypatch.setenv("SPACEBOT_SANDBOX", "python")  # the fallback spawner: no Landlock
+    settings = opencode.model_config(_config(short_tmp / "home"), "t", "ops", {}.get)
+    repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
+    pool = opencode.ServerPool("opencode", settings, short_tmp / "state", workspace=short_tmp)
+    try:
+        with pytest.raises(opencode.OpenCodeError, match=r"allow_unsandboxed = true"):
+            await pool.get(repo)
+    finally:
+        await pool.aclose()
+    assert not _servers_in(repo.resolve())
+    allowed = opencode.ServerPool(
+        "opencode", settings, short_tmp / "state", workspace=short_tmp, allow_unsandboxed=True
+    )
+    try:
+        server = await allowed.get(repo)
+        assert await server.healthy(allowed.http)
+    finally:
+        await allowed.aclose()
+    assert not _servers_in(repo.resolve())
+
+
+def test_an_installation_outside_the_system_directories_is_made_readable(tmp_path: Path) -> None:
+    """An npm prefix in a home directory: the sandbox must let OpenCode read its package, and its
+    commands find it on PATH."""
+    package = tmp_path / "npm" / "lib" / "node_modules" / "opencode-ai" / "bin"
+    package.mkdir(parents=True)
+    program = package / "opencode"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    (tmp_path / "npm" / "bin").mkdir()
+    (tmp_path / "npm" / "bin" / "opencode").symlink_to(program)
+    found = opencode.installation(str(tmp_path / "npm" / "bin" / "opencode"))
+    assert found.program == str(tmp_path / "npm" / "bin" / "opencode")
+    assert str(tmp_path / "npm" / "lib" / "node_modules") in found.roots
+    assert found.bin_dirs[0] == str(tmp_path / "npm" / "bin")
