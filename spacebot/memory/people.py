@@ -25,6 +25,24 @@ MIN_NAME_CHARS = 2
 """Shorter names are ignored (an initial would match every query holding that letter)."""
 
 
+COMMON_WORDS = frozenset(
+    """a an the this that these those and or but nor so yet if then than as of to in on at by for
+    with from into onto about over under after before between through during without within up
+    down out off i me my mine we us our ours you your yours he him his she her hers it its they
+    them their theirs who whom whose what which when where why how all any each every some no not
+    is am are was were be been being do does did done have has had having will would shall should
+    can could may might must there here also just only very too again ever never yes oh hi hey ok
+    okay please thanks""".split()  # noqa: SIM905 - a list literal of 130 words would be 130 lines
+)
+"""Function words no alias may be made of: an alias that is one (a prompt-injected "aliases":
+["the"]) would add one person's lists to nearly every question."""
+
+
+def common(name: tuple[str, ...]) -> bool:
+    """Whether every word of ``name`` is a :data:`COMMON_WORDS` word."""
+    return all(w in COMMON_WORDS for w in name)
+
+
 def words(text: str) -> tuple[str, ...]:
     """``text`` as case-folded words (what names and queries are matched on)."""
     return tuple(_WORD.findall(text.casefold()))
@@ -51,7 +69,9 @@ def aliases_in(metadata: Mapping[str, Any]) -> list[tuple[tuple[str, ...], tuple
     aliases = metadata.get("aliases")
     if person is None or not isinstance(aliases, list):
         return []
-    return [(a, person) for a in (_name(x) for x in aliases) if a is not None and a != person]
+    return [
+        (a, person) for a in (_name(x) for x in aliases) if a is not None and a != person and not common(a)
+    ]
 
 
 class People:
@@ -131,4 +151,4 @@ class People:
             return len(self._members)
 
 
-__all__ = ["People", "aliases_in", "members_of", "words"]
+__all__ = ["COMMON_WORDS", "People", "aliases_in", "common", "members_of", "words"]

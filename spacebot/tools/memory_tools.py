@@ -24,6 +24,7 @@ from spacebot.ipc.messages import (
 )
 from spacebot.ipc.replies import BusError
 from spacebot.llm.types import ToolCall
+from spacebot.memory import people
 from spacebot.runtime.memory_link import MemoryLink
 from spacebot.tools.errors import ToolArgumentError, ToolError
 from spacebot.tools.schema import check, spec
@@ -158,6 +159,12 @@ class MemoryTools:
                         f"{name}: 'aliases' are the names of one person: give exactly that person in "
                         f"'about' (got {len(about)})"
                     )
+                for alias in aliases:
+                    if people.common(people.words(alias)):
+                        raise ToolArgumentError(
+                            f"{name}: alias {alias!r} is a common word: it would stand for "
+                            f"{about[0]!r} in nearly every question; give a name or handle instead"
+                        )
                 metadata |= {"person": about[0], "aliases": aliases}
             draft = MemoryDraft(
                 content=args["content"],

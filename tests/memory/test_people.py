@@ -7,7 +7,7 @@ from pathlib import Path
 
 from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine, MemoryType
 from spacebot.memory.embedder import Embedder
-from spacebot.memory.people import People, aliases_in, members_of, words
+from spacebot.memory.people import People, aliases_in, common, members_of, words
 
 PERSON_LISTS = {"person_vector", "person_bm25_ctx"}
 
@@ -112,3 +112,13 @@ def test_an_alias_memory_makes_the_alias_find_the_person_also_after_a_restart(
         assert _person_hits(eng, "anything about Ben") == set(by["Ben"])
         eng.forget([alias.id])
         assert _person_hits(eng, "what does potterqueen do on weekends") == set()
+
+
+def test_an_alias_made_of_common_words_stands_for_nobody() -> None:
+    """An alias like "the" (saved by a prompt-injected branch, or by an older version) would add one
+    person's lists to nearly every question: the index ignores it."""
+    assert common(words("the")) and common(words("What Is")) and not common(words("the Rock"))
+    people = People()
+    people.add([(4, {"person": "Ana", "aliases": ["the", "you", "ana_b"]})])
+    assert people.named_in("what did the cat do") == []
+    assert people.named_in("where is ana_b") == [("ana",)]

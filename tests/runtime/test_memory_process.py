@@ -233,6 +233,8 @@ async def test_branch_tools_save_people_and_recall_with_several_queries(
     # Bad arguments are refused with the argument named, and nothing is saved.
     text, err = await call("memory_save", content="x", about=["Ana", "Ben"], aliases=["ab"])
     assert err and "'aliases'" in text and "exactly that person" in text
+    text, err = await call("memory_save", content="Ana is everyone", about=["Ana"], aliases=["Ana B", "the"])
+    assert err and "alias 'the' is a common word" in text
     text, err = await call("memory_recall", query="x", queries=["a"] * 5)
     assert err and "at most 4" in text
     text, err = await call("memory_recall", query="x", queries=["ok", ""])
