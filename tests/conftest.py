@@ -72,6 +72,14 @@ def pytest_configure(config: pytest.Config) -> None:
         compileall.compile_dir(Path(spacebot.__file__).parent, quiet=1)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move everything loaded so far (the package, the libraries, the test modules) out of the
+    garbage collector's sight: the full collection after every test (``_zmq_leaks``) then looks only
+    at what tests made, ~1 ms instead of ~0.1 s (two minutes over the suite)."""
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put the loop watch first in every async test, so it also sees its async fixtures run."""
     for item in items:
@@ -261,11 +269,10 @@ def _zmq_leaks() -> Iterator[None]:
         patch.setattr(zmq.Context, "__del__", tracked_ctx_del)
         patch.setattr(zmq.Socket, "__del__", tracked_sock_del)
         yield
-        # Objects in reference cycles are judged in this test, not a later one. A full collection
-        # costs ~0.1 s with the suite's imports loaded (two minutes over the suite), so it runs only
-        # when something tracked is still open: closed objects have nothing left to judge.
-        if any(not s.closed for s in list(sockets)) or any(not c.closed for c in list(contexts)):
-            gc.collect()
+        # Objects in reference cycles are judged in this test, not a later one (ZeroMQ's here, any
+        # other resource by pytest's unraisable-exception check). Cheap since everything loaded at
+        # collection is frozen out of the collector (pytest_collection_finish).
+        gc.collect()
         for sock, stack in list(sockets.items()):
             if not sock.closed:
                 problems.append(f"socket {sock!r} left open, created at {_where(stack)}")
