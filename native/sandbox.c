@@ -2,7 +2,7 @@
  * spacebot._sandbox: start one program for a tool (shell, exec), confined.
  *
  *   spawn(argv, env, cwd, stdin_fd, stdout_fd, stderr_fd, rlimits, rw_paths, ro_paths,
- *         connect_ports=None) -> pid
+ *         connect_ports=None, bind_ports=None) -> pid
  *   landlock_abi() -> int
  *   scan() -> list[(pid, ppid, pgrp, session)] of every live (not zombie) process
  *
@@ -12,7 +12,8 @@
  * its tools), the given rlimits, no inherited descriptor but 0/1/2, and, where the kernel supports
  * Landlock, a ruleset that allows everything beneath rw_paths (exactly the file, when a path names
  * a file) and only reading/executing beneath ro_paths; from ABI 4, when connect_ports is a list,
- * TCP bind is denied and TCP connect allowed only to those ports; from ABI 6, signals and abstract
+ * TCP connect is allowed only to those ports and TCP bind only to the ports of bind_ports (none
+ * when it is None; a server is given the one port it listens on); from ABI 6, signals and abstract
  * unix sockets are scoped to the tool's own processes.
  *
  * Everything that can fail and allocate is prepared before fork(); between fork() and execve()
@@ -162,8 +163,8 @@ static int add_rule(int ruleset, const char *path, uint64_t access) {
     return 0;
 }
 
-/* Allow TCP connect to each port of the list (bind stays denied: no rule grants it). */
-static int add_port_rules(int ruleset, PyObject *ports) {
+/* Allow `access` (TCP connect or bind) to each port of the list; what no rule grants is denied. */
+static int add_port_rules(int ruleset, PyObject *ports, uint64_t access) {
     Py_ssize_t n = PyList_Size(ports);
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned long long port = PyLong_AsUnsignedLongLong(PyList_GetItem(ports, i));
@@ -172,7 +173,7 @@ static int add_port_rules(int ruleset, PyObject *ports) {
             PyErr_Format(PyExc_ValueError, "sandbox: port %llu out of range", port);
             return -1;
         }
-        struct sb_net_port_attr attr = {.allowed_access = SB_NET_CONNECT_TCP, .port = port};
+        struct sb_net_port_attr attr = {.allowed_access = access, .port = port};
         if (syscall(SYS_landlock_add_rule, ruleset, SB_RULE_NET_PORT, &attr, 0) < 0) {
             PyErr_Format(PyExc_OSError, "sandbox: landlock_add_rule port %llu: %s", port, strerror(errno));
             return -1;
@@ -182,8 +183,9 @@ static int add_port_rules(int ruleset, PyObject *ports) {
 }
 
 /* Build the ruleset before fork; returns its fd, -1 when Landlock is unavailable (not an error).
- * ports: NULL (no network rules) or a list of TCP ports that may be connected to. */
-static int build_ruleset(PyObject *rw, PyObject *ro, PyObject *ports, int *error) {
+ * ports: NULL (no network rules) or a list of TCP ports that may be connected to; binds: NULL or a
+ * list of TCP ports that may be bound (only with ports). */
+static int build_ruleset(PyObject *rw, PyObject *ro, PyObject *ports, PyObject *binds, int *error) {
     *error = 0;
     int abi = landlock_version();
     if (abi <= 0) return -1;
@@ -201,7 +203,9 @@ static int build_ruleset(PyObject *rw, PyObject *ro, PyObject *ports, int *error
     }
     int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0);
     if (ruleset < 0) return -1;
-    if (abi >= 4 && ports != NULL && add_port_rules(ruleset, ports) < 0) {
+    if (abi >= 4 && ports != NULL
+        && (add_port_rules(ruleset, ports, SB_NET_CONNECT_TCP) < 0
+            || (binds != NULL && add_port_rules(ruleset, binds, SB_NET_BIND_TCP) < 0))) {
         close(ruleset);
         *error = 1;
         return -1;
@@ -253,15 +257,17 @@ static void fail(int errfd, int step) {
 
 static PyObject *sb_spawn(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *argv_list, *env_list, *rlimits, *rw, *ro, *ports = Py_None;
+    PyObject *argv_list, *env_list, *rlimits, *rw, *ro, *ports = Py_None, *binds = Py_None;
     const char *cwd;
     int in_fd, out_fd, err_fd;
-    if (!PyArg_ParseTuple(args, "O!O!siiiO!O!O!|O", &PyList_Type, &argv_list, &PyList_Type, &env_list, &cwd,
+    if (!PyArg_ParseTuple(args, "O!O!siiiO!O!O!|OO", &PyList_Type, &argv_list, &PyList_Type, &env_list, &cwd,
                           &in_fd, &out_fd, &err_fd, &PyList_Type, &rlimits, &PyList_Type, &rw, &PyList_Type, &ro,
-                          &ports))
+                          &ports, &binds))
         return NULL;
     if (ports != Py_None && !PyList_Check(ports))
         return PyErr_Format(PyExc_TypeError, "sandbox: connect_ports must be a list of ints or None");
+    if (binds != Py_None && (!PyList_Check(binds) || ports == Py_None))
+        return PyErr_Format(PyExc_TypeError, "sandbox: bind_ports must be None or a list of ints with connect_ports");
     if (PyList_Size(argv_list) < 1) return PyErr_Format(PyExc_ValueError, "sandbox: empty argv");
 
     Py_ssize_t nlim = PyList_Size(rlimits);
@@ -289,7 +295,7 @@ static PyObject *sb_spawn(PyObject *self, PyObject *args) {
         return NULL;
     }
     int ll_error = 0;
-    int ruleset = build_ruleset(rw, ro, ports == Py_None ? NULL : ports, &ll_error);
+    int ruleset = build_ruleset(rw, ro, ports == Py_None ? NULL : ports, binds == Py_None ? NULL : binds, &ll_error);
     if (ll_error) {
         PyMem_Free(argv);
         PyMem_Free(envp);

@@ -59,6 +59,8 @@ class ModelRelay:
         self.token = secrets.token_urlsafe(32)
         self.url = ""
         """``http://127.0.0.1:<port>``: the base URL the program uses (set by :meth:`start`)."""
+        self.port = 0
+        """The port it listens on (set by :meth:`start`)."""
         self.relayed = 0
         """Requests forwarded (for tests and logs)."""
         self._runner: web.AppRunner | None = None
@@ -76,8 +78,8 @@ class ModelRelay:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = int(self._runner.addresses[0][1])
+        self.url = f"http://127.0.0.1:{self.port}"
         return self.url
 
     async def aclose(self) -> None:

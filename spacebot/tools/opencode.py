@@ -34,6 +34,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +328,14 @@ class Server:
             self.drain.cancel()
 
 
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (another program could take it before OpenCode
+    does; it then fails to start and says so)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _kill_tree(pid: int) -> None:
     """SIGKILL ``pid``, its process group and its descendants (a blocking /proc walk)."""
     try:
@@ -358,6 +367,8 @@ class ServerPool:
         state: Path,
         *,
         workspace: Path,
+        network: sandbox.Network | None = None,
+        reach: list[int] | None = None,
         start_timeout: float = 60.0,
         allow_unsandboxed: bool = False,
     ) -> None:
@@ -365,6 +376,12 @@ class ServerPool:
         self.opencode_config = opencode_config
         self.state = state
         self.workspace = workspace
+        self.network = network or sandbox.Network("none")
+        """TCP for OpenCode and its commands, as ``[delegates] network`` says for tools: ``none``
+        (only the ports below), ``loopback-deny`` (public addresses through the worker's egress
+        proxy) or ``open``."""
+        self.reach = list(reach or [])
+        """Loopback ports it may connect to besides its own (the worker's model relay)."""
         self.start_timeout = start_timeout
         self.allow_unsandboxed = allow_unsandboxed
         self.servers: dict[Path, Server] = {}
@@ -402,15 +419,25 @@ class ServerPool:
             "OPENCODE_DB": f"opencode-{digest}.db",  # one database per directory: no shared lock
             "TMPDIR": str(self.state / "tmp"),  # /tmp is not writable in the sandbox
         }
+        if self.network.mode == "loopback-deny":  # the web through the proxy, the relay directly
+            proxy = f"http://127.0.0.1:{self.network.proxy_port}"
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+                env[name] = proxy
+            env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        # Its own port, chosen here: where TCP is restricted it may listen on that one port only.
+        port = await asyncio.to_thread(_free_port)
         for sub in ("home", "tmp"):
             await asyncio.to_thread((self.state / sub).mkdir, parents=True, exist_ok=True)
         try:
             proc = await sandbox.start(
-                [installed.program, "serve", "--hostname", "127.0.0.1", "--port", "0"],
+                [installed.program, "serve", "--hostname", "127.0.0.1", "--port", str(port)],
                 cwd=directory,
                 writable=[self.workspace, self.state],
                 env=env,
                 read_only=[*sandbox.READ_ONLY_SYSTEM, *installed.roots],
+                network=self.network,
+                listen=port,
+                reach=self.reach,
                 allow_unsandboxed=self.allow_unsandboxed,
             )
         except (SandboxError, OSError) as exc:

@@ -271,11 +271,13 @@ def _spawn(
     ports: list[int] | None,
     *,
     merge_stderr: bool = False,
+    binds: list[int] | None = None,
 ) -> tuple[int, int, int, int, subprocess.Popen[bytes] | None]:
     """Start the program; returns (pid, stdin fd, stdout fd, stderr fd, Popen in fallback mode).
 
-    ``writable``: the directories it may write (with the devices); ``merge_stderr``: its stderr
-    goes to the stdout pipe (the stderr fd returned is then -1)."""
+    ``writable``: the directories it may write (with the devices); ``ports``: the TCP ports it may
+    connect to (``None``: no network rules), ``binds`` the ones it may listen on (with ``ports``);
+    ``merge_stderr``: its stderr goes to the stdout pipe (the stderr fd returned is then -1)."""
     rlimits = _rlimits(limits)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -298,6 +300,7 @@ def _spawn(
                 [*(str(p) for p in writable), *WRITABLE_DEVICES],
                 [p for p in read_only if os.path.exists(p)],
                 ports,
+                binds if ports is not None else None,
             )
         else:
             popen = subprocess.Popen(
@@ -661,14 +664,19 @@ async def start(
     env: dict[str, str],
     limits: Limits | None = None,
     read_only: list[str] | None = None,
+    network: Network | None = None,
+    listen: int = 0,
+    reach: list[int] | None = None,
     allow_unsandboxed: bool = False,
 ) -> Program:
     """Start ``argv`` confined like a tool's program — files (only ``writable`` and the devices
-    writable, ``read_only`` readable, nothing else), no new privileges or capabilities, its own
-    session, killed with this process, signals and abstract sockets scoped — but with no deadline
-    and no output cap: for a server that serves a worker (``opencode serve``). TCP is not
-    restricted (a server must listen). ``limits`` gives the rlimits (its timeout and output cap do
-    not apply).
+    writable, ``read_only`` readable, nothing else), TCP by ``network`` as for :func:`run`, no new
+    privileges or capabilities, its own session, killed with this process, signals and abstract
+    sockets scoped — but with no deadline and no output cap: for a server that serves a worker
+    (``opencode serve``). Where ``network`` restricts TCP, the program may also listen on port
+    ``listen`` (and connect to it) and connect to the ports of ``reach`` (the worker's own loopback
+    services for it); the caller sets any proxy variables. ``limits`` gives the rlimits (its timeout
+    and output cap do not apply).
 
     Refused with :class:`SandboxError`, like :func:`run`, where files cannot be confined unless
     ``allow_unsandboxed``."""
@@ -685,6 +693,11 @@ async def start(
         if found is None:
             raise SandboxError(f"program {argv[0]!r} not found on PATH {env.get('PATH', '')!r}")
         argv = [found, *argv[1:]]
+    ports = _connect_ports(network or Network())
+    binds: list[int] | None = None
+    if ports is not None:
+        ports = sorted({*ports, *(reach or []), *([listen] if listen else [])})
+        binds = [listen] if listen else []
     loop = asyncio.get_running_loop()
     # From the event loop's thread, as in run(): PR_SET_PDEATHSIG follows the forking thread.
     pid, in_fd, out_fd, _err, popen = _spawn(
@@ -694,8 +707,9 @@ async def start(
         limits or Limits(cpu_seconds=0, address_space_mb=0),
         writable,
         read_only or READ_ONLY_SYSTEM,
-        None,
+        ports,
         merge_stderr=True,
+        binds=binds,
     )
     os.close(in_fd)  # its stdin reads end of file
     reader = asyncio.StreamReader()

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -69,6 +70,12 @@ def _script_opencode(fake: FakeLLM, target: Path) -> None:
     edit = {"filePath": str(target), "oldString": "hello", "newString": "goodbye"}
     fake.add(name="oc-edit", system=OPENCODE, tool_result="read", tool_calls=[FakeToolCall("edit", edit)])
     fake.add(name="oc-read", system=OPENCODE, tool_calls=[FakeToolCall("read", {"filePath": str(target)})])
+
+
+def _port(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
 
 
 def _servers_in(directory: Path) -> list[int]:
@@ -355,7 +362,9 @@ async def test_the_pool_restarts_a_dead_server_and_kills_its_servers_when_closed
     await fake.start()
     config = _config(short_tmp / "home", fake.openai_url)
     settings = opencode.model_config(config, "t", "ops", {}.get)
-    pool = opencode.ServerPool("opencode", settings, short_tmp / "state", workspace=short_tmp)
+    pool = opencode.ServerPool(
+        "opencode", settings, short_tmp / "state", workspace=short_tmp, reach=[_port(fake.openai_url)]
+    )
     repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
     try:
         first = await pool.get(repo)
@@ -400,11 +409,16 @@ async def test_opencode_and_the_commands_it_runs_reach_only_the_workspace(short_
         "    except OSError as e:\n"
         "        print(what, 'refused', e.strerror)\n"
         "pathlib.Path('inside.txt').write_text('fine')\n"
-        "import os\n"
+        "import os, socket\n"
         "print('key in my environment:', any('sk-canary-91' in v for v in os.environ.values()))\n"
+        "for what, act in (('connect', lambda: socket.create_connection(('127.0.0.1', PORT), 10).close()),\n"
+        "                  ('listen', lambda: socket.socket().bind(('127.0.0.1', 0)))):\n"
+        "    try:\n"
+        "        act(); print(what, 'done')\n"
+        "    except OSError as e:\n"
+        "        print(what, 'refused', e.strerror)\n"
     )
     script = workspace / "probe.py"
-    await asyncio.to_thread(script.write_text, probe)
     async with FakeLLM() as fake:
         fake.add(name="oc-seen", system=OPENCODE, tool_result="bash", text="Checked.")
         bash = {"command": f"python3 {script}", "description": "check the files"}
@@ -412,9 +426,18 @@ async def test_opencode_and_the_commands_it_runs_reach_only_the_workspace(short_
         settings = opencode.model_config(_config(short_tmp / "home", fake.openai_url), "t", "ops", {}.get)
         settings["provider"][opencode.PROVIDER_ID]["options"]["apiKey"] = "sk-canary-91"
         state = short_tmp / "agent" / "opencode"
+        # The provider itself listens on loopback: OpenCode's commands may not connect to it.
+        await asyncio.to_thread(script.write_text, probe.replace("PORT", str(_port(fake.openai_url))))
         async with opencode.model_relay(settings) as relay:
             relayed = opencode.through(settings, relay)
-            pool = opencode.ServerPool("opencode", relayed, state, workspace=workspace)
+            pool = opencode.ServerPool(
+                "opencode",
+                relayed,
+                state,
+                workspace=workspace,
+                network=sandbox.Network("none"),
+                reach=[relay.port],
+            )
             try:
                 answer = await opencode_session.run_task(pool, repo, "check the files", lambda _text: None)
             finally:
@@ -429,6 +452,9 @@ async def test_opencode_and_the_commands_it_runs_reach_only_the_workspace(short_
     assert "key in my environment: False" in seen, seen
     assert {r.headers.get("authorization") for r in fake.requests} == {"Bearer sk-canary-91"}
     assert relay.relayed == len(fake.requests)
+    if sandbox.landlock_abi() >= sandbox.ABI_NETWORK:  # TCP: the relay and its own port only
+        assert "connect refused Permission denied" in seen, seen
+        assert "listen refused Permission denied" in seen, seen
     assert not (short_tmp / "agent" / "escaped.txt").exists()
     assert (repo / "inside.txt").read_text() == "fine"
 
@@ -457,7 +483,9 @@ async def test_a_permission_opencode_would_wait_on_is_refused(short_tmp: Path) -
         fake.add(name="oc-bash", system=OPENCODE, tool_calls=[FakeToolCall("bash", bash)])
         settings = opencode.model_config(_config(short_tmp / "home", fake.openai_url), "t", "ops", {}.get)
         settings["permission"]["bash"] = "ask"  # as a user's setting might say
-        pool = opencode.ServerPool("opencode", settings, short_tmp / "state", workspace=short_tmp)
+        pool = opencode.ServerPool(
+            "opencode", settings, short_tmp / "state", workspace=short_tmp, reach=[_port(fake.openai_url)]
+        )
         repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
         statuses: list[str] = []
         try:
