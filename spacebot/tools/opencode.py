@@ -328,6 +328,14 @@ class Server:
             self.drain.cancel()
 
 
+START_ATTEMPTS = 3
+"""Starts of ``opencode serve`` tried when it exits before listening."""
+
+
+class _ExitedEarly(OpenCodeError):
+    """``opencode serve`` ended before it said where it listens."""
+
+
 def _free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (another program could take it before OpenCode
     does; it then fails to start and says so)."""
@@ -398,9 +406,19 @@ class ServerPool:
             if server is not None:
                 log.warning("opencode server pid=%d of %s is not healthy: restarting", server.pid, directory)
                 await server.kill()
-            server = await self._start(directory)
-            self.servers[directory] = server
-            return server
+            attempt = 1
+            while True:
+                try:
+                    started = await self._start(directory)
+                    break
+                except _ExitedEarly as exc:
+                    if attempt == START_ATTEMPTS:
+                        raise OpenCodeError(str(exc)) from None
+                    # Most likely its port was taken between our choosing it and its listening.
+                    log.warning("opencode serve exited before listening (attempt %d): %s", attempt, exc)
+                    attempt += 1
+            self.servers[directory] = started
+            return started
 
     async def _start(self, directory: Path) -> Server:
         password = secrets.token_urlsafe(24)
@@ -453,7 +471,8 @@ class ServerPool:
             await Server(directory, proc, "", password).kill()
             said = " | ".join(lines[-5:]) or "nothing"
             why = f"did not start within {self.start_timeout:.0f} s" if isinstance(exc, TimeoutError) else exc
-            raise OpenCodeError(f"opencode serve in {directory} {why} (it said: {said})") from None
+            kind = _ExitedEarly if isinstance(exc, _ExitedEarly) else OpenCodeError
+            raise kind(f"opencode serve in {directory} {why} (it said: {said})") from None
         server.drain = asyncio.get_running_loop().create_task(_drain(proc), name=f"opencode-{proc.pid}")
         log.info("opencode serve pid=%d dir=%s url=%s", proc.pid, directory, url)
         return server
@@ -472,7 +491,7 @@ async def _read_address(proc: sandbox.Program, lines: list[str]) -> str:
     while True:
         raw = await proc.stdout.readline()
         if not raw:
-            raise OpenCodeError(f"exited with code {await proc.wait()}")
+            raise _ExitedEarly(f"exited with code {await proc.wait()}")
         line = raw.decode(errors="replace").strip()
         lines.append(line)
         found = _LISTENING.search(line)

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -537,3 +538,27 @@ def test_an_installation_outside_the_system_directories_is_made_readable(tmp_pat
     assert found.program == str(tmp_path / "npm" / "bin" / "opencode")
     assert str(tmp_path / "npm" / "lib" / "node_modules") in found.roots
     assert found.bin_dirs[0] == str(tmp_path / "npm" / "bin")
+
+
+async def test_a_taken_port_is_tried_again_with_another(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker picks OpenCode's port before OpenCode binds it; someone else may take it between."""
+    _require_opencode()
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    ports = iter([taken])
+    free = opencode._free_port
+    monkeypatch.setattr(opencode, "_free_port", lambda: next(ports, None) or free())
+    settings = opencode.model_config(_config(short_tmp / "home"), "t", "ops", {}.get)
+    repo = await asyncio.to_thread(_scratch_repo, short_tmp / "repo")
+    pool = opencode.ServerPool("opencode", settings, short_tmp / "state", workspace=short_tmp)
+    try:
+        server = await pool.get(repo)
+        assert _port(server.url) != taken
+        assert await server.healthy(pool.http)
+    finally:
+        await pool.aclose()
+        squatter.close()
