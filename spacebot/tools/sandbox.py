@@ -505,6 +505,20 @@ async def _wait(pid: int) -> int:
     return status
 
 
+def _why_unconfined() -> str:
+    return "the native sandbox is not in use" if mode() == "python" else "the kernel has no Landlock"
+
+
+def _on_path(argv: list[str], env: dict[str, str]) -> list[str]:
+    """``argv`` with its program found on the program's own ``PATH`` (exec() does no search)."""
+    if "/" in argv[0]:
+        return argv
+    found = shutil.which(argv[0], path=env.get("PATH", ""))
+    if found is None:
+        raise SandboxError(f"program {argv[0]!r} not found on PATH {env.get('PATH', '')!r}")
+    return [found, *argv[1:]]
+
+
 async def run(
     argv: list[str],
     *,
@@ -528,10 +542,9 @@ async def run(
         raise SandboxError("no program given")
     if not isolated() and not allow_unsandboxed:
         raise SandboxError(
-            "commands are disabled: "
-            + ("the native sandbox is not in use" if mode() == "python" else "the kernel has no Landlock")
-            + ", so a command would run with the service user's full access. The operator can set "
-            "[delegates] allow_unsandboxed = true to run commands anyway."
+            f"commands are disabled: {_why_unconfined()}, so a command would run with the service "
+            "user's full access. The operator can set [delegates] allow_unsandboxed = true to run "
+            "commands anyway."
         )
     ports = _connect_ports(network)
     (workspace / ".tmp").mkdir(parents=True, exist_ok=True)  # TMPDIR: /tmp is not writable under Landlock
@@ -544,11 +557,7 @@ async def run(
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
             env[name] = proxy
         env["NO_PROXY"] = env["no_proxy"] = ""
-    if "/" not in argv[0]:  # exec() does no PATH search: resolve with the program's own PATH
-        found = shutil.which(argv[0], path=env.get("PATH", ""))
-        if found is None:
-            raise SandboxError(f"program {argv[0]!r} not found on PATH {env.get('PATH', '')!r}")
-        argv = [found, *argv[1:]]
+    argv = _on_path(argv, env)
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     deadline = loop.time() + limits.timeout
@@ -684,15 +693,10 @@ async def start(
         raise SandboxError("no program given")
     if not isolated() and not allow_unsandboxed:
         raise SandboxError(
-            ("the native sandbox is not in use" if mode() == "python" else "the kernel has no Landlock")
-            + f", so {Path(argv[0]).name} would run with the service user's full access. The operator "
-            "can set [delegates] allow_unsandboxed = true to run it anyway."
+            f"{_why_unconfined()}, so {Path(argv[0]).name} would run with the service user's full "
+            "access. The operator can set [delegates] allow_unsandboxed = true to run it anyway."
         )
-    if "/" not in argv[0]:
-        found = shutil.which(argv[0], path=env.get("PATH", ""))
-        if found is None:
-            raise SandboxError(f"program {argv[0]!r} not found on PATH {env.get('PATH', '')!r}")
-        argv = [found, *argv[1:]]
+    argv = _on_path(argv, env)
     ports = _connect_ports(network or Network())
     binds: list[int] | None = None
     if ports is not None:
