@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from spacebot.llm.fake import FakeLLM
 from spacebot.testing import CliRun, llm_table, spacebot_cli
+from spacebot.tools import sandbox
 
 MARKS = ("✔", "!", "-", "✘")
 SETTINGS = """\
@@ -128,3 +130,23 @@ async def test_a_running_spacebot_is_asked_for_its_web_chat_gateway(short_tmp: P
         f"✔ web chat: Spacebot runs (supervisor pid {supervisor}); gateway:webchat (pid "
         f"{gateway}) listens on port {system.port}"
     ), run
+
+
+def test_opencode_is_reported_installed_and_confined_or_how_to_install_it(home: Path) -> None:
+    found = shutil.which("opencode")
+    if found is None:
+        pytest.skip("OpenCode is not installed")  # its test module fails instead under CI=1
+    config = SETTINGS.format(port=0)
+    run = _doctor(home, config)
+    line = next((c for c in _checks(run) if " opencode: " in c), "")
+    if sandbox.isolated():
+        assert line.startswith("✔ opencode: OpenCode ") and f"at {found}; runs confined" in line, run
+    else:
+        assert line.startswith("! opencode: ") and "unconfined" in line, run
+    missing = _doctor(home, config + '[tools.opencode]\ncommand = "no-such-opencode"\n')
+    line = next(c for c in _checks(missing) if " opencode: " in c)
+    not_offered = "'no-such-opencode' is not installed: the opencode worker type is not offered"
+    assert line == f"! opencode: {not_offered}", missing
+    assert "npm install -g opencode-ai" in missing.out
+    off = _doctor(home, config + "[tools.opencode]\nenabled = false\n")
+    assert "- opencode: switched off ([tools.opencode] enabled = false)" in _checks(off), off

@@ -3,7 +3,8 @@
 Each check is a small function returning :class:`Check` results. A failure (``✘``) makes the exit
 code 1; a warning (``!``) does not: a home readable by others, a kernel without Landlock while
 ``[delegates] allow_unsandboxed`` lets tools run unconfined, less than 1 GiB of free disk, no
-model configured, a systemd unit that is not installed or not running. A check that does not
+model configured, OpenCode enabled but not installed (or not confinable), a systemd unit that is
+not installed or not running. A check that does not
 apply here (no ``systemctl``, web chat disabled) is skipped (``-``).
 
 The checks reuse what the other commands compute: the one config loader, ``spacebot config
@@ -456,6 +457,41 @@ def check_sandbox(cfg: Config) -> Check:
     return Check("sandbox", "fail", line, fix)
 
 
+def check_opencode(cfg: Config) -> Check:
+    """The ``opencode`` worker type: switched off, not installed, or what runs and how confined."""
+    from spacebot.tools import opencode
+    from spacebot.tools.sandbox import isolated
+
+    settings = cfg.tools.opencode
+    if not settings.enabled:
+        return Check("opencode", "skip", "switched off ([tools.opencode] enabled = false)")
+    found = opencode.find_command(settings)
+    if found is None:
+        return Check(
+            "opencode",
+            "warn",
+            f"{settings.command!r} is not installed: the opencode worker type is not offered",
+            f"{opencode.INSTALL} (Node.js 20 or later first) to offer it",
+        )
+    try:
+        said = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=20, check=False)
+        lines = said.stdout.strip().splitlines() if said.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError):
+        lines = []
+    where = f"OpenCode {lines[-1] if lines else '(version unknown)'} at {found}"
+    if isolated():
+        return Check("opencode", "ok", f"{where}; runs confined to the workspace, the model through a relay")
+    if cfg.delegates.allow_unsandboxed:
+        unconfined = f"{where}; runs unconfined (allow_unsandboxed)"
+        return Check("opencode", "warn", unconfined, "run on a kernel with Landlock")
+    return Check(
+        "opencode",
+        "warn",
+        f"{where}; refused: files cannot be confined here",
+        "run on a kernel with Landlock (Linux 5.13+), or set [delegates] allow_unsandboxed = true",
+    )
+
+
 def check_disk(cfg: Config) -> Check:
     """Free space on the home's filesystem."""
     where = Path(cfg.home)
@@ -517,6 +553,7 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
         results.append(check_webchat(cfg))
         results.extend(check_directories(cfg))
         results.append(check_sandbox(cfg))
+        results.append(check_opencode(cfg))
         results.append(check_disk(cfg))
     results.append(check_systemd())
     return results
