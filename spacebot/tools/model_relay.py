@@ -8,8 +8,14 @@ relay's address and a random token instead. The relay accepts a request only wit
 its place and forwards the request to the provider, streaming the answer back as it arrives.
 The token is worth nothing once the worker ends, and never works from another machine.
 
-Only the provider's base URL is reachable through it: the path a request names is appended to the
-base URL, never replacing its host.
+Only model calls get through: ``POST`` to the generation endpoints of the two wire formats
+(``chat/completions``, ``completions``, ``responses``, ``embeddings``, ``messages``,
+``messages/count_tokens``) and ``GET models[/<id>]``, with or without ``v1/`` before them, the
+path appended to the provider's base URL exactly as written (no percent-encoding, so no ``..`` or
+encoded ``/`` can climb out of it). Anything else the key could do at the provider (files,
+batches, fine-tuning, another path of a gateway) is refused with ``403``. Redirects are not
+followed: a ``3xx`` goes back to the program as it came, and the key never travels to another
+address.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import secrets
 from types import TracebackType
 from typing import Any
@@ -26,6 +33,11 @@ import aiohttp
 from aiohttp import web
 
 log = logging.getLogger("spacebot.tools")
+
+_GENERATE = frozenset(
+    {"chat/completions", "completions", "responses", "embeddings", "messages", "messages/count_tokens"}
+)
+_MODEL_ID = re.compile(r"models(/[A-Za-z0-9._:@-]{1,200})?")
 
 MAX_BODY = 32 * 1024 * 1024
 """Largest request body relayed (a long conversation with images stays well below it)."""
@@ -132,6 +144,10 @@ class ModelRelay:
                 {"error": {"type": "api_error", "message": "the relay is closing"}}, status=503
             )
         tail = request.match_info["tail"]
+        if not _allowed(request.method, tail, request.raw_path):
+            log.warning("model relay refused %s %s: not a model call", request.method, request.raw_path[:200])
+            only = "the relay forwards model calls only"
+            return web.json_response({"error": {"type": "permission_error", "message": only}}, status=403)
         target = f"{self.upstream}/{tail}" + (f"?{request.query_string}" if request.query_string else "")
         headers = {
             k: v
@@ -147,7 +163,9 @@ class ModelRelay:
         self.relayed += 1
         answer: web.StreamResponse | None = None
         try:
-            async with http.request(request.method, target, headers=headers, data=body) as up:
+            async with http.request(
+                request.method, target, headers=headers, data=body, allow_redirects=False
+            ) as up:
                 answer = web.StreamResponse(
                     status=up.status,
                     headers={k: v for k, v in up.headers.items() if k.lower() not in _UPSTREAM_ANSWER_DROP},
@@ -157,11 +175,22 @@ class ModelRelay:
                     await answer.write(chunk)
                 await answer.write_eof()
                 return answer
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("model relay could not reach %s: %s", self.upstream, exc)
-            if answer is not None:  # the answer had begun: end the connection, as the provider's did
+        except (aiohttp.ClientError, TimeoutError, ConnectionResetError) as exc:
+            if answer is not None:  # begun: the provider or the program went away; end it as it is
+                log.info("model relay: an answer was cut short: %s", exc)
                 raise
+            log.warning("model relay could not reach %s: %s", self.upstream, exc)
             return web.json_response(
                 {"error": {"type": "api_error", "message": f"the model endpoint is unreachable: {exc}"}},
                 status=502,
             )
+
+
+def _allowed(method: str, tail: str, raw_path: str) -> bool:
+    """A model call: ``POST`` to a generation endpoint or ``GET`` of the model list, named plainly."""
+    if "%" in raw_path or "?" in tail or "#" in tail:
+        return False
+    tail = tail.removeprefix("v1/")  # the SDKs that put the version in the path, not the base URL
+    if method == "POST":
+        return tail in _GENERATE
+    return method == "GET" and _MODEL_ID.fullmatch(tail) is not None

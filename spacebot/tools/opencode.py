@@ -270,16 +270,17 @@ def _prepare_state(state: Path) -> dict[str, str]:
     """OpenCode's own directories under ``state`` (never the operator's ``~/.config``), as XDG
     variables.
 
-    OpenCode installs its plugin package into its config directory in the background unless the
-    directory's lock file already lists it; an empty install is recorded so that it never reaches
-    for the npm registry (Spacebot gives it no plugins)."""
+    The config directory is made anew each time (OpenCode cannot write it, but an older version
+    of it ran unconfined): nothing in it but what is written here. OpenCode installs its plugin
+    package into it in the background unless its lock file already lists it; an empty install is
+    recorded so that it never reaches for the npm registry (Spacebot gives it no plugins)."""
     config = state / "config" / "opencode"
-    (config / "node_modules").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(state / "config", ignore_errors=True)  # symlinks in it are removed, not followed
+    (config / "node_modules").mkdir(parents=True)
+    deps = {"@opencode-ai/plugin": "*"}
+    (config / "package.json").write_text(json.dumps({"dependencies": deps}))
     lock = config / "package-lock.json"
-    if not lock.exists():
-        deps = {"@opencode-ai/plugin": "*"}
-        (config / "package.json").write_text(json.dumps({"dependencies": deps}))
-        lock.write_text(json.dumps({"lockfileVersion": 3, "packages": {"": {"dependencies": deps}}}))
+    lock.write_text(json.dumps({"lockfileVersion": 3, "packages": {"": {"dependencies": deps}}}))
     dirs = {"XDG_CONFIG_HOME": "config", "XDG_DATA_HOME": "data", "XDG_CACHE_HOME": "cache"}
     dirs["XDG_STATE_HOME"] = "state"
     for sub in dirs.values():
@@ -321,12 +322,19 @@ class Server:
 
         Only this server's tree: what left it (``setsid`` and a parent that exited) is caught by the
         worker's sweep at its end (:func:`spacebot.tools.sandbox.kill_all`)."""
-        await asyncio.to_thread(_kill_tree, self.proc.pid)
+        if self.proc.returncode is None:  # once reaped, its pid may belong to another process
+            await asyncio.to_thread(_kill_tree, self.proc.pid)
         with contextlib.suppress(ProcessLookupError):
             await self.proc.wait()
         if self.drain is not None:
             self.drain.cancel()
 
+
+WRITABLE_STATE = ("data", "cache", "state", "home", "tmp")
+"""OpenCode's state directories it may write (its XDG data, cache and state, ``HOME``, ``TMPDIR``)."""
+SERVER_LIMITS = sandbox.Limits(cpu_seconds=0, address_space_mb=0, open_files=0, processes=0)
+"""No rlimits of a tool's command: the server and its builds live as long as the worker, whose
+timeout ends them (a JavaScript runtime reserves far more address space than it uses)."""
 
 START_ATTEMPTS = 3
 """Starts of ``opencode serve`` tried when it exits before listening."""
@@ -450,7 +458,10 @@ class ServerPool:
             proc = await sandbox.start(
                 [installed.program, "serve", "--hostname", "127.0.0.1", "--port", str(port)],
                 cwd=directory,
-                writable=[self.workspace, self.state],
+                # Not its config directory: what OpenCode wrote there it would read on every later
+                # start (a planted opencode.json), and this worker writes files there itself.
+                writable=[self.workspace, *(self.state / sub for sub in WRITABLE_STATE)],
+                limits=SERVER_LIMITS,
                 env=env,
                 read_only=[*sandbox.READ_ONLY_SYSTEM, *installed.roots],
                 network=self.network,
@@ -503,5 +514,5 @@ async def _drain(proc: sandbox.Program) -> None:
     """Read the server's output to the log, so its pipe never fills."""
     assert proc.stdout is not None
     with contextlib.suppress(Exception):
-        async for raw in proc.stdout:
+        while raw := await proc.stdout.read(65536):  # chunks, not lines: a long line must not stop it
             log.debug("opencode[%d]: %s", proc.pid, raw.decode(errors="replace").rstrip())

@@ -315,7 +315,7 @@ def _spawn(
                 preexec_fn=lambda: _python_preexec(rlimits),
             )
             pid = popen.pid
-    except OSError:
+    except BaseException:  # OSError, or a bad argument the spawner refused
         for fd in (in_w, out_r, err_r):
             if fd >= 0:
                 os.close(fd)
@@ -722,6 +722,9 @@ async def start(
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     except BaseException:
         kill_group(pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # noqa: ASYNC222 - SIGKILLed just now: returns at once
+        _active.discard(pid)
         pipe.close()
         raise
     return Program(pid, reader, popen)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import anthropic
 import openai
 import pytest
+from aiohttp import web
 
 from spacebot.llm.fake import FakeLLM
 from spacebot.testing import eventually
@@ -102,3 +104,57 @@ async def test_closing_ends_a_request_in_flight_at_once() -> None:
 def test_only_http_base_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match="not an http"):
         ModelRelay("file:///etc/passwd", None, anthropic=False)
+
+
+async def test_only_model_calls_are_forwarded_and_never_out_of_the_base_path() -> None:
+    """What else the key could do at the provider, or at another path of a gateway, is refused."""
+    async with FakeLLM() as fake, ModelRelay(fake.openai_url, "sk-real", anthropic=False) as relay:
+        auth = {"Authorization": f"Bearer {relay.token}"}
+        async with aiohttp.ClientSession() as http:
+            for method, path in (
+                ("POST", "/files"),
+                ("DELETE", "/models/m"),
+                ("POST", "/fine_tuning/jobs"),
+                ("POST", "/..%2f..%2fadmin%2fkeys"),
+                ("POST", "/chat%2fcompletions"),
+                ("GET", "/chat/completions"),
+            ):
+                async with http.request(method, relay.url + path, headers=auth, json={}) as resp:
+                    assert resp.status == 403, (method, path)
+                    assert "model calls only" in (await resp.json())["error"]["message"]
+            async with http.get(relay.url + "/models", headers=auth) as resp:
+                assert resp.status == 200
+    assert [r.path for r in fake.requests] == []  # the model list is not a recorded model call
+
+
+async def test_a_redirect_goes_back_to_the_program_and_the_key_stays_home() -> None:
+    """A provider (or a gateway) answering 307 elsewhere: the relay does not follow it."""
+    elsewhere: list[web.Request] = []
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{other_port}/steal")
+
+    async def steal(request: web.Request) -> web.StreamResponse:
+        elsewhere.append(request)
+        return web.json_response({})
+
+    apps = []
+    for handler in (moved, steal):
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        apps.append(runner)
+    provider_port, other_port = (r.addresses[0][1] for r in apps)
+    try:
+        upstream = f"http://127.0.0.1:{provider_port}/v1"
+        async with ModelRelay(upstream, "sk-ant", anthropic=True) as relay, aiohttp.ClientSession() as http:
+            url, key = relay.url + "/messages", {"x-api-key": relay.token}
+            async with http.post(url, headers=key, json={}, allow_redirects=False) as resp:
+                assert resp.status == 307
+    finally:
+        for runner in apps:
+            await runner.cleanup()
+    assert elsewhere == []
