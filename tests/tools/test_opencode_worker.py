@@ -401,10 +401,13 @@ async def test_opencode_and_the_commands_it_runs_reach_only_the_workspace(short_
     # A path inside a Python string: OpenCode's own check of the paths a command names does not see
     # it, so the sandbox is what stops it.
     secret, outside = str(data / "canary.txt"), str(short_tmp / "agent" / "escaped.txt")
+    # Its own config directory: what it left there would be read by every later OpenCode start.
+    planted = str(short_tmp / "agent" / "opencode" / "config" / "opencode" / "opencode.json")
     probe = (
         "import pathlib\n"
         f"for what, act in (('read', lambda: pathlib.Path({secret!r}).read_text()),\n"
-        f"                  ('write', lambda: pathlib.Path({outside!r}).write_text('x'))):\n"
+        f"                  ('write', lambda: pathlib.Path({outside!r}).write_text('x')),\n"
+        f"                  ('plant', lambda: pathlib.Path({planted!r}).write_text('{{}}'))):\n"
         "    try:\n"
         "        print(what, 'done', act())\n"
         "    except OSError as e:\n"
@@ -448,6 +451,7 @@ async def test_opencode_and_the_commands_it_runs_reach_only_the_workspace(short_
     seen = str(fake.requests[-1].body)
     assert "read refused Permission denied" in seen, seen
     assert "write refused Permission denied" in seen, seen
+    assert "plant refused Permission denied" in seen, seen
     assert not any("CANARY-7f3e" in str(r.body) for r in fake.requests)
     # The model's key reached the provider, through the relay, and never OpenCode's environment.
     assert "key in my environment: False" in seen, seen
