@@ -19,8 +19,7 @@ from spacebot.llm.errors import LLMConfigError
 from spacebot.runtime.child import ChildContext
 from spacebot.supervisor.secrets_service import fetch as fetch_secrets
 from spacebot.supervisor.secrets_service import model_secret_names
-from spacebot.tools import opencode, opencode_session, sandbox
-from spacebot.tools.egress import EgressProxy
+from spacebot.tools import egress, opencode, opencode_session, sandbox
 from spacebot.tools.workspace import Workspace
 
 
@@ -62,13 +61,7 @@ async def serve(
         )
         # OpenCode reaches the model through a relay of this process: it never holds the key.
         relay = await stack.enter_async_context(opencode.model_relay(config))
-        delegates = ctx.config.delegates
-        proxy_port = 0
-        if delegates.network == "loopback-deny":  # its web tools reach public addresses only
-            egress = await EgressProxy().start()
-            stack.push_async_callback(egress.close)
-            proxy_port = egress.port
-        network = sandbox.Network(delegates.network, proxy_port)
+        network = await egress.network_for(ctx.config.delegates.network, stack)  # its web tools
         pool = opencode.ServerPool(
             command,
             opencode.through(config, relay),

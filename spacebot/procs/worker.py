@@ -22,9 +22,7 @@ from spacebot.ipc.replies import Reply
 from spacebot.llm.types import Message, SystemMessage, ToolCall, UserMessage
 from spacebot.runtime.child import ChildContext
 from spacebot.runtime.llm_link import connect_llm
-from spacebot.tools import browser, mcp_tools, sandbox, web_search
-from spacebot.tools.egress import EgressProxy
-from spacebot.tools.sandbox import Network
+from spacebot.tools import browser, egress, mcp_tools, sandbox, web_search
 from spacebot.tools.schema import check, spec
 from spacebot.tools.task_tools import TaskTools, from_settings, worker_secrets
 
@@ -88,12 +86,7 @@ async def serve(
     messages: list[Message] = [UserMessage(task)]  # the system prompt first, once the tools are known
 
     async def work(stack: contextlib.AsyncExitStack[bool | None]) -> str:
-        if settings.network == "loopback-deny":
-            egress = await EgressProxy().start()
-            stack.push_async_callback(egress.close)
-        else:
-            egress = None
-        network = Network(settings.network, egress.port if egress is not None else 0)
+        network = await egress.network_for(settings.network, stack)
         limits, policy = from_settings(settings, network)
         llm = await connect_llm(ctx)
         stack.push_async_callback(llm.aclose)

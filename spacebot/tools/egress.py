@@ -19,6 +19,8 @@ import logging
 import socket
 from urllib.parse import urlsplit
 
+from spacebot.tools.sandbox import Network
+
 log = logging.getLogger("spacebot.tools")
 
 MAX_HEAD = 16_384
@@ -211,3 +213,13 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             if dst.can_write_eof():
                 dst.write_eof()
+
+
+async def network_for(mode: str, stack: contextlib.AsyncExitStack[bool | None]) -> Network:
+    """The :class:`~spacebot.tools.sandbox.Network` of ``[delegates] network`` = ``mode`` for one
+    worker: with ``loopback-deny`` an egress proxy of its own is started and closed with ``stack``."""
+    if mode != "loopback-deny":
+        return Network(mode, 0)
+    proxy = await EgressProxy().start()
+    stack.push_async_callback(proxy.close)
+    return Network(mode, proxy.port)

@@ -332,9 +332,6 @@ class Server:
 
 WRITABLE_STATE = ("data", "cache", "state", "home", "tmp")
 """OpenCode's state directories it may write (its XDG data, cache and state, ``HOME``, ``TMPDIR``)."""
-SERVER_LIMITS = sandbox.Limits(cpu_seconds=0, address_space_mb=0, open_files=0, processes=0)
-"""No rlimits of a tool's command: the server and its builds live as long as the worker, whose
-timeout ends them (a JavaScript runtime reserves far more address space than it uses)."""
 
 START_ATTEMPTS = 3
 """Starts of ``opencode serve`` tried when it exits before listening."""
@@ -372,7 +369,8 @@ class ServerPool:
     ``command`` is the program, ``opencode_config`` the JSON config every server starts with,
     ``state`` where OpenCode keeps its database and caches. Each server runs in the tool sandbox
     (:func:`spacebot.tools.sandbox.start`): it, and every command its model runs, may write only
-    ``workspace`` and ``state`` and read only those, the system directories and OpenCode's own
+    ``workspace`` and ``state``'s :data:`WRITABLE_STATE` directories and read only those (and its
+    config), the system directories and OpenCode's own
     installation — never the agent's data, Spacebot's configuration, secrets or runtime directory.
     Where files cannot be confined it is refused unless ``allow_unsandboxed``."""
 
@@ -445,11 +443,7 @@ class ServerPool:
             "OPENCODE_DB": f"opencode-{digest}.db",  # one database per directory: no shared lock
             "TMPDIR": str(self.state / "tmp"),  # /tmp is not writable in the sandbox
         }
-        if self.network.mode == "loopback-deny":  # the web through the proxy, the relay directly
-            proxy = f"http://127.0.0.1:{self.network.proxy_port}"
-            for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-                env[name] = proxy
-            env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        env |= sandbox.proxy_env(self.network, direct="127.0.0.1,localhost")  # the relay directly
         # Its own port, chosen here: where TCP is restricted it may listen on that one port only.
         port = await asyncio.to_thread(_free_port)
         for sub in ("home", "tmp"):
@@ -461,7 +455,6 @@ class ServerPool:
                 # Not its config directory: what OpenCode wrote there it would read on every later
                 # start (a planted opencode.json), and this worker writes files there itself.
                 writable=[self.workspace, *(self.state / sub for sub in WRITABLE_STATE)],
-                limits=SERVER_LIMITS,
                 env=env,
                 read_only=[*sandbox.READ_ONLY_SYSTEM, *installed.roots],
                 network=self.network,

@@ -551,12 +551,7 @@ async def run(
     cwd = inside(cwd, workspace)
     if not cwd.is_dir():
         raise SandboxError(f"working directory {cwd} does not exist")
-    env = dict(env) if env is not None else default_env(workspace)
-    if network.mode == "loopback-deny":
-        proxy = f"http://127.0.0.1:{network.proxy_port}"
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-            env[name] = proxy
-        env["NO_PROXY"] = env["no_proxy"] = ""
+    env = (dict(env) if env is not None else default_env(workspace)) | proxy_env(network)
     argv = _on_path(argv, env)
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -632,6 +627,12 @@ async def run(
     )
 
 
+SERVER_LIMITS = Limits(cpu_seconds=0, address_space_mb=0, open_files=0, processes=0)
+""":func:`start`'s default: no rlimits of a tool's command. A server and what it runs live as long
+as its worker, whose timeout ends them (and a JavaScript runtime reserves far more address space
+than it uses)."""
+
+
 class Program:
     """A long-running program started confined by :func:`start` (a server a worker drives): its
     pid, its output (stdout and stderr together) as a stream, and how it ended.
@@ -684,8 +685,8 @@ async def start(
     sockets scoped — but with no deadline and no output cap: for a server that serves a worker
     (``opencode serve``). Where ``network`` restricts TCP, the program may also listen on port
     ``listen`` (and connect to it) and connect to the ports of ``reach`` (the worker's own loopback
-    services for it); the caller sets any proxy variables. ``limits`` gives the rlimits (its timeout
-    and output cap do not apply).
+    services for it); the caller sets any proxy variables (:func:`proxy_env`). ``limits`` gives the
+    rlimits (default :data:`SERVER_LIMITS`; its timeout and output cap do not apply).
 
     Refused with :class:`SandboxError`, like :func:`run`, where files cannot be confined unless
     ``allow_unsandboxed``."""
@@ -708,7 +709,7 @@ async def start(
         argv,
         cwd,
         env,
-        limits or Limits(cpu_seconds=0, address_space_mb=0),
+        limits or SERVER_LIMITS,
         writable,
         read_only or READ_ONLY_SYSTEM,
         ports,
@@ -728,6 +729,16 @@ async def start(
         pipe.close()
         raise
     return Program(pid, reader, popen)
+
+
+def proxy_env(network: Network, direct: str = "") -> dict[str, str]:
+    """The proxy variables of ``network``: with ``loopback-deny`` every proxy variable names the
+    egress proxy and only ``direct`` (a ``NO_PROXY`` list) is reached without it; else none."""
+    if network.mode != "loopback-deny":
+        return {}
+    proxy = f"http://127.0.0.1:{network.proxy_port}"
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    return {name: proxy for name in names} | {"NO_PROXY": direct, "no_proxy": direct}
 
 
 def default_env(workspace: Path) -> dict[str, str]:
