@@ -165,6 +165,9 @@ async def serve_http(server: MCPServer, port: int, token: str = "") -> None:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may take the same port
     sock.bind(("127.0.0.1", port))
+    # Listening before it says so: uvicorn listens only once its lifespan has started, and a client
+    # that connected in between was refused. Connections now wait in the backlog until it accepts.
+    sock.listen(128)
     print(f"listening http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
     # lifespan "on": the Starlette app's lifespan runs the SDK's session manager.
     config = uvicorn.Config(asgi, log_level="warning", lifespan="on")
