@@ -11,20 +11,28 @@ Protocol (held-out): every tunable of hybrid recall — the six fusion weights, 
 coordinate ascent over a small grid (``GRID``) from equal weights (the person lists, which rank a
 named speaker's turns, off), maximising the mean of
 R@5/10/25/50: first fusion alone (``graph_sequence`` 0, reported as ``"fusion_only"``), then with
-the sequence expansion of the graph list free, starting from that optimum. The chosen setting is then
-scored on conversations 6-10 (``"heldout"``) and on all 10 (continuity), side by side with
-equal-weight fusion (same window and depth, every weight 1, ``rrf_k`` 60: ``"equal_weights"``) and
-with the engine's defaults (``"hybrid"``) and with the chosen setting without the person lists
-(``"no_person"``, when the search turned them on), all in the same run. ``"dates"`` is the chosen setting
-with ``resolve_dates`` on (relative dates in the turns resolved against their session date, those in
-the questions against the last session's date), against ``"tuned"`` without it. During the search
+the sequence expansion of the graph list free, starting from that optimum. With the chosen fusion
+the learned reranker (``spacebot/memory/rerank.py``) is then fitted on the same conversations: the
+features of each question's top ``rerank_depth`` fused candidates, labelled by whether they are
+evidence, with the regularisation chosen by leave-one-conversation-out among ``RERANK_C``
+(``"reranker"``; ``--write-reranker PATH`` writes the model, the shipped one is
+``spacebot/memory/data/reranker.json``). The chosen setting with that model is then scored on
+conversations 6-10 (``"heldout"``) and on all 10 (continuity), side by side with the same fusion
+without the reranker (``"no_rerank"``), with equal-weight fusion (same window and depth, every
+weight 1, ``rrf_k`` 60, no reranker: ``"equal_weights"``), with the engine's defaults
+(``"hybrid"``) and with the chosen fusion without the person lists (``"no_person"``, when the search
+turned them on), all in the same run; every method's block also has ``"tuning_split"`` (1-5).
+``"dates"`` is the chosen setting with ``resolve_dates`` on (relative dates in the turns resolved
+against their session date, those in the questions against the last session's date), against
+``"tuned"`` without it. During the search
 the candidate lists of each question are computed once per window and depth and fused again for
 each grid point (with the engine's own ``fuse``); the reported figures come from real ``engine.recall`` calls.
 Turn and question embeddings are computed once per run and reused; they are also kept on disk
 (``$XDG_CACHE_HOME/spacebot-bench``, keyed by the model's hash) for the next run (``--no-cache``:
 compute them afresh).
 
-Usage: python bench/locomo.py [--data PATH] [--limit-conversations N] [--no-tune] [--no-cache] [--json]
+Usage: python bench/locomo.py [--data PATH] [--limit-conversations N] [--no-tune] [--no-cache]
+                             [--write-reranker PATH] [--json]
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import msgspec
 import numpy as np
 
 from spacebot.ipc.messages import Association, MemoryType
-from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine, temporal
+from spacebot.memory import MemoryConfig, MemoryDraft, MemoryEngine, rerank, temporal
 from spacebot.memory import recall as recall_mod
 from spacebot.memory.embedder import MODEL_SHA256, Embedder
 from spacebot.memory.engine import document_text
@@ -83,6 +91,8 @@ START: dict[str, Any] = {
     "weight_person": 0.0,
 }
 MAX_PASSES = 3
+RERANK_C = (0.01, 0.1, 1.0, 10.0)
+"""Regularisation strengths tried for the reranker (leave-one-conversation-out on 1-5)."""
 
 Row = tuple[int, int, dict[int, float]]
 """(conversation index, category, {k: recall})"""
@@ -369,6 +379,75 @@ def tune(
     return best, trace
 
 
+# -- the reranker, fitted on conversations 1-5 -------------------------------------------------------
+
+
+class RerankCase:
+    """One tuning question: the reranker's features of its fused top candidates and their labels."""
+
+    __slots__ = ("conv", "gold", "x", "y")
+
+    def __init__(self, conv: int, x: np.ndarray, y: np.ndarray, gold: int) -> None:
+        self.conv, self.x, self.y, self.gold = conv, x, y, gold
+
+
+def collect_rerank_cases(
+    convs: list[Conversation], tuned: MemoryConfig, embedder: CachedEmbedder, log: Callable[[str], None]
+) -> list[RerankCase]:
+    """Features and labels (is the candidate an evidence turn) with the chosen fusion, by the
+    engine's own ``ranked`` and ``rerank.features``."""
+    cfg = with_params(tuned, {"rerank": False})
+    wanted: set[str] = set(ALL_SOURCES)
+    cases: list[RerankCase] = []
+    for conv in convs:
+        with conv.engine(cfg, embedder) as (engine, dia_of):
+            for q, _, gold in conv.questions:
+                if not gold:
+                    continue
+                qvec = embedder.embed_one(q)
+                lists, fused = recall_mod.ranked(
+                    engine, q, qvec, cfg.vector_top_n, cfg.bm25_top_n, wanted, reranker=False
+                )
+                ids, x = rerank.features(engine, q, lists, fused, cfg.rerank_depth)
+                y = np.array([dia_of[i] in gold for i in ids], dtype=np.float64)
+                cases.append(RerankCase(conv.index, x, y, len(gold)))
+        log(f"reranker features: {conv.sample_id}")
+    return cases
+
+
+def rerank_score(cases: list[RerankCase], model: rerank.Reranker) -> float:
+    """Mean of R@5/10/25/50 over ``cases`` with their candidates in the model's order."""
+    total = 0.0
+    for c in cases:
+        y = c.y[np.argsort(-model.logits(c.x), kind="stable")]
+        total += sum(y[:k].sum() / c.gold for k in KS) / len(KS)
+    return 100 * total / max(1, len(cases))
+
+
+def fit_reranker(
+    cases: list[RerankCase], chosen: dict[str, Any], log: Callable[[str], None]
+) -> tuple[rerank.Reranker, dict[str, Any]]:
+    """The regularisation chosen by leave-one-conversation-out over the tuning conversations, then
+    the model fitted on all of them."""
+    convs = sorted({c.conv for c in cases})
+    cv: dict[str, float] = {}
+    for c_reg in RERANK_C:
+        scores = []
+        for held in convs:
+            train = [(c.x, c.y) for c in cases if c.conv != held]
+            scores.append(rerank_score([c for c in cases if c.conv == held], rerank.fit(train, c_reg)))
+        cv[str(c_reg)] = round(sum(scores) / len(scores), 2)
+        log(f"reranker C={c_reg}: leave-one-conversation-out {cv[str(c_reg)]:.2f}")
+    best = max(RERANK_C, key=lambda c_reg: cv[str(c_reg)])
+    meta = {
+        "fitted_on": f"LoCoMo conversations {convs[0] + 1}-{convs[-1] + 1} (bench/locomo.py)",
+        "c": best,
+        "fusion": chosen,
+    }
+    model = rerank.fit([(c.x, c.y) for c in cases], best, meta)
+    return model, {"c": best, "cv": cv, "tuning_score": round(rerank_score(cases, model), 2)}
+
+
 # -- reporting --------------------------------------------------------------------------------------
 
 
@@ -397,6 +476,7 @@ def run(
     diagnostic: bool,
     do_tune: bool = True,
     use_cache: bool = True,
+    write_reranker: Path | None = None,
 ) -> dict[str, Any]:
     samples = json.loads(data.read_text())[:limit_conversations]
     cache = None
@@ -436,9 +516,24 @@ def run(
         }
         fusion_only = {**chosen, "graph_sequence": 0}
     tuned = with_params(config, chosen)
+    # The reranker is fitted on the tuning conversations with the chosen fusion; its file lives
+    # for this run (and is written where --write-reranker says).
+    model_dir = tempfile.TemporaryDirectory(prefix="locomo-reranker-")
+    if do_tune:
+        rcases = collect_rerank_cases([c for c in convs if c.index in tune_set], tuned, embedder, log)
+        model, info = fit_reranker(rcases, chosen, log)
+        del rcases
+        model_path = Path(model_dir.name) / "reranker.json"
+        model_path.write_text(model.to_json())
+        if write_reranker is not None:
+            write_reranker.write_text(model.to_json())
+            log(f"reranker written to {write_reranker}")
+        tuned = with_params(tuned, {"rerank": True, "rerank_model": str(model_path)})
+        out["reranker"] = info
+    fusion = with_params(tuned, {"rerank": False})
     # The five lists of the first engine at weight 1 (no person lists): the baseline every stage must beat.
     equal = with_params(
-        tuned, {"rrf_k": 60, "graph_sequence": 0, **{k: 1.0 for k in WEIGHT_KEYS}, "weight_person": 0.0}
+        fusion, {"rrf_k": 60, "graph_sequence": 0, **{k: 1.0 for k in WEIGHT_KEYS}, "weight_person": 0.0}
     )
     # method -> (config, sources)
     methods: dict[str, tuple[MemoryConfig, tuple[RecallSource, ...]]] = {
@@ -449,10 +544,12 @@ def run(
         "vector": (config, ("vector",)),
         "bm25": (config, ("bm25",)),
     }
+    if tuned.rerank:
+        methods["no_rerank"] = (fusion, ALL_SOURCES)
     if chosen.get("weight_person"):
-        methods["no_person"] = (with_params(tuned, {"weight_person": 0.0}), ALL_SOURCES)
+        methods["no_person"] = (with_params(fusion, {"weight_person": 0.0}), ALL_SOURCES)
     if fusion_only != chosen:
-        methods["fusion_only"] = (with_params(config, fusion_only), ALL_SOURCES)
+        methods["fusion_only"] = (with_params(fusion, fusion_only), ALL_SOURCES)
     if diagnostic:
         methods |= {
             "bm25_ctx": (tuned, ("bm25_ctx",)),
@@ -486,7 +583,7 @@ def run(
                 dated_rows.append((conv.index, cat, recall_at(gold, [dia_of[h.memory.id] for h in hits])))
         log(f"{conv.sample_id}: {conv.turns} turns, {len(conv.questions)} questions")
     for method, rows in results.items():
-        out[method] = {**block(rows), "heldout": block(rows, held_set)}
+        out[method] = {**block(rows), "heldout": block(rows, held_set), "tuning_split": block(rows, tune_set)}
     out["heldout"] = {**block(results["tuned"], held_set), "all10": block(results["tuned"]), "config": chosen}
     out["equal_weights"] = {
         **block(results["equal"], held_set),
@@ -496,6 +593,7 @@ def run(
     out["dates"] = {
         **block(dated_rows),
         "heldout": block(dated_rows, held_set),
+        "tuning_split": block(dated_rows, tune_set),
         "without": block(results["tuned"], held_set),
         "turns_with_dates": sum(c.dated for c in convs),
         "us_per_memory": round(1e6 * sum(c.dating_seconds for c in convs) / max(1, turns), 1),
@@ -503,6 +601,7 @@ def run(
     out["questions"] = len(results["hybrid"])
     out["turns"] = sum(c.turns for c in convs)
     out["query_ms_per_recall"] = round(1000 * t_query / max(1, n_recalls), 2)
+    model_dir.cleanup()
     return out
 
 
@@ -526,6 +625,14 @@ def main(argv: list[str] | None = None) -> int:
         help="embed every turn and question afresh (default: reuse vectors this model computed for the same "
         "texts on an earlier run, kept in $XDG_CACHE_HOME/spacebot-bench)",
     )
+    parser.add_argument(
+        "--write-reranker",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the reranker fitted on conversations 1-5 to PATH (the shipped one is "
+        "spacebot/memory/data/reranker.json)",
+    )
     args = parser.parse_args(argv)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = msgspec.convert(overrides, MemoryConfig)
@@ -537,7 +644,14 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     out = run(
-        args.data, args.limit_conversations, log, config, args.diagnostic, not args.no_tune, not args.no_cache
+        args.data,
+        args.limit_conversations,
+        log,
+        config,
+        args.diagnostic,
+        not args.no_tune,
+        not args.no_cache,
+        args.write_reranker,
     )
     print(f"LoCoMo Recall@k, {out['questions']} questions, {out['turns']} turns (dialog-turn units)")
     if "tuning" in out:
@@ -549,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = "".join(f"{row[f'r@{k}']:>7.1f}" for k in KS)
         hcells = "".join(f"{held[f'r@{k}']:>7.1f}" for k in KS) if held else ""
         print(f"{method:<22}{cells}   | {'':<15}{hcells}")
-        if method in ("tuned", "equal", "dates") and held:
+        if method in ("tuned", "no_rerank", "equal", "dates") and held:
             for name, r in held["per_category"].items():
                 label = f"{name} ({r['n']})"
                 print(f"  {'':<20}{'':<28}   |   {label:<13}" + "".join(f"{r[f'r@{k}']:>7.1f}" for k in KS))

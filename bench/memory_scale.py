@@ -10,7 +10,8 @@ behaves very differently on those). One engine grows through the scales. At each
   runs for real;
 * the last ``live`` memories are saved with live embedding, in batches of 100: ``saves_per_s``;
 * ``queries`` hybrid recalls of fresh sentences are timed end to end: ``recall_p50_ms``/``p99``,
-  and each query again without the person lists (``no_person_p50_ms``/``p99``) right after it.
+  and each query again without the reranker (``no_rerank_p50_ms``/``p99``) and without the person
+  lists (``no_person_p50_ms``/``p99``) right after it.
   Memories that name a person are saved as about that person (``people`` metadata, what
   ``memory_save``'s ``about`` writes), 20 people in all, so most queries name someone (whose
   memories are 4 % of the store) and get the person lists.
@@ -149,22 +150,29 @@ def run(scales: list[int], queries: int, live: int, log: Any) -> dict[str, Any]:
             engine.flush()
             for q, _ in query_texts[:20]:
                 engine.recall(q, limit=10)
-            # Side by side: the person lists on (most queries name someone) and off.
-            lat: dict[bool, list[float]] = {True: [], False: []}
-            on, off = engine.config, msgspec.structs.replace(engine.config, weight_person=0.0)
+            # Side by side, each query in turn: the defaults (person lists on, most queries name
+            # someone; reranker on), without the reranker, and without the person lists.
+            on = engine.config
+            variants = {
+                "recall": on,
+                "no_rerank": msgspec.structs.replace(on, rerank=False),
+                "no_person": msgspec.structs.replace(on, weight_person=0.0),
+            }
+            lat: dict[str, list[float]] = {v: [] for v in variants}
             for q, _ in query_texts[20:]:
-                for person in (True, False):
-                    engine.config = on if person else off
+                for name, cfg in variants.items():
+                    engine.config = cfg
                     t = time.perf_counter()
                     engine.recall(q, limit=10)
-                    lat[person].append((time.perf_counter() - t) * 1000)
+                    lat[name].append((time.perf_counter() - t) * 1000)
             engine.config = on
             out[str(scale)] = {
                 "memories": engine.count(),
-                "recall_p50_ms": round(float(np.percentile(lat[True], 50)), 2),
-                "recall_p99_ms": round(float(np.percentile(lat[True], 99)), 2),
-                "no_person_p50_ms": round(float(np.percentile(lat[False], 50)), 2),
-                "no_person_p99_ms": round(float(np.percentile(lat[False], 99)), 2),
+                **{
+                    f"{name}_{p}_ms": round(float(np.percentile(lat[name], int(p[1:]))), 2)
+                    for name in variants
+                    for p in ("p50", "p99")
+                },
                 "queries_naming_someone": sum(1 for _, name in query_texts[20:] if name),
                 "saves_per_s": round(saves_per_s, 1),
                 "rss_mb": round(proc.memory_info().rss / 2**20, 1),
@@ -189,14 +197,15 @@ def main(argv: list[str] | None = None) -> int:
 
     out = run(scales, args.queries, args.live, log)
     print(f"memory engine at scale ({os.cpu_count()} cores), hybrid recall of 10, query embedding included")
-    head = ("memories", "p50 ms", "p99 ms", "p50 off", "p99 off", "saves/s", "RSS MB")
-    print("".join(f"{h:>10}" for h in head) + "   (off: without the person lists)")
+    head = ("memories", "p50 ms", "p99 ms", "p50 -rr", "p99 -rr", "p50 -pp", "p99 -pp", "saves/s", "RSS MB")
+    print("".join(f"{h:>10}" for h in head) + "   (-rr: without the reranker; -pp: without the person lists)")
     for scale, row in out.items():
-        print(
-            f"{scale:>10}{row['recall_p50_ms']:>10.2f}{row['recall_p99_ms']:>10.2f}"
-            f"{row['no_person_p50_ms']:>10.2f}{row['no_person_p99_ms']:>10.2f}"
-            f"{row['saves_per_s']:>10.1f}{row['rss_mb']:>10.1f}"
+        cells = "".join(
+            f"{row[f'{v}_{p}_ms']:>10.2f}"
+            for v in ("recall", "no_rerank", "no_person")
+            for p in ("p50", "p99")
         )
+        print(f"{scale:>10}{cells}{row['saves_per_s']:>10.1f}{row['rss_mb']:>10.1f}")
     if args.json:
         print(json.dumps(out))
     return 0

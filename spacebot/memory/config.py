@@ -71,6 +71,15 @@ class MemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     restricted to the memories by or about the people it names: ``memory/people.py``); 0: off."""
     person_depth: int = 400
     """Vector and BM25-context hits read to find the best ones among a named person's memories."""
+    rerank: bool = True
+    """Reorder the top ``rerank_depth`` fused candidates of a hybrid recall that uses every source
+    with the learned reranker (``memory/rerank.py``): a logistic model over each candidate's list
+    positions and scores, its sequence neighbours, its length and the people the query names."""
+    rerank_depth: int = 200
+    """Fused candidates the reranker reorders (the rest follow in fused order)."""
+    rerank_model: str = ""
+    """Path of a reranker model file (JSON, as ``bench/locomo.py --write-reranker`` writes it);
+    empty: the model shipped with Spacebot."""
     resolve_dates: bool = False
     """Resolve relative dates ("yesterday", "last week", "two days ago") against the time a memory
     was said: the absolute dates join its indexed text and its ``dates`` metadata, and a recall

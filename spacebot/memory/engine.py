@@ -28,7 +28,7 @@ from spacebot.ipc.messages import (
     RecallMode,
     Relation,
 )
-from spacebot.memory import graph, maintenance, recall, temporal
+from spacebot.memory import graph, maintenance, recall, rerank, temporal
 from spacebot.memory.config import MemoryConfig
 from spacebot.memory.embedder import BackgroundEmbedder, Embedder
 from spacebot.memory.errors import MemoryInputError, MemoryNotFound
@@ -78,6 +78,8 @@ class MemoryEngine:
     ) -> None:
         self.config = config or MemoryConfig()
         cfg = self.config
+        if cfg.rerank:
+            rerank.model(cfg.rerank_model)  # a bad model file fails the start, naming the file
         self.data_dir = Path(data_dir)
         self.store = Store(self.data_dir / "agent.duckdb", cfg.duckdb_memory_mb, cfg.duckdb_threads)
         self.embedder: Embedder | BackgroundEmbedder = embedder or Embedder(
@@ -99,6 +101,8 @@ class MemoryEngine:
         self.next: dict[int, int] = {}
         self.people = People()
         """Who each memory is by or about (:mod:`spacebot.memory.people`)."""
+        self.shapes = rerank.Shapes()
+        """Each memory's length and question mark, for the reranker."""
         self._touch_lock = threading.Lock()
         self._pending_touch: dict[int, int] = {}
         self._pending_touch_at = 0.0
@@ -112,6 +116,7 @@ class MemoryEngine:
             self.prev[mid] = prev
             self.next[prev] = mid
         self.people.add((mid, msgspec.json.decode(raw)) for mid, raw in self.store.people_rows())
+        self.shapes.add(self.store.shapes())
         active = self.store.active_ids()
         self.vectors.reconcile(active, lambda ids: self.store.embeddings(ids), progress)
 
@@ -303,6 +308,7 @@ class MemoryEngine:
                     self.prev[mid] = prev
                     self.next[prev] = mid
         self.people.add(zip(ids, metas, strict=True))
+        self.shapes.add((i, len(c), "?" in c) for i, (c, _, _) in zip(ids, checked, strict=True))
         with self._seq_lock:
             outside = sorted({j for i in ids for j in self._window(i)} - set(ids))
         self.text.add(self._text_docs(ids + outside, dict(zip(ids, texts, strict=True))))

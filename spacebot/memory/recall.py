@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spacebot.ipc.messages import Association, Memory, MemoryType, RecallHit, RecallMode
-from spacebot.memory import temporal
+from spacebot.memory import rerank, temporal
 from spacebot.memory.errors import MemoryInputError
 from spacebot.memory.graph import edges_of
-from spacebot.memory.types import RecallSource
+from spacebot.memory.types import ALL_SOURCES, RecallSource
 
 if TYPE_CHECKING:
     from spacebot.memory.config import MemoryConfig
@@ -252,6 +252,29 @@ def fuse(
     return fused
 
 
+def ranked(
+    engine: MemoryEngine,
+    query: str,
+    qvec: np.ndarray,
+    n_vec: int,
+    n_bm: int,
+    wanted: AbstractSet[str],
+    reranker: bool | None = None,
+) -> tuple[dict[str, Ranked], Ranked]:
+    """One query's candidate lists (``graph`` and, when reranked, ``rerank`` included) and its
+    final ranking: the fusion, then the learned reranker over its top ``rerank_depth`` when
+    ``rerank`` is on and every source is wanted (the model was fitted on all of them; a recall
+    restricted to some sources keeps the fused order). ``reranker`` overrides ``rerank``."""
+    cfg = engine.config
+    lists = candidate_lists(engine, query, qvec, n_vec, n_bm, wanted)
+    fused = fuse(lists, cfg, wanted, lambda ids: edges_of(engine.store, ids), engine.sequence_window)
+    use = cfg.rerank if reranker is None else reranker
+    if use and cfg.rerank_depth > 0 and wanted >= set(ALL_SOURCES):
+        fused = rerank.rerank(engine, rerank.model(cfg.rerank_model), query, lists, fused, cfg.rerank_depth)
+        lists["rerank"] = fused[: cfg.rerank_depth]
+    return lists, fused
+
+
 def hybrid(
     engine: MemoryEngine,
     queries: Sequence[str],
@@ -276,10 +299,7 @@ def hybrid(
     rankings: dict[str, list[tuple[int, float]]] = {}
     first: dict[str, Ranked] = {}
     for n, (query, qvec) in enumerate(zip(queries, qvecs, strict=True), start=1):
-        lists = candidate_lists(engine, query, qvec, n_vec, n_bm, wanted)
-        rankings[f"query_{n}"] = fuse(
-            lists, cfg, wanted, lambda ids: edges_of(engine.store, ids), engine.sequence_window
-        )
+        lists, rankings[f"query_{n}"] = ranked(engine, query, qvec, n_vec, n_bm, wanted)
         if n == 1:
             first = lists
     if len(rankings) == 1:

@@ -250,6 +250,16 @@ class Store:
         )
         return {r[0]: memory_from_row(r) for r in rows}
 
+    def shapes(self) -> list[tuple[int, int, bool]]:
+        """(id, length in characters, holds a question mark) of every active memory: the
+        reranker's shape features, read once at start-up."""
+        return [
+            (int(i), int(n), bool(q))
+            for i, n, q in self.cursor()
+            .execute("SELECT id, length(content), contains(content, '?') FROM memories WHERE NOT forgotten")
+            .fetchall()
+        ]
+
     def query_memories(self, where: str, params: list[Any], order: str, limit: int) -> list[Memory]:
         """Memories matching a WHERE clause, in ``order``."""
         sql = f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where} ORDER BY {order} LIMIT ?"
