@@ -634,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         "spacebot/memory/data/reranker.json)",
     )
     args = parser.parse_args(argv)
+    if args.write_reranker is not None and args.no_tune:
+        parser.error("--write-reranker needs the fitting that --no-tune skips")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = msgspec.convert(overrides, MemoryConfig)
     if not args.data.is_file():

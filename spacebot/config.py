@@ -1037,6 +1037,25 @@ def _check(config: Config, found: Found) -> None:
             found.append((("tools", "browser", limit), "must be > 0"))
     if config.tools.opencode.start_timeout <= 0:
         found.append((("tools", "opencode", "start_timeout"), "must be > 0"))
+    _check_memory(config.memory, found)
+
+
+def _check_memory(mem: MemoryConfig, found: Found) -> None:
+    if mem.rerank_depth < 0:
+        found.append((("memory", "rerank_depth"), "must be >= 0"))
+    if not (mem.rerank and mem.rerank_model):
+        return
+    if not Path(mem.rerank_model).expanduser().is_absolute():
+        found.append(
+            (("memory", "rerank_model"), f"{mem.rerank_model!r} must be an absolute path (or start with ~)")
+        )
+        return
+    from spacebot.memory.rerank import Reranker, RerankerError  # numpy: only when a model is named
+
+    try:
+        Reranker.load(mem.rerank_model)
+    except RerankerError as exc:
+        found.append((("memory", "rerank_model"), str(exc)))
 
 
 def _check_mcp(servers: list[McpServerSettings], found: Found) -> None:

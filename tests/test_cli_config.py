@@ -190,3 +190,23 @@ def test_models_per_process_and_references(home: Path) -> None:
     # --strict turns unresolved references into a failure.
     run = spacebot(home, "config", "check", "--strict", SPACEBOT_TEST_AN_KEY="k", SPACEBOT_TEST_TOKEN="t")
     assert run.code == 1 and "warning: llm.providers.oa.api_key (secret:OPENAI)" in run.out, run
+
+
+def test_a_reranker_model_that_cannot_be_used_is_a_config_error(home: Path, tmp_path: Path) -> None:
+    """Checked when the config loads, so the memory process is never started (and restarted) with
+    a model file it would refuse."""
+    bad = tmp_path / "model.json"
+    bad.write_text('{"format": 1, "features": ["fused"], "coef": [1], "intercept": 0}')
+    config = home / "config.toml"
+    config.write_text(f"[memory]\nrerank_model = '{bad}'\nrerank_depth = -1\n")
+    run = spacebot(home, "config", "check")
+    assert run.code == 1, run
+    assert "config key 'memory.rerank_depth'" in run.err and "must be >= 0" in run.err, run
+    assert "config key 'memory.rerank_model'" in run.err and "fitted on other features" in run.err, run
+    assert str(bad) in run.err
+    config.write_text("[memory]\nrerank_model = 'model.json'\n")
+    run = spacebot(home, "config", "check")
+    assert run.code == 1 and "must be an absolute path" in run.err, run
+    # Switched off, the model is not read at all.
+    config.write_text(f"[memory]\nrerank = false\nrerank_model = '{bad}'\n")
+    assert spacebot(home, "config", "check").code == 0

@@ -850,11 +850,13 @@ class RecallHit(msgspec.Struct, frozen=True, kw_only=True):
     memory: Memory
     """The memory."""
     score: float
-    """Fused score (RRF for hybrid; the sort key for the other modes)."""
+    """The sort key: for one hybrid query the reranker's probability (0 for hits past its depth),
+    or the RRF score when it is off or the sources are restricted; for several queries the RRF of
+    their rankings; for the other modes their own order."""
     ranks: dict[str, int] = {}
     """1-based rank in each source list that contained it (``vector``, ``bm25``, ``vector_ctx``,
     ``bm25_ctx``, ``graph``, and ``person_vector`` / ``person_bm25_ctx`` when the query names a
-    person)."""
+    person; ``rerank`` when the reranker ordered it; ``query_N`` per query of several)."""
     scores: dict[str, float] = {}
     """Raw score in each source list: cosine, BM25, context scores, graph weight."""
 

@@ -79,7 +79,14 @@ class MemoryEngine:
         self.config = config or MemoryConfig()
         cfg = self.config
         if cfg.rerank:
-            rerank.model(cfg.rerank_model)  # a bad model file fails the start, naming the file
+            # A bad model file fails the start, naming the file (config loading checks it first).
+            differs = rerank.model(cfg.rerank_model).fusion_differs(rerank.fusion_settings(cfg))
+            if differs:
+                log.warning(
+                    "the reranker was fitted with other fusion settings (%s): refit it for these "
+                    "(bench/locomo.py --write-reranker) or set rerank = false if recall gets worse",
+                    ", ".join(differs),
+                )
         self.data_dir = Path(data_dir)
         self.store = Store(self.data_dir / "agent.duckdb", cfg.duckdb_memory_mb, cfg.duckdb_threads)
         self.embedder: Embedder | BackgroundEmbedder = embedder or Embedder(
@@ -298,7 +305,9 @@ class MemoryEngine:
                 )
             if also is not None:
                 also(cur)
-        # Committed: now the indexes (rebuilt from DuckDB at the next start if we die here).
+        # Committed: now the indexes (rebuilt from DuckDB at the next start if we die here). The
+        # shapes first: a recall that finds a new memory in an index reads its length.
+        self.shapes.add((i, len(c), "?" in c) for i, (c, _, _) in zip(ids, checked, strict=True))
         id_arr = np.asarray(ids, dtype=np.int64)
         for start in range(0, len(ids), 256):
             self.vectors.add(id_arr[start : start + 256], vecs[start : start + 256])
@@ -308,7 +317,6 @@ class MemoryEngine:
                     self.prev[mid] = prev
                     self.next[prev] = mid
         self.people.add(zip(ids, metas, strict=True))
-        self.shapes.add((i, len(c), "?" in c) for i, (c, _, _) in zip(ids, checked, strict=True))
         with self._seq_lock:
             outside = sorted({j for i in ids for j in self._window(i)} - set(ids))
         self.text.add(self._text_docs(ids + outside, dict(zip(ids, texts, strict=True))))

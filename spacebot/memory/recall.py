@@ -15,6 +15,9 @@
   a connected memory is found even when it shares no words with the query, and the memories just
   before and after those hits in their sequence (``graph_sequence``).
 
+A hybrid recall over every source then reorders its top ``rerank_depth`` fused candidates with the
+learned reranker (:mod:`spacebot.memory.rerank`) when ``rerank`` is on.
+
 ``recent`` orders by creation time, ``important`` by importance, ``typed`` restricts to types
 (hybrid when a query is given, most recent first otherwise). Filters by type and channel apply to
 every mode; forgotten memories are never returned.

@@ -4,7 +4,7 @@ RRF sees only ranks. The reranker looks at the top ``rerank_depth`` fused candid
 what fusion throws away or cannot express, and orders them by a logistic model of "this memory is
 evidence for the query":
 
-* per source list: the reciprocal rank, the log rank and the score relative to that list's best
+* per source list: ``1 / (10 + rank)``, the log rank and the score relative to that list's best
   (a hit whose cosine or BM25 score is close to the top is worth more than its rank says);
 * agreement: how many lists hold it in their top 10 and top 50;
 * its sequence neighbours: the best fused score and rank one and two steps before or after it
@@ -16,10 +16,12 @@ evidence for the query":
 
 No cross-encoder qualified (docs/memory.md: none ships its weights in a PyPI package, and one pass
 per candidate would not fit the latency budget); this model is a weighted sum of 33 numbers per
-candidate, costs well under a millisecond for 200 candidates, and its coefficients ship as
-``data/reranker.json``. They are fitted by ``bench/locomo.py`` on LoCoMo conversations 1-5 only
+candidate (about 1-2 ms of recall for 200 candidates, bench/README.md), and its coefficients ship
+as ``data/reranker.json``. They are fitted by ``bench/locomo.py`` on LoCoMo conversations 1-5 only
 (the same split the fusion weights are chosen on) and checked on 6-10; ``fit`` is the fitting
 code. A model file is refused unless it lists exactly the features computed here, in this order.
+The features include the fused score, so the model belongs to the fusion settings it was fitted
+with (kept in the file as ``fusion``); the engine logs a warning when the configured ones differ.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from spacebot.memory.errors import MemoryStoreError
 
 if TYPE_CHECKING:
+    from spacebot.memory.config import MemoryConfig
     from spacebot.memory.engine import MemoryEngine
 
 Ranked = list[tuple[int, float]]
@@ -46,7 +49,8 @@ LISTS = ("vector", "bm25", "vector_ctx", "bm25_ctx", "person_vector", "person_bm
 RR_K = 10
 """Constant of the reciprocal-rank features, fixed so that a model does not depend on ``rrf_k``."""
 ABSENT_RANK = 1000
-"""The rank a candidate missing from a list is given in the log-rank features."""
+"""The rank a candidate missing from a list is given in the log-rank features (deeper ranks are
+counted as this one)."""
 MAX_CHARS = 400
 """Length is counted up to this many characters (about the longest chat turns fitted on)."""
 
@@ -98,13 +102,14 @@ class Reranker:
 
     @classmethod
     def load(cls, path: str | Path = "") -> Reranker:
-        """The model at ``path`` (empty: the one shipped with the package)."""
-        where = Path(path) if path else MODEL_PATH
+        """The model at ``path`` (``~`` expanded; empty: the one shipped with the package)."""
+        where = Path(path).expanduser() if path else MODEL_PATH
         try:
             doc = json.loads(where.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise RerankerError(f"cannot read the reranker model {str(where)!r}: {e}") from e
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        if isinstance(fmt, bool) or fmt != FORMAT:
             raise RerankerError(f"{str(where)!r} is not a reranker model of format {FORMAT}")
         if doc.get("features") != list(FEATURES):
             raise RerankerError(
@@ -112,12 +117,27 @@ class Reranker:
                 f"(refit it with bench/locomo.py --write-reranker)"
             )
         coef, intercept = doc.get("coef"), doc.get("intercept")
-        if not isinstance(coef, list) or not all(isinstance(c, int | float) for c in coef):
-            raise RerankerError(f"{str(where)!r}: 'coef' must be a list of numbers")
-        if not isinstance(intercept, int | float):
-            raise RerankerError(f"{str(where)!r}: 'intercept' must be a number")
+        if not isinstance(coef, list) or not all(_finite(c) for c in coef):
+            raise RerankerError(f"{str(where)!r}: 'coef' must be a list of finite numbers")
+        if len(coef) != len(FEATURES):
+            raise RerankerError(f"{str(where)!r}: {len(coef)} coefficients for {len(FEATURES)} features")
+        if not _finite(intercept):
+            raise RerankerError(f"{str(where)!r}: 'intercept' must be a finite number")
         meta = {k: v for k, v in doc.items() if k not in ("format", "features", "coef", "intercept")}
         return cls(coef, intercept, meta)
+
+    def fusion_differs(self, settings: dict[str, Any]) -> list[str]:
+        """The fusion settings (``bench/locomo.py``'s grid keys) whose value in ``settings`` is not
+        the one this model was fitted with (none when the model does not say)."""
+        fitted = self.meta.get("fusion")
+        if not isinstance(fitted, dict):
+            return []
+        return sorted(k for k, v in fitted.items() if k in settings and settings[k] != v)
+
+
+def _finite(v: Any) -> bool:
+    """A JSON number that is a real, finite number (``true`` and ``NaN`` are not)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class Shapes:
@@ -157,6 +177,26 @@ class Shapes:
         return np.where(known, v // 2, 0), np.where(known, v % 2, 0)
 
 
+def fusion_settings(cfg: MemoryConfig) -> dict[str, Any]:
+    """The settings a model's ``fusion`` record names, as ``cfg`` has them."""
+    depth: Any = (
+        cfg.vector_top_n if cfg.vector_top_n == cfg.bm25_top_n else [cfg.vector_top_n, cfg.bm25_top_n]
+    )
+    return {
+        "context_window": cfg.context_window,
+        "depth": depth,
+        "rrf_k": cfg.rrf_k,
+        "graph_seeds": cfg.graph_seeds,
+        "graph_sequence": cfg.graph_sequence,
+        "weight_vector": cfg.weight_vector,
+        "weight_bm25": cfg.weight_bm25,
+        "weight_vector_ctx": cfg.weight_vector_ctx,
+        "weight_bm25_ctx": cfg.weight_bm25_ctx,
+        "weight_graph": cfg.weight_graph,
+        "weight_person": cfg.weight_person,
+    }
+
+
 @functools.lru_cache(maxsize=8)
 def model(path: str = "") -> Reranker:
     """The model at ``path`` (empty: the shipped one), read once per process."""
@@ -174,7 +214,7 @@ def features(
         return ids, x
     row = {i: r for r, i in enumerate(ids)}
     x[:, 0] = [s for _, s in fused[:n]]
-    x[:, 1] = np.log(np.arange(1, n + 1))
+    x[:, 1] = np.log(np.minimum(np.arange(1, n + 1), ABSENT_RANK))
     top10 = np.zeros(n)
     top50 = np.zeros(n)
     col = 2
@@ -191,7 +231,7 @@ def features(
             rank_arr = np.array([h[1] for h in hit], dtype=np.float64)
             best = ranked[0][1]
             x[at, col] = 1.0 / (RR_K + rank_arr)
-            x[at, col + 1] = np.log(rank_arr)
+            x[at, col + 1] = np.log(np.minimum(rank_arr, ABSENT_RANK))
             if best > 0:
                 x[at, col + 2] = np.array([h[2] for h in hit]) / best
             top10[at] += rank_arr <= 10
@@ -213,7 +253,9 @@ def features(
                 near = [j for j in (before, after) if j is not None]
                 if near:
                     x[r, col + step] = max(score_of.get(j, 0.0) for j in near)
-                    x[r, col + step + 1] = math.log(min(rank_of.get(j, ABSENT_RANK) for j in near))
+                    x[r, col + step + 1] = math.log(
+                        min(ABSENT_RANK, *(rank_of.get(j, ABSENT_RANK) for j in near))
+                    )
                 before = prev.get(before) if before is not None else None
                 after = nxt.get(after) if after is not None else None
     col += 4
@@ -277,4 +319,14 @@ def fit(
     return Reranker(coef.tolist(), intercept, meta)
 
 
-__all__ = ["FEATURES", "Reranker", "RerankerError", "Shapes", "features", "fit", "model", "rerank"]
+__all__ = [
+    "FEATURES",
+    "Reranker",
+    "RerankerError",
+    "Shapes",
+    "features",
+    "fit",
+    "fusion_settings",
+    "model",
+    "rerank",
+]

@@ -20,6 +20,7 @@ DEFAULT_IMPORTANCE: dict[MemoryType, float] = {
 """Importance a memory gets when its draft gives none. Identity is highest and never decays."""
 
 RecallSource = Literal["vector", "bm25", "vector_ctx", "bm25_ctx", "graph", "person"]
-"""The ranked lists a hybrid recall fuses (the keys of ``RecallHit.ranks`` and ``.scores``; the
-``person`` source gives two lists, ``person_vector`` and ``person_bm25_ctx``)."""
+"""The ranked lists a hybrid recall fuses (keys of ``RecallHit.ranks`` and ``.scores``, beside
+``rerank`` and ``query_N``; the ``person`` source gives two lists, ``person_vector`` and
+``person_bm25_ctx``)."""
 ALL_SOURCES: tuple[RecallSource, ...] = ("vector", "bm25", "vector_ctx", "bm25_ctx", "graph", "person")

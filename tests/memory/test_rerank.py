@@ -50,28 +50,36 @@ def test_features_describe_each_candidate(engine: MemoryEngine) -> None:
     query = "what is Ana making in the pottery class"
     qvec = engine.embedder.embed_one(query)
     lists, fused = recall_mod.ranked(engine, query, qvec, 200, 200, set(ALL_SOURCES), reranker=False)
-    got, x = rerank.features(engine, query, lists, fused, 4)
-    assert got == [i for i, _ in fused[:4]] and x.shape == (4, len(FEATURES))
+    assert {i for i, _ in fused} == set(ids)  # six memories: every one is a candidate
+    got, x = rerank.features(engine, query, lists, fused, len(ids))
+    assert got == [i for i, _ in fused] and x.shape == (len(ids), len(FEATURES))
     f = {name: x[:, k] for k, name in enumerate(FEATURES)}
-    assert list(f["fused"]) == [s for _, s in fused[:4]]
+    assert list(f["fused"]) == [s for _, s in fused]
     row = {i: r for r, i in enumerate(got)}
-    for i in got:
-        said = CHAT[ids.index(i)]
-        assert f["question_mark"][row[i]] == ("?" in said[1])
-        assert f["log_chars"][row[i]] == pytest.approx(np.log1p(len(said[1])))
+    score, rank = dict(fused), {i: r for r, (i, _) in enumerate(fused, start=1)}
+    for pos, i in enumerate(ids):
+        said = CHAT[pos]
+        r = row[i]
+        assert f["question_mark"][r] == ("?" in said[1])
+        assert f["log_chars"][r] == pytest.approx(np.log1p(len(said[1])))
         # The query names Ana: her turns are "by_named", Ben's "by_other".
-        assert (f["by_named"][row[i]], f["by_other"][row[i]]) == (
-            (1.0, 0.0) if said[0] == "Ana" else (0.0, 1.0)
-        )
-        bm = [j for j, _ in lists["bm25"]]
-        if i in bm:
-            assert f["bm25_rr"][row[i]] == pytest.approx(1 / (rerank.RR_K + bm.index(i) + 1))
-        else:
-            assert f["bm25_rr"][row[i]] == 0 and f["bm25_log_rank"][row[i]] == pytest.approx(np.log(1000))
-    # The first and last memory of the sequence have one neighbour at each distance; the rest two.
-    first = ids[0]
-    if first in row:
-        assert f["near1_fused"][row[first]] == dict(fused).get(ids[1], 0.0)
+        assert (f["by_named"][r], f["by_other"][r]) == ((1.0, 0.0) if said[0] == "Ana" else (0.0, 1.0))
+        for name in ("bm25", "vector", "bm25_ctx"):
+            ranked = [j for j, _ in lists[name]]
+            if i in ranked:
+                k = ranked.index(i) + 1
+                assert f[f"{name}_rr"][r] == pytest.approx(1 / (rerank.RR_K + k))
+                assert f[f"{name}_log_rank"][r] == pytest.approx(np.log(k))
+                assert f[f"{name}_rel_score"][r] == pytest.approx(dict(lists[name])[i] / lists[name][0][1])
+            else:
+                assert f[f"{name}_rr"][r] == 0 and f[f"{name}_log_rank"][r] == pytest.approx(np.log(1000))
+        tops = sum(1 for n in rerank.LISTS if i in [j for j, _ in lists.get(n, [])[:10]])
+        assert f["lists_top10"][r] == tops
+        # Sequence neighbours one and two steps away (the chat is one sequence).
+        for step, name in ((1, "near1"), (2, "near2")):
+            near = [ids[q] for q in (pos - step, pos + step) if 0 <= q < len(ids)]
+            assert f[f"{name}_fused"][r] == max(score[j] for j in near)
+            assert f[f"{name}_log_rank"][r] == pytest.approx(np.log(min(rank[j] for j in near)))
 
 
 def test_hybrid_recall_orders_by_the_model(tmp_path: Path, embedder: Embedder) -> None:
@@ -92,18 +100,54 @@ def test_hybrid_recall_orders_by_the_model(tmp_path: Path, embedder: Embedder) -
             # A recall restricted to some sources keeps the fused order: no rerank.
             some = eng.recall("pottery", limit=6, touch=False, sources=["vector", "bm25"])
             assert all("rerank" not in h.ranks for h in some)
-            # Several queries: each is reranked, then fused.
+            # Several queries: each is reranked, then their rankings are fused.
             multi = eng.recall("pottery", queries=["clay bowl"], limit=6, touch=False)
-            assert multi and all("rerank" in h.ranks for h in multi)
+            marks = ["?" in h.memory.content for h in multi]
+            assert len(multi) == 6 and sorted(marks, reverse=questions_first) == marks
 
 
 def test_off_keeps_the_fused_order(tmp_path: Path, embedder: Embedder) -> None:
     with MemoryEngine(tmp_path, MemoryConfig(rerank=False), embedder=embedder) as eng:
         _chat(eng)
         hits = eng.recall("pottery", limit=6, touch=False)
-        assert hits and all("rerank" not in h.ranks for h in hits)
-        scores = [h.score for h in hits]
-        assert scores == sorted(scores, reverse=True)
+        qvec = eng.embedder.embed_one("pottery")
+        _, fused = recall_mod.ranked(eng, "pottery", qvec, 200, 200, set(ALL_SOURCES), reranker=False)
+        assert [(h.memory.id, h.score) for h in hits] == fused[:6]
+        assert all("rerank" not in h.ranks for h in hits)
+
+
+def test_candidates_beyond_the_depth_follow_in_fused_order(tmp_path: Path, embedder: Embedder) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(_only("question_mark", 5.0).to_json())
+    with MemoryEngine(
+        tmp_path / "d", MemoryConfig(rerank_model=str(path), rerank_depth=2), embedder=embedder
+    ) as eng:
+        _chat(eng)
+        hits = eng.recall("pottery", limit=6, touch=False)
+        qvec = eng.embedder.embed_one("pottery")
+        _, fused = recall_mod.ranked(eng, "pottery", qvec, 200, 200, set(ALL_SOURCES), reranker=False)
+        assert {h.memory.id for h in hits[:2]} == {i for i, _ in fused[:2]}
+        assert [h.memory.id for h in hits[2:]] == [i for i, _ in fused[2:6]]
+        assert all(h.score == 0.0 for h in hits[2:]) and all(h.score > 0 for h in hits[:2])
+
+
+def test_the_engine_warns_when_the_fusion_differs_from_the_models(
+    tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = Reranker.load()
+    assert model.fusion_differs(rerank.fusion_settings(MemoryConfig())) == []
+    changed = MemoryConfig(weight_person=0.0, bm25_top_n=100)
+    assert model.fusion_differs(rerank.fusion_settings(changed)) == ["depth", "weight_person"]
+    with caplog.at_level("WARNING", logger="spacebot.memory.engine"):
+        MemoryEngine(tmp_path, changed, embedder=embedder).close()
+    assert "other fusion settings (depth, weight_person)" in caplog.text
+
+
+def test_shapes_grow_with_the_ids() -> None:
+    shapes = rerank.Shapes()
+    shapes.add([(3, 10, True), (5000, 1000, False)])
+    chars, question = shapes.get([3, 5000, 4, 10**7])
+    assert list(chars) == [10, rerank.MAX_CHARS, 0, 0] and list(question) == [1, 0, 0, 0]
 
 
 @pytest.mark.parametrize(
@@ -124,8 +168,21 @@ def test_off_keeps_the_fused_order(tmp_path: Path, embedder: Embedder) -> None:
         ),
         (
             json.dumps({"format": 1, "features": list(FEATURES), "coef": [1.0], "intercept": 0}),
-            "coefficients",
+            "1 coefficients for 33 features",
         ),
+        (
+            json.dumps(
+                {"format": 1, "features": list(FEATURES), "coef": [0.0] * len(FEATURES), "intercept": 0}
+            ).replace('"intercept": 0', '"intercept": NaN'),
+            "'intercept' must be a finite number",
+        ),
+        (
+            json.dumps(
+                {"format": 1, "features": list(FEATURES), "coef": [True] * len(FEATURES), "intercept": 0}
+            ),
+            "'coef' must be a list of finite numbers",
+        ),
+        (json.dumps({"format": True}), "is not a reranker model of format 1"),
     ],
 )
 def test_a_bad_model_file_fails_the_start_naming_it(
@@ -135,10 +192,14 @@ def test_a_bad_model_file_fails_the_start_naming_it(
     path.write_text(content)
     with pytest.raises(RerankerError, match=message) as err:
         MemoryEngine(tmp_path / "data", MemoryConfig(rerank_model=str(path)), embedder=embedder)
-    if "coefficients" not in message:
-        assert str(path) in str(err.value)
-    with pytest.raises(RerankerError, match="cannot read"):
-        Reranker.load(tmp_path / "missing.json")
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_model_file_fails_the_start(tmp_path: Path, embedder: Embedder) -> None:
+    missing = tmp_path / "missing.json"
+    with pytest.raises(RerankerError, match="cannot read the reranker model") as err:
+        MemoryEngine(tmp_path / "data", MemoryConfig(rerank_model=str(missing)), embedder=embedder)
+    assert str(missing) in str(err.value)
 
 
 def test_fit_learns_which_feature_marks_the_evidence(tmp_path: Path) -> None:
