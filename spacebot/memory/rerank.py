@@ -314,6 +314,8 @@ def fit(
         w -= step
         if np.abs(step).max() < 1e-8:
             break
+    else:
+        raise RerankerError("fitting the reranker did not converge in 100 Newton steps (try a smaller c)")
     coef = w[:-1] / scale
     intercept = w[-1] - float(coef @ mean)
     return Reranker(coef.tolist(), intercept, meta)
