@@ -236,10 +236,12 @@ def recall_at(gold: list[str], got: list[str]) -> dict[int, float]:
 
 
 def with_params(config: MemoryConfig, params: dict[str, Any]) -> MemoryConfig:
-    """``config`` with a grid point applied (``depth`` sets both candidate depths)."""
+    """``config`` with a grid point applied (``depth`` sets both candidate depths, or each of a
+    ``[vector, bm25]`` pair)."""
     fields = {k: v for k, v in params.items() if k != "depth"}
     if "depth" in params:
-        fields["vector_top_n"] = fields["bm25_top_n"] = params["depth"]
+        depth = params["depth"]
+        fields["vector_top_n"], fields["bm25_top_n"] = depth if isinstance(depth, list) else (depth, depth)
     return msgspec.structs.replace(config, **fields)
 
 
@@ -506,14 +508,7 @@ def run(
         }
         del cases
     else:
-        chosen = {
-            "context_window": config.context_window,
-            "depth": config.vector_top_n,
-            "rrf_k": config.rrf_k,
-            "graph_seeds": config.graph_seeds,
-            "graph_sequence": config.graph_sequence,
-            **{k: getattr(config, k) for k in WEIGHT_KEYS},
-        }
+        chosen = rerank.fusion_settings(config)
         fusion_only = {**chosen, "graph_sequence": 0}
     tuned = with_params(config, chosen)
     # The reranker is fitted on the tuning conversations with the chosen fusion; its file lives

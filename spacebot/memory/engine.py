@@ -123,7 +123,7 @@ class MemoryEngine:
             self.prev[mid] = prev
             self.next[prev] = mid
         self.people.add((mid, msgspec.json.decode(raw)) for mid, raw in self.store.people_rows())
-        self.shapes.add(self.store.shapes())
+        self.shapes.add(*self.store.shapes())
         active = self.store.active_ids()
         self.vectors.reconcile(active, lambda ids: self.store.embeddings(ids), progress)
 
@@ -307,7 +307,7 @@ class MemoryEngine:
                 also(cur)
         # Committed: now the indexes (rebuilt from DuckDB at the next start if we die here). The
         # shapes first: a recall that finds a new memory in an index reads its length.
-        self.shapes.add((i, len(c), "?" in c) for i, (c, _, _) in zip(ids, checked, strict=True))
+        self.shapes.add(ids, [len(c) for c, _, _ in checked], ["?" in c for c, _, _ in checked])
         id_arr = np.asarray(ids, dtype=np.int64)
         for start in range(0, len(ids), 256):
             self.vectors.add(id_arr[start : start + 256], vecs[start : start + 256])

@@ -30,7 +30,7 @@ import functools
 import json
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,15 +149,14 @@ class Shapes:
         self._a = np.full(1024, -1, dtype=np.int16)
         self._lock = threading.Lock()
 
-    def add(self, items: Iterable[tuple[int, int, bool]]) -> None:
-        """Record ``(id, chars, question)`` for each memory."""
-        items = list(items)
-        if not items:
+    def add(self, ids: Sequence[int] | np.ndarray, chars: Sequence[int] | np.ndarray, question: Any) -> None:
+        """Record each memory's length in characters and whether it holds a question mark."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
             return
-        ids = np.fromiter((i for i, _, _ in items), dtype=np.int64, count=len(items))
-        vals = np.fromiter(
-            (2 * min(n, MAX_CHARS) + bool(q) for _, n, q in items), dtype=np.int16, count=len(items)
-        )
+        vals = (
+            2 * np.minimum(np.asarray(chars, dtype=np.int64), MAX_CHARS) + np.asarray(question, dtype=bool)
+        ).astype(np.int16)
         with self._lock:
             a = self._a
             top = int(ids.max())
@@ -177,24 +176,28 @@ class Shapes:
         return np.where(known, v // 2, 0), np.where(known, v % 2, 0)
 
 
+FUSION_FIELDS = (
+    "context_window",
+    "rrf_k",
+    "graph_seeds",
+    "graph_sequence",
+    "weight_vector",
+    "weight_bm25",
+    "weight_vector_ctx",
+    "weight_bm25_ctx",
+    "weight_graph",
+    "weight_person",
+)
+"""The ``MemoryConfig`` fields of fusion a model belongs to, beside ``depth``."""
+
+
 def fusion_settings(cfg: MemoryConfig) -> dict[str, Any]:
-    """The settings a model's ``fusion`` record names, as ``cfg`` has them."""
+    """The settings a model's ``fusion`` record names, as ``cfg`` has them (``depth``: the candidate
+    depth, or ``[vector_top_n, bm25_top_n]`` when they differ)."""
     depth: Any = (
         cfg.vector_top_n if cfg.vector_top_n == cfg.bm25_top_n else [cfg.vector_top_n, cfg.bm25_top_n]
     )
-    return {
-        "context_window": cfg.context_window,
-        "depth": depth,
-        "rrf_k": cfg.rrf_k,
-        "graph_seeds": cfg.graph_seeds,
-        "graph_sequence": cfg.graph_sequence,
-        "weight_vector": cfg.weight_vector,
-        "weight_bm25": cfg.weight_bm25,
-        "weight_vector_ctx": cfg.weight_vector_ctx,
-        "weight_bm25_ctx": cfg.weight_bm25_ctx,
-        "weight_graph": cfg.weight_graph,
-        "weight_person": cfg.weight_person,
-    }
+    return {"depth": depth, **{k: getattr(cfg, k) for k in FUSION_FIELDS}}
 
 
 @functools.lru_cache(maxsize=8)
@@ -323,6 +326,7 @@ def fit(
 
 __all__ = [
     "FEATURES",
+    "FUSION_FIELDS",
     "Reranker",
     "RerankerError",
     "Shapes",

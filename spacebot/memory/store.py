@@ -250,15 +250,18 @@ class Store:
         )
         return {r[0]: memory_from_row(r) for r in rows}
 
-    def shapes(self) -> list[tuple[int, int, bool]]:
-        """(id, length in characters, holds a question mark) of every active memory: the
-        reranker's shape features, read once at start-up."""
-        return [
-            (int(i), int(n), bool(q))
-            for i, n, q in self.cursor()
-            .execute("SELECT id, length(content), contains(content, '?') FROM memories WHERE NOT forgotten")
-            .fetchall()
-        ]
+    def shapes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ids, lengths in characters and question marks of every active memory (the reranker's
+        shape features, read once at start-up), as arrays."""
+        res = (
+            self.cursor()
+            .execute(
+                "SELECT id, length(content) AS n, contains(content, '?') AS q "
+                "FROM memories WHERE NOT forgotten"
+            )
+            .fetchnumpy()
+        )
+        return np.asarray(res["id"]), np.asarray(res["n"]), np.asarray(res["q"])
 
     def query_memories(self, where: str, params: list[Any], order: str, limit: int) -> list[Memory]:
         """Memories matching a WHERE clause, in ``order``."""

@@ -145,7 +145,7 @@ def test_the_engine_warns_when_the_fusion_differs_from_the_models(
 
 def test_shapes_grow_with_the_ids() -> None:
     shapes = rerank.Shapes()
-    shapes.add([(3, 10, True), (5000, 1000, False)])
+    shapes.add([3, 5000], [10, 1000], [True, False])
     chars, question = shapes.get([3, 5000, 4, 10**7])
     assert list(chars) == [10, rerank.MAX_CHARS, 0, 0] and list(question) == [1, 0, 0, 0]
 
