@@ -189,8 +189,14 @@ async def test_metrics_move_with_turns_model_calls_and_kills(short_tmp: Path) ->
                 "--runtime-dir", str(system.sup.endpoints.dir), "kill", channel
             )
             assert code == 0, (out, err)
+            # The kill report and the exit are two events; either may reach the gateway first.
             killed = await scrape_until(
-                url, lambda s: total(s, "spacebot_kills_total", kind="channel") >= 1, "the kill"
+                url,
+                lambda s: (
+                    total(s, "spacebot_kills_total", kind="channel") >= 1
+                    and total(s, "spacebot_exits_total", kind="channel") >= 1
+                ),
+                "the kill and the exit",
             )
             assert total(killed, "spacebot_killed_processes_total", kind="channel") >= 1
             assert total(killed, "spacebot_exits_total", kind="channel") >= 1
